@@ -1,0 +1,64 @@
+"""The export context: what the stages read and add as the pipeline runs.
+
+Every stage receives the context and returns it. A stage declares the fields it ``needs``
+and the fields it ``adds`` (see ``exportkit.stages.base.Stage``), so the runner can say
+which stage is missing when a user disables one that a later stage depends on.
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from omegaconf import DictConfig
+
+
+@dataclass
+class Graph:
+    """One MetaGraphDef to write: its tag, its signatures, the variable groups they use."""
+
+    tag: str
+    functions: Dict[str, Any]  # signature key -> tf ConcreteFunction
+    variable_groups: List[str]  # keys of ExportContext.variables this graph captures
+
+
+@dataclass
+class StageRecord:
+    name: str
+    status: str  # ok | failed | skipped
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class ExportContext:
+    cfg: DictConfig
+    export_dir: Path  # where the finished export will be published
+    work_dir: Path  # the staging directory every stage writes into
+    model: Any = None  # the source model (a keras.Model, or a JAX apply function)
+    custom_objects: Dict[str, Any] = field(default_factory=dict)
+    # signature key -> ordered {input name: tf.TensorSpec}
+    signatures: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    # fn(dict of input tensors) -> dict of named output tensors: what every signature serves
+    serving_fn: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None
+    # signature key -> fn(dict of numpy inputs) -> dict of numpy outputs, from the source model
+    reference: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = field(default_factory=dict)
+    # variable group name ("model", "optimizer", ...) -> list of tf.Variable
+    variables: Dict[str, List[Any]] = field(default_factory=dict)
+    graphs: Dict[str, Graph] = field(default_factory=dict)  # tag -> Graph
+    saved_model_file: Optional[Path] = None
+    verify_report: Dict[str, Any] = field(default_factory=dict)
+    records: List[StageRecord] = field(default_factory=list)
+    extra: Dict[str, Any] = field(default_factory=dict)  # room for users' own stages
+
+    def trackable_root(self, groups: List[str]):
+        """A ``tf.Module`` holding the named variable groups, e.g. ``root.model_variables``.
+
+        The checkpoint and each MetaGraphDef are written from roots built here, so a
+        variable has the same checkpoint key (``model_variables/0/...``) in all of them
+        and one ``variables/`` directory serves every graph, for the TF2 and TF1 loaders.
+        """
+        import tensorflow as tf
+
+        root = tf.Module()
+        for group in groups:
+            setattr(root, f"{group}_variables", list(self.variables[group]))
+        return root

@@ -1,0 +1,38 @@
+"""One error hierarchy: user mistakes print as one short message, bugs keep their traceback.
+
+Every ``ExportkitError`` names the offending key or value and how to fix it. The CLI prints
+it without a traceback (``HYDRA_FULL_ERROR=1`` shows one); any other exception is a bug in
+exportkit and keeps its traceback.
+"""
+
+
+class ExportkitError(Exception):
+    """A mistake in the user's input: a config key, a model file, an export directory."""
+
+
+class ConfigError(ExportkitError, ValueError):
+    """A config value is missing, of the wrong kind, or inconsistent with another."""
+
+
+class SignatureError(ConfigError):
+    """No input signature can be inferred, or a declared one is malformed."""
+
+
+class ModelSourceError(ExportkitError):
+    """The model cannot be built or loaded: unimportable ``_target_``, missing file, ..."""
+
+
+class ExportDirExistsError(ExportkitError, AssertionError):
+    """The export directory exists and is not empty (an AssertionError, as in TF 1.14)."""
+
+
+class VerificationError(ExportkitError):
+    """The reloaded SavedModel does not reproduce the source model within tolerance."""
+
+
+class LoadError(ExportkitError):
+    """An export cannot be turned back into a Keras model."""
+
+
+class StageSkipped(Exception):
+    """Raised by a stage that cannot run here; the runner records it as SKIPPED with the reason."""

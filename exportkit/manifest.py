@@ -1,0 +1,73 @@
+"""``assets.extra/manifest.json``: what produced the export, and a hash of every file in it."""
+import hashlib
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Dict
+
+from omegaconf import OmegaConf
+
+from exportkit.context import ExportContext
+
+MANIFEST = Path("assets.extra") / "manifest.json"
+_PACKAGES = ("exportkit", "tensorflow", "keras", "hydra-core", "omegaconf", "numpy", "jax", "jaxlib", "flax")
+
+
+def versions() -> Dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_hashes(root: Path) -> Dict[str, str]:
+    """Relative path -> sha256 for every file under ``root`` except the manifest itself."""
+    return {
+        p.relative_to(root).as_posix(): sha256(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root) != MANIFEST
+    }
+
+
+def fingerprint(root: Path) -> Dict[str, Any]:
+    """The fields of TF's ``fingerprint.pb``, or {} when the export has none."""
+    if not (root / "fingerprint.pb").exists():
+        return {}
+    from google.protobuf import json_format
+    from tensorflow.core.protobuf import fingerprint_pb2
+
+    proto = fingerprint_pb2.FingerprintDef()
+    proto.ParseFromString((root / "fingerprint.pb").read_bytes())
+    return json_format.MessageToDict(proto, preserving_proto_field_name=True)
+
+
+def write(ctx: ExportContext) -> Dict[str, Any]:
+    manifest = {
+        "config": OmegaConf.to_container(ctx.cfg, resolve=True),
+        "versions": versions(),
+        "stages": [{"name": r.name, "status": r.status, "seconds": round(r.seconds, 4),
+                    "detail": r.detail} for r in ctx.records],
+        "files": file_hashes(ctx.work_dir),
+        "fingerprint": fingerprint(ctx.work_dir),
+        "verify": ctx.verify_report,
+    }
+    path = ctx.work_dir / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def read(export_dir) -> Dict[str, Any]:
+    return json.loads((Path(export_dir) / MANIFEST).read_text())

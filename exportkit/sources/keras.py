@@ -1,0 +1,106 @@
+"""Keras models: from a factory (``model=keras``), a ``.keras``/``.h5`` file (``model=keras_file``),
+or an in-memory model handed over by the Python API."""
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Dict
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from exportkit.context import ExportContext
+from exportkit.errors import ModelSourceError, SignatureError
+from exportkit.tracing import tensor_spec
+
+
+def load(ctx: ExportContext) -> ExportContext:
+    cfg = ctx.cfg
+    with keras.saving.custom_object_scope(ctx.custom_objects):
+        if ctx.model is None:
+            ctx.model = build_model(cfg.model)
+    model = ctx.model
+    if not isinstance(model, keras.Model):
+        raise ModelSourceError(f"model.build returned {type(model).__name__}, not a keras.Model; the "
+                               f"factory named by model.build._target_ must return a keras.Model")
+    ctx.signatures = signatures_from_config(cfg.signatures) or infer_signatures(model)
+    ctx.serving_fn = lambda inputs: name_outputs(model, model(model_inputs(inputs), training=False))
+    ctx.reference = {key: _reference_fn(model) for key in ctx.signatures}
+    ctx.variables["model"] = [v.value for v in model.variables]
+    return ctx
+
+
+def build_model(model_cfg) -> Any:
+    if model_cfg.kind == "keras_file":
+        path = Path(model_cfg.path).expanduser()
+        if not path.is_file():
+            raise ModelSourceError(f"model.path={model_cfg.path!r}: no such file; give the path of a "
+                                   f".keras or .h5 model file")
+        if path.suffix not in (".keras", ".h5", ".hdf5"):
+            raise ModelSourceError(f"model.path={model_cfg.path!r}: expected a .keras or .h5 file")
+        try:
+            return keras.saving.load_model(path)
+        except (TypeError, ValueError) as e:
+            raise ModelSourceError(f"model.path={model_cfg.path!r} could not be loaded: {e}; a custom "
+                                   f"layer needs +custom_objects.NAME=pkg.module.NAME") from e
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    target = model_cfg.build._target_
+    try:
+        return instantiate(model_cfg.build)
+    except InstantiationException as e:
+        cause = str(e).strip().splitlines()[0]
+        raise ModelSourceError(f"model.build._target_={target!r} failed: {cause}; check the dotted path "
+                               f"and the kwargs given beside it") from e
+
+
+def signatures_from_config(signatures) -> Dict[str, Dict[str, tf.TensorSpec]]:
+    return {
+        key: OrderedDict((name, tensor_spec(spec.shape, spec.dtype, name))
+                         for name, spec in sig.inputs.items())
+        for key, sig in signatures.items()
+    }
+
+
+def infer_signatures(model) -> Dict[str, Dict[str, tf.TensorSpec]]:
+    """``serving_default`` from the model's inputs, with a dynamic batch dimension."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if not inputs:
+        raise SignatureError(
+            f"cannot infer an input signature: the {type(model).__name__} model has no known inputs "
+            f"(it was never built or called); give `signatures` in the config or `input_signature` "
+            f"to export_saved_model")
+    specs = OrderedDict()
+    for tensor in inputs:
+        name = tensor.name.split(":")[0]
+        specs[name] = tensor_spec([None, *tensor.shape[1:]], tensor.dtype, name)
+    return {"serving_default": specs}
+
+
+def model_inputs(inputs: Dict[str, Any]) -> Any:
+    """One input is passed as a tensor, several as a dict keyed by input name."""
+    return next(iter(inputs.values())) if len(inputs) == 1 else dict(inputs)
+
+
+def output_names(model, count: int):
+    names = list(getattr(model, "output_names", None) or [])
+    return names if len(names) == count else [f"output_{i}" for i in range(count)]
+
+
+def name_outputs(model, outputs) -> Dict[str, Any]:
+    """Outputs keyed by the model's output names (``output_0``... when it has none)."""
+    if isinstance(outputs, dict):
+        return dict(outputs)
+    flat = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    return dict(zip(output_names(model, len(flat)), flat))
+
+
+def _reference_fn(model):
+    def reference(inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        outputs = name_outputs(model, model(model_inputs(inputs), training=False))
+        return {k: keras.ops.convert_to_numpy(v) for k, v in outputs.items()}
+
+    return reference

@@ -1,0 +1,63 @@
+"""write_graphs: ``saved_model.pb`` with one MetaGraphDef per graph (``serve``, and ``train`` /
+``eval`` for a compiled model), all restoring from the one checkpoint in ``variables/``.
+
+TensorFlow 2 writes one MetaGraphDef per save. Each graph is saved on its own from a root that
+holds only its variable groups, so it carries only the functions its signatures need; the
+MetaGraphDefs are then retagged and joined into one SavedModel proto.
+"""
+import tempfile
+from pathlib import Path
+
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow.core.protobuf import saved_model_pb2
+
+from exportkit import report
+from exportkit.context import ExportContext, Graph
+from exportkit.stages.base import Stage
+
+
+class WriteGraphs(Stage):
+    needs = ("graphs", "variables")
+    adds = ("saved_model_file",)
+
+    def __call__(self, ctx: ExportContext) -> ExportContext:
+        saved_model = saved_model_pb2.SavedModel()
+        with tempfile.TemporaryDirectory(prefix="exportkit-graph-") as tmp:
+            for tag, graph in ctx.graphs.items():
+                meta_graph, version = save_meta_graph(ctx, graph, Path(tmp) / tag)
+                saved_model.saved_model_schema_version = version
+                saved_model.meta_graphs.append(meta_graph)
+                report.progress(f"{tag}: signatures {', '.join(graph.functions)} "
+                                f"({len(meta_graph.graph_def.library.function)} functions)")
+        ctx.saved_model_file = write_saved_model(saved_model, ctx.work_dir, ctx.cfg.as_text)
+        write_fingerprint(ctx.work_dir)
+        return ctx
+
+
+def save_meta_graph(ctx: ExportContext, graph: Graph, directory: Path):
+    root = ctx.trackable_root(graph.variable_groups)
+    tf.saved_model.save(root, str(directory), signatures=dict(graph.functions))
+    single = saved_model_pb2.SavedModel()
+    single.ParseFromString((directory / "saved_model.pb").read_bytes())
+    meta_graph = single.meta_graphs[0]
+    del meta_graph.meta_info_def.tags[:]
+    meta_graph.meta_info_def.tags.append(graph.tag)
+    return meta_graph, single.saved_model_schema_version
+
+
+def write_saved_model(saved_model, directory: Path, as_text: bool) -> Path:
+    if as_text:
+        path = directory / "saved_model.pbtxt"
+        path.write_text(text_format.MessageToString(saved_model))
+    else:
+        path = directory / "saved_model.pb"
+        path.write_bytes(saved_model.SerializeToString(deterministic=True))
+    return path
+
+
+def write_fingerprint(directory: Path) -> None:
+    """TF's ``fingerprint.pb`` for the joined proto and the checkpoint (what TF's own save writes)."""
+    from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
+
+    (directory / "fingerprint.pb").write_bytes(fingerprinting.CreateFingerprintDef(str(directory)))
