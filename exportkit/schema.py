@@ -83,7 +83,9 @@ class ExportConfig:
     model: ModelConf = MISSING
     target: TargetConf = MISSING
     pipeline: PipelineConf = MISSING
-    signatures: Dict[str, SignatureConf] = field(default_factory=dict)
+    # Dict[str, SignatureConf], checked by ``signatures()``: OmegaConf cannot take a whole
+    # signature from the command line (+signatures.serving_default={...}) into a typed dict.
+    signatures: Dict[str, Any] = field(default_factory=dict)
     custom_objects: Dict[str, str] = field(default_factory=dict)
     compile: Optional[CompileConf] = None
     export_dir: str = "${hydra:runtime.output_dir}/saved_model"
@@ -97,6 +99,22 @@ class ExportConfig:
 def register() -> None:
     """Store the schema so ``conf/config.yaml`` can name it first in its defaults list."""
     ConfigStore.instance().store(name="exportkit_schema", node=ExportConfig)
+
+
+def signatures(cfg: DictConfig) -> Dict[str, SignatureConf]:
+    """``cfg.signatures`` checked against ``SignatureConf`` (defaults filled in), by key."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    checked = {}
+    for key, sig in (cfg.signatures or {}).items():
+        try:
+            checked[key] = OmegaConf.merge(OmegaConf.structured(SignatureConf), sig)
+            OmegaConf.to_container(checked[key], throw_on_missing=True)
+        except OmegaConfBaseException as e:
+            detail = str(e).splitlines()[0]
+            raise ConfigError(f"signatures.{key} is malformed ({detail}); write it as "
+                              f"{{inputs: {{NAME: {{shape: [null, 8], dtype: float32}}}}}}") from e
+    return checked
 
 
 def validate(cfg: DictConfig) -> None:
@@ -115,7 +133,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("model.path is not set for model=keras_file: set model.path=/path/to/model.keras")
     if not str(cfg.export_dir).strip():
         raise ConfigError("export_dir is empty: set export_dir=/path/to/saved_model")
-    for key, sig in cfg.signatures.items():
+    for key, sig in signatures(cfg).items():
         if not sig.inputs:
             raise ConfigError(f"signatures.{key}.inputs is empty: give at least one input "
                               f"with a shape and a dtype")

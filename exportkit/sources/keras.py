@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from exportkit import schema
 from exportkit.context import ExportContext
 from exportkit.errors import ModelSourceError, SignatureError
 from exportkit.tracing import tensor_spec
@@ -22,7 +23,9 @@ def load(ctx: ExportContext) -> ExportContext:
     if not isinstance(model, keras.Model):
         raise ModelSourceError(f"model.build returned {type(model).__name__}, not a keras.Model; the "
                                f"factory named by model.build._target_ must return a keras.Model")
-    ctx.signatures = signatures_from_config(cfg.signatures) or infer_signatures(model)
+    ctx.signatures = signatures_from_config(schema.signatures(cfg)) or infer_signatures(model)
+    if not model.built or not model.variables:
+        build_from_signature(model, next(iter(ctx.signatures.values())))
     ctx.serving_fn = lambda inputs: name_outputs(model, model(model_inputs(inputs), training=False))
     ctx.reference = {key: _reference_fn(model) for key in ctx.signatures}
     ctx.variables["model"] = [v.value for v in model.variables]
@@ -80,13 +83,22 @@ def infer_signatures(model) -> Dict[str, Dict[str, tf.TensorSpec]]:
     return {"serving_default": specs}
 
 
+def build_from_signature(model, specs) -> None:
+    """Create a subclassed model's variables by calling it once on zeros shaped like ``specs``
+    (variables must exist before tracing, so the checkpoint and the graphs can track them)."""
+    zeros = {name: tf.zeros([d if d is not None else 1 for d in spec.shape.as_list()], spec.dtype)
+             for name, spec in specs.items()}
+    model(model_inputs(zeros), training=False)
+
+
 def model_inputs(inputs: Dict[str, Any]) -> Any:
     """One input is passed as a tensor, several as a dict keyed by input name."""
     return next(iter(inputs.values())) if len(inputs) == 1 else dict(inputs)
 
 
 def output_names(model, count: int):
-    names = list(getattr(model, "output_names", None) or [])
+    functional = getattr(model, "_functional", None) or model  # a Sequential wraps a Functional
+    names = list(getattr(functional, "output_names", None) or [])
     return names if len(names) == count else [f"output_{i}" for i in range(count)]
 
 
