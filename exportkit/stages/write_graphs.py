@@ -12,7 +12,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
-from exportkit import report
+from exportkit import canonical, report
 from exportkit.context import ExportContext, Graph
 from exportkit.stages.base import Stage
 
@@ -30,6 +30,7 @@ class WriteGraphs(Stage):
                 saved_model.meta_graphs.append(meta_graph)
                 report.progress(f"{tag}: signatures {', '.join(graph.functions)} "
                                 f"({len(meta_graph.graph_def.library.function)} functions)")
+        canonical.saved_model(saved_model)  # same model, same bytes (see exportkit.canonical)
         ctx.saved_model_file = write_saved_model(saved_model, ctx.work_dir, ctx.cfg.as_text)
         write_fingerprint(ctx.work_dir)
         return ctx
@@ -61,3 +62,4 @@ def write_fingerprint(directory: Path) -> None:
     from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
 
     (directory / "fingerprint.pb").write_bytes(fingerprinting.CreateFingerprintDef(str(directory)))
+    canonical.fingerprint_file(directory / "fingerprint.pb")  # its uuid is random otherwise

@@ -1,0 +1,221 @@
+"""Canonical bytes for an export: the same model and config give the same files, byte for byte.
+
+TensorFlow's ``tf.saved_model.save`` writes different ``saved_model.pb`` bytes for the same model
+(tensorflow/tensorflow#54067), and a new ``fingerprint.pb`` every time. What varies, and what
+this module does about it:
+
+* **Function names** carry a process-wide counter (``__inference_serving_default_fn_117``), so
+  they depend on how many functions the process traced before (a training loop, another export,
+  a background thread). Every library function is renamed to its base name plus a number derived
+  from its own content (``__inference_serving_default_fn_<hash>``), and every reference to it
+  follows: call nodes' ``f`` attrs, ``forward_function_name``-style string attrs, gradient defs,
+  the object graph's ``concrete_functions`` map and the names listed in it.
+* **Gradient op types** (``_gradient_op_type: "PartitionedCall-123"``) and the
+  ``registered_gradients`` naming them carry the same counter: renumbered in order.
+* **Captured-input names**: ``_user_specified_name`` of a captured resource argument is a
+  tensor id (``"160"``); it becomes the argument's position, which is what it identifies.
+* **Ordering**: the function library comes out in the order of an internal hash map; functions,
+  gradients and the stripped op list are sorted by name. Map fields (signatures, collections,
+  ``concrete_functions``) are sorted by ``SerializeToString(deterministic=True)`` and by
+  ``text_format`` (which always sorts map keys).
+* **fingerprint.pb** gets a random ``uuid`` on every save; it is replaced by one derived from
+  the fingerprint's content hashes, so it still tells different exports apart.
+
+The checkpoint needs nothing: it is written from exportkit's own ``tf.Module`` root (no Keras
+object names, no counters), its tensors are stored sorted by key, and its object graph has no
+map fields. ``content_digest`` hashes every file but the manifest, so two identical exports
+share it.
+
+The renamed names keep TensorFlow's ``<prefix>_<number>`` form, which the TF2 loader parses
+(``function_deserialization._clean_function_name``), and stay unique within the export; being
+content-derived, two different exports loaded into one TF1 graph do not collide either.
+"""
+import hashlib
+import re
+from pathlib import Path
+from typing import Dict, Iterable, List
+
+# ``__inference_f_117``; a gradient function carries two counters: ``__inference___backward_f_117_130``
+_UID = re.compile(r"^(?P<base>.+?)(?P<uids>(?:_\d+)+)$")
+_GRADIENT_TYPE = re.compile(r"^(?P<base>[A-Za-z_]+)-(?P<uid>\d+)$")
+_DIGITS = re.compile(r"^\d+$")
+
+
+def saved_model(proto) -> None:
+    """Canonicalize a ``SavedModel`` proto in place: every MetaGraphDef, whatever its tag.
+
+    >>> from tensorflow.core.protobuf import saved_model_pb2
+    >>> sm = saved_model_pb2.SavedModel()
+    >>> sm.ParseFromString(open("export/saved_model.pb", "rb").read())  # doctest: +SKIP
+    >>> saved_model(sm)  # doctest: +SKIP
+    """
+    for meta_graph in proto.meta_graphs:
+        meta_graph_def(meta_graph)
+
+
+def meta_graph_def(meta_graph) -> None:
+    library = meta_graph.graph_def.library
+    for function in library.function:
+        _number_captured_arguments(function)
+    renames = _function_renames(library)
+    renames.update(_gradient_type_renames(meta_graph))
+    _rename_strings(meta_graph, renames)
+    _rename_concrete_function_keys(meta_graph, renames)
+    _sort(library.function, key=lambda f: f.signature.name)
+    _sort(library.gradient, key=lambda g: (g.function_name, g.gradient_func))
+    _sort(library.registered_gradients, key=lambda g: (g.registered_op_type, g.gradient_func))
+    _sort(meta_graph.meta_info_def.stripped_op_list.op, key=lambda op: op.name)
+
+
+def _number_captured_arguments(function) -> None:
+    """A captured argument's ``_user_specified_name`` is a tensor id: use its position instead."""
+    for index, attrs in function.arg_attr.items():
+        name = attrs.attr.get("_user_specified_name")
+        if name is not None and _DIGITS.match(name.s.decode("utf-8", "replace")):
+            name.s = str(index).encode()
+
+
+def _function_renames(library) -> Dict[str, str]:
+    """Old function name -> ``base_<number>``, the number taken from the function's content.
+
+    The content is hashed with every function name in it reduced to its base, so it does not
+    depend on any counter. Two functions with the same base and the same content (rare: two
+    traces of one function) are told apart by their original order.
+    """
+    names = [f.signature.name for f in library.function]
+    base = {n: _UID.match(n).group("base") if _UID.match(n) else n for n in names}
+    normalized = {}
+    for function in library.function:
+        copy = type(function)()
+        copy.CopyFrom(function)
+        _rename_strings(copy, base)
+        normalized[function.signature.name] = copy.SerializeToString(deterministic=True)
+    renames, taken = {}, {n for n in names if not _UID.match(n)}
+    for name in sorted((n for n in names if _UID.match(n)), key=_original_order):
+        number = int.from_bytes(hashlib.sha256(normalized[name]).digest()[:6], "big")
+        new = f"{base[name]}_{number}"
+        while new in taken:
+            number += 1
+            new = f"{base[name]}_{number}"
+        taken.add(new)
+        renames[name] = new
+    return renames
+
+
+def _gradient_type_renames(meta_graph) -> Dict[str, str]:
+    """``PartitionedCall-123`` style gradient op types -> ``PartitionedCall-<i>``, in order."""
+    found = set()
+    for node in _all_nodes(meta_graph):
+        value = node.attr.get("_gradient_op_type")
+        if value is not None and _GRADIENT_TYPE.match(value.s.decode("utf-8", "replace")):
+            found.add(value.s.decode())
+    for gradient in meta_graph.graph_def.library.registered_gradients:
+        if _GRADIENT_TYPE.match(gradient.registered_op_type):
+            found.add(gradient.registered_op_type)
+    ordered = sorted(found, key=lambda s: (_GRADIENT_TYPE.match(s).group("base"),
+                                           int(_GRADIENT_TYPE.match(s).group("uid"))))
+    return {old: f"{_GRADIENT_TYPE.match(old).group('base')}-{i}" for i, old in enumerate(ordered)}
+
+
+def _all_nodes(meta_graph) -> Iterable:
+    yield from meta_graph.graph_def.node
+    for function in meta_graph.graph_def.library.function:
+        yield from function.node_def
+
+
+def _original_order(name: str):
+    match = _UID.match(name)
+    return match.group("base"), [int(uid) for uid in match.group("uids").split("_")[1:]]
+
+
+def _rename_strings(message, renames: Dict[str, str]) -> None:
+    """Replace every string (or bytes) field value equal to a key of ``renames``, recursively.
+
+    Function names are long and carry a counter, so an exact match is a reference to the
+    function, never an unrelated value. Map keys are handled by the caller.
+    """
+    if not renames:
+        return
+    encoded = {k.encode(): v.encode() for k, v in renames.items()}
+    _walk(message, renames, encoded)
+
+
+def _walk(message, renames, encoded) -> None:
+    from google.protobuf.descriptor import FieldDescriptor
+
+    for field, value in message.ListFields():
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            if _is_map(field):
+                entry_value = field.message_type.fields_by_name["value"]
+                for key in list(value):
+                    item = value[key]
+                    if entry_value.type == FieldDescriptor.TYPE_MESSAGE:
+                        _walk(item, renames, encoded)
+                    elif isinstance(item, str) and item in renames:
+                        value[key] = renames[item]
+            elif _repeated(field):
+                for item in value:
+                    _walk(item, renames, encoded)
+            else:
+                _walk(value, renames, encoded)
+        elif field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+            table = renames if field.type == FieldDescriptor.TYPE_STRING else encoded
+            if _repeated(field):
+                for i, item in enumerate(value):
+                    if item in table:
+                        value[i] = table[item]
+            elif value in table:
+                setattr(message, field.name, table[value])
+
+
+def _repeated(field) -> bool:
+    # protobuf >= 5 has ``is_repeated``; ``label`` is gone from the upb backend in 7
+    if hasattr(field, "is_repeated"):
+        return field.is_repeated
+    return field.label == field.LABEL_REPEATED
+
+
+def _is_map(field) -> bool:
+    return field.message_type is not None and field.message_type.GetOptions().map_entry
+
+
+def _rename_concrete_function_keys(meta_graph, renames: Dict[str, str]) -> None:
+    functions = meta_graph.object_graph_def.concrete_functions
+    for old in [k for k in functions if k in renames]:
+        functions[renames[old]].CopyFrom(functions[old])
+        del functions[old]
+
+
+def _sort(repeated, key) -> None:
+    items = [_copy(item) for item in repeated]
+    items.sort(key=key)
+    del repeated[:]
+    repeated.extend(items)
+
+
+def _copy(message):
+    copy = type(message)()
+    copy.CopyFrom(message)
+    return copy
+
+
+def fingerprint_file(path: Path) -> None:
+    """Replace ``fingerprint.pb``'s random ``uuid`` by one derived from its content hashes."""
+    from tensorflow.core.protobuf import fingerprint_pb2
+
+    proto = fingerprint_pb2.FingerprintDef()
+    proto.ParseFromString(path.read_bytes())
+    proto.ClearField("uuid")
+    digest = hashlib.sha256(proto.SerializeToString(deterministic=True)).digest()
+    proto.uuid = str(int.from_bytes(digest[:16], "big"))  # TF writes a 128-bit number in decimal
+    path.write_bytes(proto.SerializeToString(deterministic=True))
+
+
+def content_digest(files: Dict[str, str]) -> str:
+    """One sha256 over ``{relative path: sha256}`` of an export's files (the manifest excluded).
+
+    >>> content_digest({"saved_model.pb": "ab" * 32})[:12]
+    'c7cdcfa0b26f'
+    """
+    lines: List[str] = [f"{path}\t{files[path]}\n" for path in sorted(files)]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
