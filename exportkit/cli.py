@@ -17,12 +17,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @hydra.main(config_path="pkg://exportkit.conf", config_name="config", version_base="1.3")
-def app(cfg: DictConfig) -> str:
+def app(cfg: DictConfig):
+    """One export. Returns the export directory (a ``JobFailed`` for a failed job of a sweep)."""
     from exportkit import pipeline
     from exportkit.errors import ExportkitError
 
     for noisy in ("absl", "tensorflow", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if in_multirun():
+        return _sweep_job(cfg)
     try:
         result = pipeline.run(pipeline.resolved(cfg))
     except ExportkitError as error:
@@ -31,6 +34,36 @@ def app(cfg: DictConfig) -> str:
         print(f"exportkit: error: {error}", file=sys.stderr)
         sys.exit(1)
     return str(result.export_dir)
+
+
+def _sweep_job(cfg: DictConfig):
+    """One job of a sweep: a failure is returned, not raised, so the sweep goes on to the other
+    jobs and ``exportkit.sweep_summary.SweepSummary`` reports it (and exits non-zero at the end).
+
+    A user's mistake prints one line, as in a single run; any other exception is a bug and
+    prints its traceback (as does every failure with ``HYDRA_FULL_ERROR=1``).
+    """
+    import traceback
+
+    from exportkit import pipeline
+    from exportkit.errors import ExportkitError
+    from exportkit.sweep_summary import JobFailed
+
+    try:
+        return str(pipeline.run(pipeline.resolved(cfg)).export_dir)
+    except Exception as error:  # noqa: BLE001 - isolating one job of a sweep from the others
+        user_error = isinstance(error, ExportkitError)
+        if not user_error or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            traceback.print_exc()
+        print(f"exportkit: error: {error}", file=sys.stderr)
+        return JobFailed.from_error(error, user_error)
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def main() -> None:

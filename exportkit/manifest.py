@@ -1,13 +1,21 @@
-"""``assets.extra/manifest.json``: what produced the export, and a hash of every file in it."""
+"""``assets.extra/manifest.json``: what produced the export, and a hash of every file in it.
+
+``config`` (composed and resolved), ``overrides`` (the command line's) and ``versions`` are what
+``python -m exportkit.reproduce`` re-runs from; ``digest`` is one hash of every other file, the
+same for two runs of the same config (see ``exportkit.canonical``).
+"""
+import contextlib
+import contextvars
 import hashlib
 import json
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Iterator, List, Optional
 
 from omegaconf import OmegaConf
 
+from exportkit import canonical
 from exportkit.context import ExportContext
 
 MANIFEST = Path("assets.extra") / "manifest.json"
@@ -53,19 +61,50 @@ def fingerprint(root: Path) -> Dict[str, Any]:
     return json_format.MessageToDict(proto, preserving_proto_field_name=True)
 
 
+_OVERRIDES: contextvars.ContextVar[Optional[List[str]]] = contextvars.ContextVar("overrides", default=None)
+
+
+@contextlib.contextmanager
+def recorded_overrides(overrides: List[str]) -> Iterator[None]:
+    """Record ``overrides`` in the manifests written inside the block (reproduce re-records
+    the original command line, not an empty one)."""
+    token = _OVERRIDES.set(list(overrides))
+    try:
+        yield
+    finally:
+        _OVERRIDES.reset(token)
+
+
+def overrides() -> List[str]:
+    """The overrides the export was asked for: the Hydra job's command line, [] from the API."""
+    explicit = _OVERRIDES.get()
+    if explicit is not None:
+        return explicit
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return list(HydraConfig.get().overrides.task)
+    return []
+
+
 def write(ctx: ExportContext) -> Dict[str, Any]:
+    files = file_hashes(ctx.work_dir)
     manifest = {
         "config": OmegaConf.to_container(ctx.cfg, resolve=True),
+        "overrides": overrides(),
         "versions": versions(),
         "stages": [{"name": r.name, "status": r.status, "seconds": round(r.seconds, 4),
                     "detail": r.detail} for r in ctx.records],
-        "files": file_hashes(ctx.work_dir),
+        "files": files,
+        "digest": canonical.content_digest(files),
         "fingerprint": fingerprint(ctx.work_dir),
         "verify": ctx.verify_report,
     }
     path = ctx.work_dir / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    # Not sort_keys: the order of pipeline.stages is the order the stages run in, and
+    # exportkit.reproduce re-runs this config. Insertion order is deterministic already.
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 

@@ -45,8 +45,10 @@ def run(cfg: DictConfig, model: Any = None) -> ExportResult:
         try:
             for name, stage in stages:
                 ctx = run_stage(name, stage, ctx)
-        except BaseException:
+        except BaseException as error:
             report.summary(ctx.records, export_dir, published=False)
+            with contextlib.suppress(AttributeError):  # a sweep's summary names the failed stage
+                error.stage_records = list(ctx.records)
             raise
         written = manifest.write(ctx)
         publish(work_dir, export_dir)

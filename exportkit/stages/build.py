@@ -9,6 +9,8 @@ class Build(Stage):
     adds = ("model", "custom_objects", "signatures", "serving_fn", "reference", "variables")
 
     def __call__(self, ctx: ExportContext) -> ExportContext:
+        if ctx.model is None:
+            fresh_keras_names()
         seed_everything(ctx.cfg.seed)
         ctx.custom_objects = import_custom_objects(ctx.cfg.custom_objects)
         return sources.load(ctx)
@@ -20,3 +22,12 @@ def seed_everything(seed: int) -> None:
     import keras
 
     keras.utils.set_random_seed(int(seed))
+
+
+def fresh_keras_names() -> None:
+    """Reset Keras's name counters before building from the config: layer and variable names
+    land in the graph, so the same config exports the same bytes however many models this
+    process built before (a notebook, a test session, ``exportkit.reproduce``)."""
+    import keras
+
+    keras.backend.clear_session()

@@ -1,0 +1,260 @@
+"""The summary of a sweep (``python -m exportkit -m ...``): one row per job, in the terminal and
+in the sweep directory as ``summary.csv`` and ``summary.md``.
+
+It is a Hydra callback (``hydra.callbacks.sweep_summary`` in ``conf/config.yaml``), so it works
+with every launcher: ``on_job_end`` runs where the job ran (in a joblib worker, on a SLURM
+node) and writes the job's row to ``exportkit_job.json`` in the job's directory;
+``on_multirun_end`` runs where the sweep was started, collects the rows of this sweep and
+writes the summary. A failed job (``exportkit.cli`` returns a ``JobFailed`` instead of raising,
+so the other jobs go on) shows with its one-line reason, and the sweep then exits with status 1.
+
+Example::
+
+    python -m exportkit -m model=keras model.build._target_=my_models.mlp +model.build.units=4,8
+    # ... multirun/2026-11-24/15-40-00/summary.md
+"""
+import csv
+import io
+import json
+import os
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+JOB_RECORD = "exportkit_job.json"
+
+
+@dataclass
+class JobFailed:
+    """What a failed job of a sweep returns (picklable: it travels back from joblib workers)."""
+
+    reason: str
+    stage: str = ""  # the stage that failed, "" when the config was rejected before any ran
+    user_error: bool = True  # False: a bug in exportkit or a stage, its traceback was printed
+    stages: List[Dict[str, Any]] = field(default_factory=list)  # {name, status, seconds}
+
+    @classmethod
+    def from_error(cls, error: BaseException, user_error: bool) -> "JobFailed":
+        records = getattr(error, "stage_records", [])
+        failed = next((r.name for r in records if r.status == "failed"), "")
+        reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+        if not user_error:
+            reason = f"{type(error).__name__}: {reason}"
+        return cls(reason, failed, user_error,
+                   [{"name": r.name, "status": r.status, "seconds": r.seconds} for r in records])
+
+
+class SweepSummary(Callback):
+    """Writes ``summary.csv``/``summary.md`` at the end of a multirun and prints the table.
+
+    ``fail_on_error``: exit with status 1 when a job failed (after writing the summary).
+    """
+
+    def __init__(self, fail_on_error: bool = True) -> None:
+        self.fail_on_error = fail_on_error
+        self.sweep_id: Optional[str] = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Rows are matched to this sweep by id: a reused sweep dir may hold an older sweep's rows.
+        # The callback object is pickled to the launcher's workers after this, id included.
+        self.sweep_id = uuid.uuid4().hex
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if self.sweep_id is None:  # a single run: its own report is the summary
+            return
+        row = job_row(config, job_return)
+        row["sweep_id"] = self.sweep_id
+        out = Path(config.hydra.runtime.output_dir) / JOB_RECORD
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(row, indent=2, sort_keys=True) + "\n")
+        tmp.replace(out)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir).absolute()
+        rows = collect(sweep_dir, self.sweep_id)
+        if not rows:
+            print(f"exportkit: no job of this sweep left a {JOB_RECORD} under {sweep_dir}",
+                  file=sys.stderr)
+            return
+        write(rows, sweep_dir)
+        show(rows, sweep_dir)
+        failed = [r for r in rows if r["status"] != "ok"]
+        if failed and self.fail_on_error:
+            print(f"exportkit: {len(failed)} of {len(rows)} jobs failed (see {sweep_dir / 'summary.md'})",
+                  file=sys.stderr)
+            sys.stdout.flush()
+            # SystemExit, not an exception: Hydra turns a callback's exception into a warning.
+            sys.exit(1)
+
+
+def job_row(config: DictConfig, job_return: Any) -> Dict[str, Any]:
+    """The summary row of one finished job, read from its return value and its export."""
+    from hydra.core.utils import JobStatus
+
+    row: Dict[str, Any] = {
+        "job": int(config.hydra.job.num),
+        "overrides": list(job_return.overrides or []),
+        "status": "ok", "reason": "", "export_dir": "",
+        "saved_model_bytes": None, "checkpoint_bytes": None,
+        "stages": {}, "verify_max_abs_error": None, "verify": "",
+        "fingerprint": "", "digest": "",
+    }
+    value = job_return._return_value
+    if job_return.status != JobStatus.COMPLETED:  # raised (HYDRA_FULL_ERROR, or not via exportkit.cli)
+        value = JobFailed.from_error(value, user_error=False)
+    if isinstance(value, JobFailed):
+        row.update(status="failed", reason=(f"{value.stage}: " if value.stage else "") + value.reason,
+                   stages={s["name"]: round(s["seconds"], 3) for s in value.stages})
+        return row
+    export_dir = Path(str(value))
+    row["export_dir"] = str(export_dir)
+    row.update(export_facts(export_dir))
+    return row
+
+
+def export_facts(export_dir: Path) -> Dict[str, Any]:
+    """Sizes, stage times, verify error, fingerprint and digest of a finished export."""
+    from exportkit import manifest
+
+    recorded = manifest.read(export_dir)
+    graph = next((export_dir / n for n in ("saved_model.pb", "saved_model.pbtxt")
+                  if (export_dir / n).exists()), None)
+    variables = export_dir / "variables"
+    verify = recorded.get("verify") or {}
+    errors = [o["max_abs_error"] for sizes in verify.values() if isinstance(sizes, dict)
+              for case in sizes.values() for o in case.values()
+              if isinstance(o, dict) and "max_abs_error" in o]
+    stages = {s["name"]: s for s in recorded.get("stages", [])}
+    verify_state = ("skipped" if "skipped" in verify or stages.get("verify", {}).get("status") == "skipped"
+                    else "ok" if errors else "off")
+    return {
+        "saved_model_bytes": graph.stat().st_size if graph else None,
+        "checkpoint_bytes": sum(p.stat().st_size for p in variables.rglob("*") if p.is_file())
+        if variables.is_dir() else None,
+        "stages": {name: s["seconds"] for name, s in stages.items()},
+        "verify_max_abs_error": max(errors) if errors else None,
+        "verify": verify_state,
+        "fingerprint": str(recorded.get("fingerprint", {}).get("saved_model_checksum", "")),
+        "digest": recorded.get("digest", ""),
+    }
+
+
+def collect(sweep_dir: Path, sweep_id: Optional[str]) -> List[Dict[str, Any]]:
+    rows = []
+    for path in sweep_dir.rglob(JOB_RECORD):
+        row = json.loads(path.read_text())
+        if sweep_id is None or row.get("sweep_id") == sweep_id:
+            rows.append(row)
+    return sorted(rows, key=lambda r: r["job"])
+
+
+def columns(rows: List[Dict[str, Any]]) -> List[str]:
+    stage_names: List[str] = []
+    for row in rows:
+        stage_names += [s for s in row["stages"] if s not in stage_names]
+    return (["job", "overrides", "status", "reason", "export_dir", "saved_model_bytes",
+             "checkpoint_bytes"] + [f"{s}_s" for s in stage_names]
+            + ["verify", "verify_max_abs_error", "fingerprint", "digest"])
+
+
+def flat(row: Dict[str, Any], names: List[str]) -> Dict[str, Any]:
+    out = {}
+    for name in names:
+        if name.endswith("_s") and name[:-2] in row["stages"]:
+            out[name] = row["stages"][name[:-2]]
+        elif name.endswith("_s"):
+            out[name] = ""
+        elif name == "overrides":
+            out[name] = " ".join(row["overrides"])
+        else:
+            value = row.get(name)
+            out[name] = "" if value is None else value
+    return out
+
+
+def write(rows: List[Dict[str, Any]], sweep_dir: Path) -> None:
+    names = columns(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(flat(row, names))
+    (sweep_dir / "summary.csv").write_text(buffer.getvalue())
+    (sweep_dir / "summary.md").write_text(markdown(rows))
+
+
+def varying_overrides(rows: List[Dict[str, Any]]):
+    """(overrides common to every job, per job the ones that differ): what the table shows."""
+    common = [o for o in rows[0]["overrides"] if all(o in r["overrides"] for r in rows)]
+    return common, [[o for o in r["overrides"] if o not in common] for r in rows]
+
+
+def display_rows(rows: List[Dict[str, Any]]):
+    """Header and human-readable cells shared by the terminal table and summary.md."""
+    stage_names = [n[:-2] for n in columns(rows) if n.endswith("_s")]
+    header = (["job", "overrides", "status", "saved_model", "checkpoint"]
+              + [f"{s} (s)" for s in stage_names] + ["verify max err", "fingerprint", "digest",
+                                                     "export / reason"])
+    _, varying = varying_overrides(rows)
+    cells = []
+    for row, own in zip(rows, varying):
+        error = row["verify_max_abs_error"]
+        cells.append([str(row["job"]), " ".join(own) or "(none)", row["status"].upper(),
+                      _size(row["saved_model_bytes"]), _size(row["checkpoint_bytes"])]
+                     + [f"{row['stages'][s]:.2f}" if s in row["stages"] else "-" for s in stage_names]
+                     + [f"{error:.3g}" if error is not None else (row["verify"] or "-"),
+                        row["fingerprint"] or "-", row["digest"][:12] or "-",
+                        row["export_dir"] if row["status"] == "ok" else row["reason"]])
+    return header, cells
+
+
+def markdown(rows: List[Dict[str, Any]]) -> str:
+    common, _ = varying_overrides(rows)
+    header, cells = display_rows(rows)
+    failed = sum(r["status"] != "ok" for r in rows)
+    lines = [f"# exportkit sweep: {len(rows) - failed} ok, {failed} failed", ""]
+    if common:
+        lines += [f"Common overrides: `{' '.join(common)}`", ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    for row in cells:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def show(rows: List[Dict[str, Any]], sweep_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    common, _ = varying_overrides(rows)
+    header, cells = display_rows(rows)
+    failed = sum(r["status"] != "ok" for r in rows)
+    # A log file or a pipe gets the whole table, not one folded to 80 columns.
+    console = Console(file=sys.stdout, highlight=False, soft_wrap=False,
+                      width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 240)))
+    table = Table(title=f"exportkit sweep: {len(rows) - failed} ok, {failed} failed")
+    for name in header:
+        table.add_column(name, overflow="fold")
+    for row in cells:
+        style = "green" if row[2] == "OK" else "bold red"
+        table.add_row(*row[:2], f"[{style}]{row[2]}[/{style}]", *row[3:])
+    console.print(table)
+    if common:
+        console.print(f"common overrides: {' '.join(common)}")
+    console.print(f"summary: {sweep_dir / 'summary.md'}, {sweep_dir / 'summary.csv'}")
+
+
+def _size(value: Optional[int]) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(value)
+
