@@ -19,7 +19,7 @@ this module does about it:
   ``concrete_functions``) are sorted by ``SerializeToString(deterministic=True)`` and by
   ``text_format`` (which always sorts map keys).
 * **fingerprint.pb** gets a random ``uuid`` on every save; it is replaced by one derived from
-  the fingerprint's content hashes, so it still tells different exports apart.
+  the export's content, so it still tells different exports apart.
 
 The checkpoint needs nothing: it is written from exportkit's own ``tf.Module`` root (no Keras
 object names, no counters), its tensors are stored sorted by key, and its object graph has no
@@ -199,15 +199,25 @@ def _copy(message):
     return copy
 
 
-def fingerprint_file(path: Path) -> None:
-    """Replace ``fingerprint.pb``'s random ``uuid`` by one derived from its content hashes."""
+def fingerprint_file(directory: Path) -> None:
+    """Replace ``fingerprint.pb``'s random ``uuid`` by one derived from the export's content.
+
+    The fingerprint's own hashes are not enough: TensorFlow leaves them empty for a
+    ``saved_model.pbtxt``. So the uuid hashes them together with every file of the export
+    written so far (``assets.extra/``, where the manifest goes, aside).
+    """
     from tensorflow.core.protobuf import fingerprint_pb2
 
+    path = directory / "fingerprint.pb"
     proto = fingerprint_pb2.FingerprintDef()
     proto.ParseFromString(path.read_bytes())
     proto.ClearField("uuid")
-    digest = hashlib.sha256(proto.SerializeToString(deterministic=True)).digest()
-    proto.uuid = str(int.from_bytes(digest[:16], "big"))  # TF writes a 128-bit number in decimal
+    digest = hashlib.sha256(proto.SerializeToString(deterministic=True))
+    for file in sorted(directory.rglob("*")):
+        relative = file.relative_to(directory)
+        if file.is_file() and file != path and relative.parts[0] != "assets.extra":
+            digest.update(f"{relative.as_posix()}\t{hashlib.sha256(file.read_bytes()).hexdigest()}\n".encode())
+    proto.uuid = str(int.from_bytes(digest.digest()[:16], "big"))  # TF writes a 128-bit number in decimal
     path.write_bytes(proto.SerializeToString(deterministic=True))
 
 

@@ -71,7 +71,7 @@ class SweepSummary(Callback):
         row["sweep_id"] = self.sweep_id
         out = Path(config.hydra.runtime.output_dir) / JOB_RECORD
         tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(row, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(row, indent=2) + "\n")  # unsorted: stages keep their run order
         tmp.replace(out)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -238,8 +238,10 @@ def show(rows: List[Dict[str, Any]], sweep_dir: Path) -> None:
     console = Console(file=sys.stdout, highlight=False, soft_wrap=False,
                       width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 240)))
     table = Table(title=f"exportkit sweep: {len(rows) - failed} ok, {failed} failed")
-    for name in header:
-        table.add_column(name, overflow="fold")
+    for i, name in enumerate(header):
+        # overrides and the path/reason may fold, but not into a sliver of a column
+        widest = max(len(row[i]) for row in cells)
+        table.add_column(name, overflow="fold", min_width=min(max(widest, len(name)), 40))
     for row in cells:
         style = "green" if row[2] == "OK" else "bold red"
         table.add_row(*row[:2], f"[{style}]{row[2]}[/{style}]", *row[3:])

@@ -62,4 +62,4 @@ def write_fingerprint(directory: Path) -> None:
     from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
 
     (directory / "fingerprint.pb").write_bytes(fingerprinting.CreateFingerprintDef(str(directory)))
-    canonical.fingerprint_file(directory / "fingerprint.pb")  # its uuid is random otherwise
+    canonical.fingerprint_file(directory)  # its uuid is random otherwise

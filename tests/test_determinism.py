@@ -1,0 +1,135 @@
+"""Byte-reproducible exports: the same config gives the same files, in fresh processes and in one.
+
+Each case is one line of ``CASES`` (CLI overrides of a model source); the checks are generic,
+through the pipeline's own reference function and signatures, so a JAX model is one more line.
+"""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from exportkit import canonical, manifest
+from tests.conftest import export, run_cli, serve
+
+CASES = {
+    "keras_compiled": ("model=keras", "model.build._target_=tests.models.sequential", "+model.build.compiled=true"),
+    # "jax": ("model=jax", "model.build._target_=tests.models.jax_mlp", ...),  # once the JAX source lands
+}
+
+
+def contents(export_dir):
+    """Relative path -> bytes of every file but the manifest."""
+    return {p.relative_to(export_dir).as_posix(): p.read_bytes()
+            for p in sorted(export_dir.rglob("*")) if p.is_file() and p.relative_to(export_dir) != manifest.MANIFEST}
+
+
+def without_timings(recorded):
+    return dict(recorded, stages=[{k: v for k, v in s.items() if k != "seconds"} for s in recorded["stages"]])
+
+
+def tf1_serve(export_dir, inputs, key="serving_default"):
+    """The signature run by the TF1 loader in a Session, as TensorFlow Serving does."""
+    import tensorflow as tf
+
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        meta = tf.compat.v1.saved_model.load(sess, ["serve"], str(export_dir))
+        sig = meta.signature_def[key]
+        names = sorted(sig.outputs)
+        values = sess.run([sig.outputs[n].name for n in names],
+                          {sig.inputs[k].name: v for k, v in inputs.items()})
+    return dict(zip(names, values))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_fresh_processes_write_identical_bytes(tmp_path, case):
+    from exportkit.stages.verify import make_inputs
+
+    overrides = CASES[case]
+    export_dir = tmp_path / "model"
+    runs = []
+    for hash_seed in ("1", "2"):  # different str hashes: set and dict-of-set orders differ
+        run_cli(*overrides, f"export_dir={export_dir}", "pipeline.stages.verify=null",
+                f"hydra.run.dir={tmp_path / 'hydra' / hash_seed}", env={"PYTHONHASHSEED": hash_seed}, check=True)
+        runs.append(export_dir.rename(tmp_path / f"run{hash_seed}"))
+    first, second = runs
+
+    a, b = contents(first), contents(second)
+    assert {"saved_model.pb", "fingerprint.pb", "variables/variables.index"} <= set(a)
+    assert sorted(a) == sorted(b)
+    for path in a:
+        assert a[path] == b[path], f"{path} differs between two fresh-process runs"
+    # Same config, same export_dir: the manifests differ in the stage timings only.
+    m1, m2 = manifest.read(first), manifest.read(second)
+    assert without_timings(m1) == without_timings(m2)
+    assert m1["digest"] == canonical.content_digest(manifest.file_hashes(first))
+    assert m1["fingerprint"]["uuid"] == m2["fingerprint"]["uuid"]
+
+    # The canonical export still loads with both loaders and computes what the source model does;
+    # and an export in this (long-lived, much-traced) test process writes the same bytes again.
+    result = export(*overrides, f"export_dir={tmp_path / 'in_process'}", "pipeline.stages.verify=null")
+    assert contents(tmp_path / "in_process") == a
+    for (key, _), inputs in make_inputs(result.context.signatures, [3], seed=7).items():
+        want = result.context.reference[key](inputs)
+        for got in (serve(first, inputs, key), tf1_serve(first, inputs, key)):
+            assert set(got) == set(want)
+            for name in want:
+                np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-6)
+
+
+def test_function_counters_do_not_reach_the_bytes(tmp_path, monkeypatch):
+    """Two exports in one process, with tracing in between, differ only by TF's counters, which
+    canonicalization removes: without it the saved_model.pb files differ, with it they don't."""
+    import tensorflow as tf
+
+    overrides = ("model=keras", "model.build._target_=tests.models.functional_multi_io",
+                 "pipeline.stages.verify=null")
+
+    def twice(tag):
+        out = []
+        for i in (1, 2):
+            tf.function(lambda x: x + 1.0).get_concrete_function(tf.TensorSpec([None], tf.float32))
+            export(*overrides, f"export_dir={tmp_path / tag / str(i)}")
+            out.append(contents(tmp_path / tag / str(i)))
+        return out
+
+    with monkeypatch.context() as patch:
+        patch.setattr(canonical, "saved_model", lambda proto: None)
+        raw = twice("raw")
+    assert raw[0]["saved_model.pb"] != raw[1]["saved_model.pb"]
+    canonical_runs = twice("canonical")
+    assert canonical_runs[0] == canonical_runs[1]
+
+
+def test_text_format_is_canonical_too(tmp_path):
+    overrides = ("model=keras", "model.build._target_=tests.models.custom_layer", "+custom_objects.Scale=tests.models.Scale",
+                 "as_text=true", "pipeline.stages.verify=null")
+    export(*overrides, f"export_dir={tmp_path / 'a'}")
+    export(*overrides, f"export_dir={tmp_path / 'b'}")
+    a, b = contents(tmp_path / "a"), contents(tmp_path / "b")
+    assert "saved_model.pbtxt" in a and a == b
+    # fingerprint.pb has no content hashes for a .pbtxt; its uuid still tells exports apart
+    other = ("model=keras", "model.build._target_=tests.models.sequential", "as_text=true", "pipeline.stages.verify=null")
+    export(*other, f"export_dir={tmp_path / 'c'}")
+    uuids = {manifest.read(tmp_path / d)["fingerprint"]["uuid"] for d in "abc"}
+    assert len(uuids) == 2
+
+
+def test_canonical_names_keep_the_loaders_format(tmp_path):
+    """Renamed functions keep ``<base>_<number>`` (the TF2 loader parses it) and every reference
+    to a function names one that exists in the library."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    export("model=keras", "model.build._target_=tests.models.functional_multi_io",
+           f"export_dir={tmp_path / 'm'}", "pipeline.stages.verify=null")
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((tmp_path / "m" / "saved_model.pb").read_bytes())
+    meta = proto.meta_graphs[0]
+    names = [f.signature.name for f in meta.graph_def.library.function]
+    assert names == sorted(names)
+    assert all(canonical._UID.match(n) for n in names)
+    called = {n.attr["f"].func.name for n in meta.graph_def.node if "f" in n.attr}
+    called |= {n.attr["f"].func.name for f in meta.graph_def.library.function for n in f.node_def if "f" in n.attr}
+    assert called and called <= set(names)
+    assert set(meta.object_graph_def.concrete_functions) <= set(names)
+    json.dumps(names)  # plain strings
