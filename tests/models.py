@@ -106,3 +106,19 @@ def stochastic():
 @register
 def not_a_model():
     return np.zeros(3)
+
+
+class EagerOnlyOffset(keras.layers.Layer):
+    """Adds 1 inside a traced graph and 0 when called eagerly: the export computes something
+    other than the source model, deterministically, so verification must fail on it."""
+
+    def call(self, x):
+        import tensorflow as tf
+
+        return x + (0.0 if tf.executing_eagerly() else 1.0)
+
+
+@register
+def graph_differs():
+    inputs = keras.Input((3,), name="x")
+    return keras.Model(inputs, EagerOnlyOffset()(keras.layers.Dense(2, name="out")(inputs)), name="differs")

@@ -1,0 +1,104 @@
+"""Sweeps (``-m``): the summary callback, failure isolation, and the joblib launcher."""
+import csv
+
+import numpy as np
+import pytest
+
+from exportkit import manifest
+from tests.conftest import random_inputs, run_cli, serve
+
+SEQUENTIAL = ("model=keras", "model.build._target_=tests.models.sequential")
+
+
+def read_summary(sweep_dir):
+    with open(sweep_dir / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def check_ok_row(row):
+    """A successful row says what its export holds, checked against the files themselves."""
+    export_dir = manifest_dir = __import__("pathlib").Path(row["export_dir"])
+    recorded = manifest.read(manifest_dir)
+    assert row["status"] == "ok" and row["reason"] == ""
+    assert int(row["saved_model_bytes"]) == (export_dir / "saved_model.pb").stat().st_size
+    assert int(row["checkpoint_bytes"]) == sum(p.stat().st_size for p in (export_dir / "variables").iterdir())
+    for stage in recorded["stages"]:
+        assert float(row[f"{stage['name']}_s"]) == pytest.approx(stage["seconds"])
+    assert row["digest"] == recorded["digest"]
+    import tensorflow as tf
+
+    assert int(row["fingerprint"]) == tf.saved_model.experimental.read_fingerprint(str(export_dir)).saved_model_checksum
+    return recorded
+
+
+def test_two_job_sweep_writes_a_correct_summary(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = run_cli("-m", *SEQUENTIAL, "+model.build.units=4,8", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr
+    rows = read_summary(sweep)
+    assert [r["job"] for r in rows] == ["0", "1"]
+    assert ["+model.build.units=4" in r["overrides"].split() for r in rows] == [True, False]
+    assert ["+model.build.units=8" in r["overrides"].split() for r in rows] == [False, True]
+    sizes = []
+    for row in rows:
+        recorded = check_ok_row(row)
+        errors = [o["max_abs_error"] for sizes_ in recorded["verify"].values()
+                  for case in sizes_.values() for o in case.values()]
+        assert row["verify"] == "ok" and float(row["verify_max_abs_error"]) == max(errors)
+        sizes.append(int(row["checkpoint_bytes"]))
+    assert sizes[0] < sizes[1]  # 8 hidden units hold more weights than 4
+    table = (sweep / "summary.md").read_text()
+    assert "2 ok, 0 failed" in table
+    for row in rows:
+        assert row["export_dir"] in table and row["digest"][:12] in table
+    assert "exportkit sweep: 2 ok, 0 failed" in done.stdout  # the table in the terminal
+
+
+def test_a_failing_job_is_reported_and_the_others_complete(tmp_path):
+    """One job fails verification, one has a bad model factory; the good one is exported."""
+    sweep = tmp_path / "sweep"
+    done = run_cli("-m", "model=keras",
+                   "model.build._target_=tests.models.graph_differs,tests.models.sequential,tests.models.not_a_model",
+                   f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr  # user errors stay one line, in a sweep too
+    assert "exportkit: 2 of 3 jobs failed" in done.stderr
+    rows = {r["job"]: r for r in read_summary(sweep)}
+    assert rows["0"]["status"] == "failed"
+    assert rows["0"]["reason"].startswith("verify: the reloaded SavedModel does not match the source model")
+    assert rows["2"]["status"] == "failed"
+    assert rows["2"]["reason"].startswith("build: model.build returned ndarray, not a keras.Model")
+    assert "\n" not in rows["0"]["reason"] + rows["2"]["reason"]
+    assert not (sweep / "0" / "saved_model").exists() and not (sweep / "2" / "saved_model").exists()
+    recorded = check_ok_row(rows["1"])
+    export_dir = sweep / "1" / "saved_model"
+    assert manifest.file_hashes(export_dir) == recorded["files"]  # complete, every file as recorded
+    inputs = random_inputs({"x": (6,)}, 2)
+    assert np.isfinite(serve(export_dir, inputs)["out"]).all()
+    table = (sweep / "summary.md").read_text()
+    assert "1 ok, 2 failed" in table and "FAILED" in table and rows["0"]["reason"] in table
+
+
+def test_single_run_failure_is_unchanged(tmp_path):
+    done = run_cli(*SEQUENTIAL, "+model.build.units=-1", f"export_dir={tmp_path / 'm'}",
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("exportkit: error: model.build._target_=")
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "exportkit_job.json").exists() and not (tmp_path / "m").exists()
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_workers(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SEQUENTIAL,
+                   "+model.build.units=3,5", "pipeline.stages.verify=null", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr
+    assert "Joblib.Parallel(n_jobs=2" in done.stdout + done.stderr
+    rows = read_summary(sweep)
+    assert [r["job"] for r in rows] == ["0", "1"]
+    for row, units in zip(rows, (3, 5)):
+        check_ok_row(row)
+        assert f"+model.build.units={units}" in row["overrides"].split()
+        assert row["verify"] == "off"
+        kernel = serve(row["export_dir"], random_inputs({"x": (6,)}, 1))
+        assert kernel["out"].shape == (1, 2)
