@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-slow bench clean
+.PHONY: install run test test-slow test-ray bench clean
 
 install: $(STAMP)
 
@@ -23,8 +23,15 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -m slow
 
+# The Ray launcher in its own environment (see the `ray` extra in pyproject.toml).
+RAY_VENV := .venv-ray
+test-ray:
+	test -x $(RAY_VENV)/bin/python || $(PYTHON) -m venv $(RAY_VENV)
+	$(RAY_VENV)/bin/python -m pip install -e ".[ray]" "pytest>=8"
+	$(RAY_VENV)/bin/python -m pytest -m ray
+
 bench: install
 	$(BIN)/python bench/bench_keras_export.py
 
 clean:
-	rm -rf $(VENV) outputs multirun build dist *.egg-info
+	rm -rf $(VENV) $(RAY_VENV) outputs multirun build dist *.egg-info

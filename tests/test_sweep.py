@@ -1,5 +1,6 @@
 """Sweeps (``-m``): the summary callback, failure isolation, and the joblib launcher."""
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,16 +18,16 @@ def read_summary(sweep_dir):
 
 def check_ok_row(row):
     """A successful row says what its export holds, checked against the files themselves."""
-    export_dir = manifest_dir = __import__("pathlib").Path(row["export_dir"])
-    recorded = manifest.read(manifest_dir)
+    import tensorflow as tf
+
+    export_dir = Path(row["export_dir"])
+    recorded = manifest.read(export_dir)
     assert row["status"] == "ok" and row["reason"] == ""
     assert int(row["saved_model_bytes"]) == (export_dir / "saved_model.pb").stat().st_size
     assert int(row["checkpoint_bytes"]) == sum(p.stat().st_size for p in (export_dir / "variables").iterdir())
     for stage in recorded["stages"]:
         assert float(row[f"{stage['name']}_s"]) == pytest.approx(stage["seconds"])
     assert row["digest"] == recorded["digest"]
-    import tensorflow as tf
-
     assert int(row["fingerprint"]) == tf.saved_model.experimental.read_fingerprint(str(export_dir)).saved_model_checksum
     return recorded
 
@@ -89,16 +90,78 @@ def test_single_run_failure_is_unchanged(tmp_path):
 
 
 def test_joblib_launcher_runs_jobs_in_parallel_workers(tmp_path):
+    """Two workers, three jobs, one failing: rows and failures travel back from the workers."""
     sweep = tmp_path / "sweep"
-    done = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SEQUENTIAL,
-                   "+model.build.units=3,5", "pipeline.stages.verify=null", f"hydra.sweep.dir={sweep}")
-    assert done.returncode == 0, done.stderr
+    done = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=keras",
+                   "model.build._target_=tests.models.sequential,tests.models.functional_multi_io,"
+                   "tests.models.not_a_model", "pipeline.stages.verify=null", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 1
     assert "Joblib.Parallel(n_jobs=2" in done.stdout + done.stderr
+    assert "exportkit: 1 of 3 jobs failed" in done.stderr
+    rows = read_summary(sweep)
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "ok"), ("1", "ok"), ("2", "failed")]
+    assert rows[2]["reason"].startswith("build: model.build returned ndarray")
+    for row in rows[:2]:
+        check_ok_row(row)
+        assert row["verify"] == "off"
+    assert serve(rows[0]["export_dir"], random_inputs({"x": (6,)}, 1))["out"].shape == (1, 2)
+    outputs = serve(rows[1]["export_dir"], random_inputs({"image": (5,), "meta": (3,)}, 2))
+    assert outputs["score"].shape == (2, 1) and outputs["label"].shape == (2, 4)
+
+
+def launcher_config(*overrides):
+    """``hydra.launcher`` as Hydra composes it for these overrides (nothing is launched)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from exportkit import schema
+
+    schema.register()
+    GlobalHydra.instance().clear()
+    with initialize_config_module("exportkit.conf", version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True).hydra.launcher
+
+
+def test_slurm_launcher_configs_compose_onto_the_submitit_plugin():
+    from hydra.utils import instantiate
+
+    cpu = launcher_config("hydra/launcher=slurm", "hydra.launcher.partition=cpu")
+    gpu = launcher_config("hydra/launcher=slurm_gpu", "hydra.launcher.partition=gpu")
+    for launcher in (cpu, gpu):
+        assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+        assert launcher.cpus_per_task == 4 and launcher.mem_gb == 16 and launcher.timeout_min == 60
+    assert (cpu.partition, cpu.gpus_per_node) == ("cpu", 0)
+    assert (gpu.partition, gpu.gpus_per_node) == ("gpu", 1)
+    assert type(instantiate(gpu)).__name__ == "SlurmLauncher"
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher(tmp_path):
+    """Hydra's Submitit launcher with its local executor: the SLURM code path without SLURM."""
+    sweep = tmp_path / "sweep"
+    done = run_cli("-m", "hydra/launcher=submitit_local", *SEQUENTIAL, "+model.build.units=3,5",
+                   "pipeline.stages.verify=null", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr
     rows = read_summary(sweep)
     assert [r["job"] for r in rows] == ["0", "1"]
-    for row, units in zip(rows, (3, 5)):
+    for row in rows:
         check_ok_row(row)
-        assert f"+model.build.units={units}" in row["overrides"].split()
-        assert row["verify"] == "off"
-        kernel = serve(row["export_dir"], random_inputs({"x": (6,)}, 1))
-        assert kernel["out"].shape == (1, 2)
+
+
+@pytest.mark.ray
+def test_ray_launcher_on_a_local_ray_instance(tmp_path):
+    """Hydra's Ray launcher starting a local Ray instance (``make test-ray``: hydra-ray-launcher
+    pins cloudpickle<3, which joblib>=1.6 refuses, so it lives in its own environment)."""
+    sweep = tmp_path / "sweep"
+    done = run_cli("-m", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2",
+                   "+hydra.launcher.ray.init.include_dashboard=false", *SEQUENTIAL, "+model.build.units=3,5",
+                   "pipeline.stages.verify=null", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr
+    assert "_run_job pid=" in done.stdout + done.stderr  # the jobs ran as Ray tasks
+    cluster = launcher_config("hydra/launcher=ray_cluster")
+    assert cluster._target_ == "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
+    assert cluster.ray.init.address == "auto"
+    rows = read_summary(sweep)
+    assert [r["job"] for r in rows] == ["0", "1"]
+    for row in rows:
+        check_ok_row(row)
