@@ -52,7 +52,8 @@ def build_model(model_cfg) -> Any:
     try:
         return instantiate(model_cfg.build)
     except InstantiationException as e:
-        cause = str(e).strip().splitlines()[0]
+        # Hydra's first line is "Error in call to target '...':"; the factory's own error is the cause
+        cause = (str(e.__cause__ or e).strip() or type(e.__cause__ or e).__name__).splitlines()[0]
         raise ModelSourceError(f"model.build._target_={target!r} failed: {cause}; check the dotted path "
                                f"and the kwargs given beside it") from e
 
