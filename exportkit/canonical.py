@@ -57,8 +57,9 @@ def meta_graph_def(meta_graph) -> None:
     library = meta_graph.graph_def.library
     for function in library.function:
         _number_captured_arguments(function)
+    # Gradient op types first: they are part of the content the function names are hashed from.
+    _rename_strings(meta_graph, _gradient_type_renames(meta_graph))
     renames = _function_renames(library)
-    renames.update(_gradient_type_renames(meta_graph))
     _rename_strings(meta_graph, renames)
     _rename_concrete_function_keys(meta_graph, renames)
     _sort(library.function, key=lambda f: f.signature.name)

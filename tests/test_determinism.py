@@ -133,3 +133,59 @@ def test_canonical_names_keep_the_loaders_format(tmp_path):
     assert called and called <= set(names)
     assert set(meta.object_graph_def.concrete_functions) <= set(names)
     json.dumps(names)  # plain strings
+
+
+def _save_training_like_module(directory):
+    """A signature that differentiates through a nested function and a custom gradient: the
+    forward/backward function pairs and gradient op types a ``train`` graph is made of."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    v = tf.Variable([[1.0, 2.0], [3.0, 4.0]])
+
+    @tf.function
+    def inner(x):
+        return tf.reduce_sum(tf.tanh(tf.matmul(x, v)))
+
+    @tf.custom_gradient
+    def clip(x):
+        return x, lambda dy: tf.clip_by_value(dy, -0.1, 0.1)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32)])
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = inner(clip(x))
+        return {"loss": loss, "grad": tape.gradient(loss, v)}
+
+    root = tf.Module()
+    root.v = v
+    tf.function(lambda x: x * 3.0).get_concrete_function(tf.TensorSpec([None], tf.float32))  # shift counters
+    tf.saved_model.save(root, str(directory), signatures={"step": step.get_concrete_function()})
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((directory / "saved_model.pb").read_bytes())
+    return proto, step
+
+
+def test_gradient_functions_are_canonical_and_still_load(tmp_path):
+    import tensorflow as tf
+
+    (first, step), (second, _) = (_save_training_like_module(tmp_path / d) for d in ("a", "b"))
+    library = first.meta_graphs[0].graph_def.library
+    assert any(f.signature.name.startswith("__inference___backward_") for f in library.function)
+    assert len(library.registered_gradients) == 1
+    assert first.SerializeToString(deterministic=True) != second.SerializeToString(deterministic=True)
+    for proto in (first, second):
+        canonical.saved_model(proto)
+    assert first.SerializeToString(deterministic=True) == second.SerializeToString(deterministic=True)
+
+    (tmp_path / "a" / "saved_model.pb").write_bytes(first.SerializeToString(deterministic=True))
+    x = np.array([[0.5, -1.0], [2.0, 0.25]], np.float32)
+    want = {k: v.numpy() for k, v in step(tf.constant(x)).items()}
+    tf2 = tf.saved_model.load(str(tmp_path / "a")).signatures["step"](x=tf.constant(x))
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        meta = tf.compat.v1.saved_model.load(sess, ["serve"], str(tmp_path / "a"))
+        sig = meta.signature_def["step"]
+        tf1 = sess.run({k: t.name for k, t in sig.outputs.items()}, {sig.inputs["x"].name: x})
+    for name in ("loss", "grad"):
+        np.testing.assert_allclose(tf2[name].numpy(), want[name], rtol=1e-6)
+        np.testing.assert_allclose(tf1[name], want[name], rtol=1e-6)
