@@ -87,11 +87,23 @@ def overrides() -> List[str]:
     return []
 
 
+def input_files(cfg) -> Dict[str, Dict[str, str]]:
+    """Path and sha256 of the files the model was read from (``model.path``, ``model.params_path``),
+    so ``exportkit.reproduce`` can say when one changed since."""
+    found = {}
+    for key in ("path", "params_path"):
+        value = cfg.model.get(key)
+        if value and Path(value).expanduser().is_file():
+            found[f"model.{key}"] = {"path": str(value), "sha256": sha256(Path(value).expanduser())}
+    return found
+
+
 def write(ctx: ExportContext) -> Dict[str, Any]:
     files = file_hashes(ctx.work_dir)
     manifest = {
         "config": OmegaConf.to_container(ctx.cfg, resolve=True),
         "overrides": overrides(),
+        "inputs": input_files(ctx.cfg),
         "versions": versions(),
         "stages": [{"name": r.name, "status": r.status, "seconds": round(r.seconds, 4),
                     "detail": r.detail} for r in ctx.records],

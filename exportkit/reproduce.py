@@ -47,6 +47,8 @@ def main(argv: List[str] = None) -> int:
         print(f"exportkit.reproduce: warning: {line}", file=sys.stderr)
     for line in config_drift(recorded):
         print(f"exportkit.reproduce: note: {line}", file=sys.stderr)
+    for line in input_changes(recorded.get("inputs", {})):
+        print(f"exportkit.reproduce: warning: {line}", file=sys.stderr)
 
     new_dir = Path(args.out).expanduser().absolute()
     try:
@@ -93,6 +95,21 @@ def version_warnings(recorded: Dict[str, str], installed: Dict[str, str]) -> Lis
         if old != new:
             lines.append(f"{name} {old or 'absent'} was recorded, {new or 'absent'} is installed; "
                          f"the bytes may differ for that reason alone")
+    return lines
+
+
+def input_changes(inputs: Dict[str, Dict[str, str]]) -> List[str]:
+    """One line per model file (``model.path``...) that is gone or changed since the export."""
+    from exportkit import manifest
+
+    lines = []
+    for key, recorded in sorted(inputs.items()):
+        path = Path(recorded["path"]).expanduser()
+        if not path.is_file():
+            lines.append(f"{key}={recorded['path']}: the file is gone")
+        elif manifest.sha256(path) != recorded["sha256"]:
+            lines.append(f"{key}={recorded['path']}: the file changed since the export (sha256 "
+                         f"{recorded['sha256'][:12]} then, {manifest.sha256(path)[:12]} now)")
     return lines
 
 

@@ -61,3 +61,25 @@ def test_reproduce_warns_about_other_package_versions(tmp_path):
 def test_reproduce_without_a_manifest_is_a_usage_error(tmp_path):
     done = reproduce(tmp_path, "--out", tmp_path / "x")
     assert done.returncode == 2 and "has no assets.extra/manifest.json" in done.stderr
+
+
+def test_reproduce_names_a_model_file_changed_since_the_export(tmp_path):
+    import keras
+
+    from tests import models
+    from tests.conftest import export
+
+    path = tmp_path / "m.keras"
+    models.custom_layer().save(path)
+    original = tmp_path / "original"
+    export("model=keras_file", f"model.path={path}", "+custom_objects.Scale=tests.models.Scale",
+           "pipeline.stages.verify=null", f"export_dir={original}")
+    assert manifest.read(original)["inputs"]["model.path"]["sha256"] == manifest.sha256(path)
+
+    keras.utils.set_random_seed(1)  # other initial weights, same architecture
+    models.custom_layer().save(path)
+    done = reproduce(original, "--out", tmp_path / "again")
+    assert done.returncode == 1
+    assert f"model.path={path}: the file changed since the export" in done.stderr
+    report = done.stdout.split("NOT reproduced", 1)[1]
+    assert "variables/variables.data-00000-of-00001: differs" in report
