@@ -165,3 +165,43 @@ def test_ray_launcher_on_a_local_ray_instance(tmp_path):
     assert [r["job"] for r in rows] == ["0", "1"]
     for row in rows:
         check_ok_row(row)
+
+
+def test_summary_keeps_to_its_own_sweep_and_fail_on_error(tmp_path):
+    """In-process, through the callback's hooks: rows of an older sweep in a reused sweep dir
+    are left out, a job that raised is a failed row, and ``fail_on_error=false`` exits 0."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import OmegaConf
+
+    from exportkit.sweep_summary import JobFailed, SweepSummary
+
+    sweep = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+
+    def job(callback, num, value, status=JobStatus.COMPLETED):
+        (tmp_path / str(num)).mkdir(exist_ok=True)
+        config = OmegaConf.create({"hydra": {"job": {"num": num}, "runtime": {"output_dir": str(tmp_path / str(num))}}})
+        callback.on_job_end(config, JobReturn(overrides=[f"seed={num}"], status=status, _return_value=value))
+
+    old = SweepSummary()
+    old.on_multirun_start(sweep)
+    job(old, 0, JobFailed("stale row of an older sweep", "build"))
+    job(old, 1, JobFailed("stale row of an older sweep", "build"))
+
+    new = SweepSummary(fail_on_error=True)
+    new.on_multirun_start(sweep)
+    job(new, 0, JobFailed("signatures.x is malformed", "build", stages=[{"name": "build", "status": "failed",
+                                                                          "seconds": 0.25}]))
+    with pytest.raises(SystemExit) as exit_:
+        new.on_multirun_end(sweep)
+    assert exit_.value.code == 1
+    rows = read_summary(tmp_path)
+    assert len(rows) == 1 and rows[0]["reason"] == "build: signatures.x is malformed"
+    assert rows[0]["build_s"] == "0.25" and rows[0]["overrides"] == "seed=0"
+
+    lenient = SweepSummary(fail_on_error=False)
+    lenient.on_multirun_start(sweep)
+    job(lenient, 0, RuntimeError("boom | in a stage"), status=JobStatus.FAILED)
+    lenient.on_multirun_end(sweep)  # no SystemExit
+    rows = read_summary(tmp_path)
+    assert [(r["status"], r["reason"]) for r in rows] == [("failed", "RuntimeError: boom | in a stage")]
+    assert "RuntimeError: boom \\| in a stage" in (tmp_path / "summary.md").read_text()  # escaped cell
