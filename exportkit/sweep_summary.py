@@ -229,6 +229,7 @@ def markdown(rows: List[Dict[str, Any]]) -> str:
 
 def show(rows: List[Dict[str, Any]], sweep_dir: Path) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     common, _ = varying_overrides(rows)
@@ -244,10 +245,11 @@ def show(rows: List[Dict[str, Any]], sweep_dir: Path) -> None:
         table.add_column(name, overflow="fold", min_width=min(max(widest, len(name)), 40))
     for row in cells:
         style = "green" if row[2] == "OK" else "bold red"
-        table.add_row(*row[:2], f"[{style}]{row[2]}[/{style}]", *row[3:])
+        # escaped: overrides such as +experiment=[text,gpu] are not rich markup
+        table.add_row(*map(escape, row[:2]), f"[{style}]{row[2]}[/{style}]", *map(escape, row[3:]))
     console.print(table)
     if common:
-        console.print(f"common overrides: {' '.join(common)}")
+        console.print(f"common overrides: {escape(' '.join(common))}")
     console.print(f"summary: {sweep_dir / 'summary.md'}, {sweep_dir / 'summary.csv'}")
 
 

@@ -166,7 +166,7 @@ def test_ray_launcher_on_a_local_ray_instance(tmp_path):
         check_ok_row(row)
 
 
-def test_summary_keeps_to_its_own_sweep_and_fail_on_error(tmp_path):
+def test_summary_keeps_to_its_own_sweep_and_fail_on_error(tmp_path, capsys):
     """In-process, through the callback's hooks: rows of an older sweep in a reused sweep dir
     are left out, a job that raised is a failed row, and ``fail_on_error=false`` exits 0."""
     from hydra.core.utils import JobReturn, JobStatus
@@ -176,10 +176,11 @@ def test_summary_keeps_to_its_own_sweep_and_fail_on_error(tmp_path):
 
     sweep = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
 
-    def job(callback, num, value, status=JobStatus.COMPLETED):
+    def job(callback, num, value, status=JobStatus.COMPLETED, overrides=None):
         (tmp_path / str(num)).mkdir(exist_ok=True)
         config = OmegaConf.create({"hydra": {"job": {"num": num}, "runtime": {"output_dir": str(tmp_path / str(num))}}})
-        callback.on_job_end(config, JobReturn(overrides=[f"seed={num}"], status=status, _return_value=value))
+        callback.on_job_end(config, JobReturn(overrides=overrides or [f"seed={num}"], status=status,
+                                              _return_value=value))
 
     old = SweepSummary()
     old.on_multirun_start(sweep)
@@ -199,8 +200,10 @@ def test_summary_keeps_to_its_own_sweep_and_fail_on_error(tmp_path):
 
     lenient = SweepSummary(fail_on_error=False)
     lenient.on_multirun_start(sweep)
-    job(lenient, 0, RuntimeError("boom | in a stage"), status=JobStatus.FAILED)
+    job(lenient, 0, RuntimeError("boom | in a stage"), status=JobStatus.FAILED, overrides=["+experiment=[text,gpu]"])
+    capsys.readouterr()
     lenient.on_multirun_end(sweep)  # no SystemExit
+    assert "+experiment=[text,gpu]" in capsys.readouterr().out  # not swallowed as rich markup
     rows = read_summary(tmp_path)
     assert [(r["status"], r["reason"]) for r in rows] == [("failed", "RuntimeError: boom | in a stage")]
     assert "RuntimeError: boom \\| in a stage" in (tmp_path / "summary.md").read_text()  # escaped cell
