@@ -79,10 +79,19 @@ def rerun(recorded: Dict[str, Any], new_dir: Path):
 
     from exportkit import manifest, pipeline, schema
 
+    from omegaconf.errors import OmegaConfBaseException
+
+    from exportkit.errors import ConfigError
+
     schema.register()
     config = dict(recorded["config"], export_dir=str(new_dir), overwrite=False)
     # Through the schema, as Hydra composes it: a value the schema no longer accepts is named.
-    cfg = OmegaConf.merge(OmegaConf.structured(schema.ExportConfig), config)
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(schema.ExportConfig), config)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"the recorded config does not fit this exportkit's schema "
+                          f"({str(e).splitlines()[0]}); reproduce with the exportkit version the "
+                          f"manifest records") from e
     with manifest.recorded_overrides(recorded.get("overrides", [])):
         return pipeline.run(pipeline.resolved(cfg))
 
