@@ -14,6 +14,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from exportkit import report
 from exportkit.context import ExportContext, Graph
+from exportkit.errors import ModelSourceError
 from exportkit.stages.base import Stage
 
 
@@ -37,7 +38,16 @@ class WriteGraphs(Stage):
 
 def save_meta_graph(ctx: ExportContext, graph: Graph, directory: Path):
     root = ctx.trackable_root(graph.variable_groups)
-    tf.saved_model.save(root, str(directory), signatures=dict(graph.functions))
+    try:
+        tf.saved_model.save(root, str(directory), signatures=dict(graph.functions))
+    except AssertionError as e:
+        if "untracked" not in str(e):
+            raise
+        raise ModelSourceError(
+            f"the {graph.tag} graph uses a TensorFlow resource that is not one of the model's "
+            f"variables (a global random generator, or a variable created outside a layer): "
+            f"{str(e).splitlines()[-1].strip()}; create it inside a layer (e.g. "
+            f"keras.random.SeedGenerator as a layer attribute)") from e
     single = saved_model_pb2.SavedModel()
     single.ParseFromString((directory / "saved_model.pb").read_bytes())
     meta_graph = single.meta_graphs[0]
