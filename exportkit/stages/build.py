@@ -10,7 +10,7 @@ class Build(Stage):
 
     def __call__(self, ctx: ExportContext) -> ExportContext:
         seed_everything(ctx.cfg.seed)
-        ctx.custom_objects = import_custom_objects(ctx.cfg.custom_objects)
+        ctx.custom_objects = {**import_custom_objects(ctx.cfg.custom_objects), **ctx.custom_objects}
         return sources.load(ctx)
 
 

@@ -18,6 +18,14 @@ from exportkit.errors import ModelSourceError
 from exportkit.stages.base import Stage
 
 
+# SignatureDef method names per graph, as TF 1.14 wrote them.
+METHOD_NAMES = {
+    "serve": "tensorflow/serving/predict",
+    "train": "tensorflow/supervised/training",
+    "eval": "tensorflow/supervised/eval",
+}
+
+
 class WriteGraphs(Stage):
     needs = ("graphs", "variables")
     adds = ("saved_model_file",)
@@ -32,6 +40,9 @@ class WriteGraphs(Stage):
                 report.progress(f"{tag}: signatures {', '.join(graph.functions)} "
                                 f"({len(meta_graph.graph_def.library.function)} functions)")
         ctx.saved_model_file = write_saved_model(saved_model, ctx.work_dir, ctx.cfg.as_text)
+        for name, text in ctx.assets.items():
+            (ctx.work_dir / "assets").mkdir(exist_ok=True)
+            (ctx.work_dir / "assets" / name).write_text(text)
         write_fingerprint(ctx.work_dir)
         return ctx
 
@@ -53,6 +64,9 @@ def save_meta_graph(ctx: ExportContext, graph: Graph, directory: Path):
     meta_graph = single.meta_graphs[0]
     del meta_graph.meta_info_def.tags[:]
     meta_graph.meta_info_def.tags.append(graph.tag)
+    for key, signature in meta_graph.signature_def.items():
+        if not key.startswith("__"):  # leave TF's own __saved_model_init_op alone
+            signature.method_name = METHOD_NAMES.get(graph.tag, signature.method_name)
     return meta_graph, single.saved_model_schema_version
 
 
