@@ -3,8 +3,10 @@
 Both functions run exportkit's own code path: ``export_saved_model`` composes the same config
 the CLI would and runs the same pipeline; it only fills the config from its arguments.
 """
+import copy
+import functools
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from omegaconf import OmegaConf, open_dict
 
@@ -27,11 +29,9 @@ def export_saved_model(model, saved_model_path, custom_objects: Optional[Dict[st
     from exportkit import pipeline
 
     custom_objects = dict(custom_objects or {})
-    cfg = compose([
-        "model=in_memory", f"export_dir={Path(saved_model_path).expanduser().absolute()}",
-        f"as_text={bool(as_text)}", f"serving_only={bool(serving_only)}",
-        *_custom_object_overrides(custom_objects), *overrides,
-    ])
+    cfg = copy.deepcopy(_composed(("model=in_memory", *_custom_object_overrides(custom_objects), *overrides)))
+    cfg.export_dir = str(Path(saved_model_path).expanduser().absolute())
+    cfg.as_text, cfg.serving_only = bool(as_text), bool(serving_only)
     if input_signature is not None:
         with open_dict(cfg):
             cfg.signatures = {"serving_default": {"inputs": signature_inputs(model, input_signature)}}
@@ -50,6 +50,12 @@ def load_from_saved_model(saved_model_path, custom_objects: Optional[Dict[str, A
     from exportkit import keras_load
 
     return keras_load.load(Path(saved_model_path), custom_objects or {}, safe_mode, compile)
+
+
+@functools.lru_cache(maxsize=16)
+def _composed(overrides: Tuple[str, ...]):
+    """Composing reads every YAML file again; exports in a loop share one composition."""
+    return compose(overrides)
 
 
 def compose(overrides):

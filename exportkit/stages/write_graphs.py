@@ -48,9 +48,14 @@ class WriteGraphs(Stage):
 
 
 def save_meta_graph(ctx: ExportContext, graph: Graph, directory: Path):
+    # The graph alone: the variables are already in the export's checkpoint (write_checkpoint),
+    # so TF's save is told not to write them again.
+    from tensorflow.python.saved_model.save import save_and_return_nodes
+
     root = ctx.trackable_root(graph.variable_groups)
     try:
-        tf.saved_model.save(root, str(directory), signatures=dict(graph.functions))
+        save_and_return_nodes(root, str(directory), signatures=dict(graph.functions),
+                              experimental_skip_checkpoint=True)
     except AssertionError as e:
         if "untracked" not in str(e):
             raise
