@@ -57,9 +57,10 @@ def test_custom_layer_through_custom_objects(export_dir):
     np.testing.assert_allclose(got["out"], _expected(result.context.model, inputs)["out"], atol=1e-6)
 
 
-def test_keras_file_source(tmp_path, export_dir):
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_keras_file_source(tmp_path, export_dir, suffix):
     source = models.custom_layer()
-    path = tmp_path / "m.keras"
+    path = tmp_path / f"m{suffix}"
     source.save(path)
     export("model=keras_file", f"model.path={path}", "+custom_objects.Scale=tests.models.Scale",
            f"export_dir={export_dir}")
