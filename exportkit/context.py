@@ -21,6 +21,20 @@ class Graph:
 
 
 @dataclass
+class Training:
+    """What a compiled model adds: the train and eval steps and the state they update.
+
+    ``train_fn``/``eval_fn`` take (inputs, targets), dicts of tensors keyed by input name and by
+    output name, and return a dict of named outputs. ``variables()`` is called after tracing
+    (optimizer slots and metric state exist only then) and returns the extra variable groups.
+    """
+
+    train_fn: Callable[[Dict[str, Any], Dict[str, Any]], Dict[str, Any]]
+    eval_fn: Callable[[Dict[str, Any], Dict[str, Any]], Dict[str, Any]]
+    variables: Callable[[], Dict[str, List[Any]]]
+
+
+@dataclass
 class StageRecord:
     name: str
     status: str  # ok | failed | skipped
@@ -43,7 +57,10 @@ class ExportContext:
     reference: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = field(default_factory=dict)
     # variable group name ("model", "optimizer", ...) -> list of tf.Variable
     variables: Dict[str, List[Any]] = field(default_factory=dict)
+    training: Optional[Training] = None  # set by a source whose model is compiled
     graphs: Dict[str, Graph] = field(default_factory=dict)  # tag -> Graph
+    # files written under the export's assets/ (relative name -> text), e.g. saved_model.json
+    assets: Dict[str, str] = field(default_factory=dict)
     saved_model_file: Optional[Path] = None
     verify_report: Dict[str, Any] = field(default_factory=dict)
     records: List[StageRecord] = field(default_factory=list)

@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,18 +30,23 @@ class ExportResult:
     context: ExportContext
 
 
-def run(cfg: DictConfig, model: Any = None) -> ExportResult:
+def run(cfg: DictConfig, model: Any = None, custom_objects: Optional[dict] = None) -> ExportResult:
     """Run every enabled stage of ``cfg.pipeline`` and publish the export at ``cfg.export_dir``.
 
-    ``model`` hands an in-memory model to the build stage (the Python API does this); the
-    CLI builds it from ``cfg.model``. Raises an ``ExportkitError`` for a user's mistake.
+    ``model`` and ``custom_objects`` hand in-memory objects to the build stage (the Python API
+    does this); the CLI builds them from ``cfg.model`` and ``cfg.custom_objects``.
+    Raises an ``ExportkitError`` for a user's mistake.
     """
     schema.validate(cfg)
+    if (cfg.model.kind == "in_memory") != (model is not None):
+        raise ConfigError("model=in_memory is for a model handed over by the Python API "
+                          "(exportkit.export_saved_model); from the CLI use model=keras or model=keras_file")
     export_dir = Path(cfg.export_dir).expanduser().absolute()
     check_export_dir(export_dir, cfg.overwrite)
     stages = instantiate_stages(cfg)
     with staging_dir(export_dir) as work_dir:
-        ctx = ExportContext(cfg=cfg, export_dir=export_dir, work_dir=work_dir, model=model)
+        ctx = ExportContext(cfg=cfg, export_dir=export_dir, work_dir=work_dir, model=model,
+                            custom_objects=dict(custom_objects or {}))
         try:
             for name, stage in stages:
                 ctx = run_stage(name, stage, ctx)

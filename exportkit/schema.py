@@ -12,7 +12,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from exportkit.errors import ConfigError
 
-MODEL_KINDS = ("keras", "keras_file", "jax")
+MODEL_KINDS = ("keras", "keras_file", "jax", "in_memory")
 DTYPES = (
     "float16", "bfloat16", "float32", "float64",
     "int8", "int16", "int32", "int64", "uint8", "bool",
@@ -73,8 +73,8 @@ class VerifyConf:
 class CompileConf:
     """``model.compile`` arguments for a model built uncompiled (names or ``_target_`` nodes)."""
 
-    optimizer: Any = MISSING
-    loss: Any = MISSING
+    optimizer: Any = None  # null: the model is exported as its factory built it
+    loss: Any = None
     metrics: List[Any] = field(default_factory=list)
 
 
@@ -87,7 +87,7 @@ class ExportConfig:
     # signature from the command line (+signatures.serving_default={...}) into a typed dict.
     signatures: Dict[str, Any] = field(default_factory=dict)
     custom_objects: Dict[str, str] = field(default_factory=dict)
-    compile: Optional[CompileConf] = None
+    compile: CompileConf = field(default_factory=CompileConf)
     export_dir: str = "${hydra:runtime.output_dir}/saved_model"
     overwrite: bool = False
     as_text: bool = False
@@ -149,6 +149,9 @@ def validate(cfg: DictConfig) -> None:
                 if dim is not None and dim < 1:
                     raise ConfigError(f"{where}.shape={list(spec.shape)} has {dim}; each dimension "
                                       f"is a positive size or null for a dynamic one")
+    if (cfg.compile.optimizer is None) != (cfg.compile.loss is None):
+        raise ConfigError("compile needs both compile.optimizer and compile.loss (e.g. compile.optimizer=adam "
+                          "compile.loss=mse), or neither")
     for size in cfg.verify.batch_sizes:
         if size < 1:
             raise ConfigError(f"verify.batch_sizes has {size}; batch sizes are positive integers")

@@ -42,9 +42,8 @@ def functional_multi_io(compiled: bool = False):
     return model
 
 
-@keras.saving.register_keras_serializable(package="exportkit_tests")
 class Scale(keras.layers.Layer):
-    """A custom layer with a trainable weight, exported through ``custom_objects``."""
+    """A custom layer with a trainable weight, not registered: it needs ``custom_objects``."""
 
     def __init__(self, init: float = 2.0, **kwargs):
         super().__init__(**kwargs)
@@ -94,7 +93,9 @@ class Noisy(keras.layers.Layer):
     """Different outputs on every call: verification must fail on it."""
 
     def call(self, x):
-        return x + keras.random.normal(keras.ops.shape(x))
+        import tensorflow as tf
+
+        return x + tf.random.normal(tf.shape(x))  # a fresh draw on every call
 
 
 @register
@@ -106,6 +107,32 @@ def stochastic():
 @register
 def not_a_model():
     return np.zeros(3)
+
+
+class NoConfig(keras.Model):
+    """Subclassed, built from a function argument: no get_config(), so no JSON config."""
+
+    def __init__(self, activation=keras.ops.relu, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activation
+        self.dense = keras.layers.Dense(2, name="dense")
+
+    def call(self, x):
+        return self.activation(self.dense(x))
+
+
+@register
+def no_config(compiled: bool = False):
+    model = NoConfig(name="no_config")
+    if compiled:
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    return model
+
+
+@register
+def with_lambda():
+    inputs = keras.Input((3,), name="x")
+    return keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2.0, name="double")(inputs))
 
 
 class EagerOnlyOffset(keras.layers.Layer):

@@ -12,9 +12,11 @@ import pytest
 from exportkit import canonical, manifest
 from tests.conftest import export, run_cli, serve
 
+# case -> (CLI overrides, the MetaGraphDef tags its export holds)
 CASES = {
-    "keras_compiled": ("model=keras", "model.build._target_=tests.models.sequential", "+model.build.compiled=true"),
-    # "jax": ("model=jax", "model.build._target_=tests.models.jax_mlp", ...),  # once the JAX source lands
+    "keras_compiled": (("model=keras", "model.build._target_=tests.models.sequential", "+model.build.compiled=true"),
+                       ["serve", "train", "eval"]),
+    # "jax": (("model=jax", "model.build._target_=tests.models.jax_mlp", ...), ["serve"]),  # once the JAX source lands
 }
 
 
@@ -45,7 +47,9 @@ def tf1_serve(export_dir, inputs, key="serving_default"):
 def test_two_fresh_processes_write_identical_bytes(tmp_path, case):
     from exportkit.stages.verify import make_inputs
 
-    overrides = CASES[case]
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    overrides, tags = CASES[case]
     export_dir = tmp_path / "model"
     runs = []
     for hash_seed in ("1", "2"):  # different str hashes: set and dict-of-set orders differ
@@ -57,6 +61,9 @@ def test_two_fresh_processes_write_identical_bytes(tmp_path, case):
     a, b = contents(first), contents(second)
     assert {"saved_model.pb", "fingerprint.pb", "variables/variables.index"} <= set(a)
     assert sorted(a) == sorted(b)
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString(a["saved_model.pb"])
+    assert [list(m.meta_info_def.tags) for m in proto.meta_graphs] == [[t] for t in tags]
     for path in a:
         assert a[path] == b[path], f"{path} differs between two fresh-process runs"
     # Same config, same export_dir: the manifests differ in the stage timings only.

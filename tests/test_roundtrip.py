@@ -57,9 +57,10 @@ def test_custom_layer_through_custom_objects(export_dir):
     np.testing.assert_allclose(got["out"], _expected(result.context.model, inputs)["out"], atol=1e-6)
 
 
-def test_keras_file_source(tmp_path, export_dir):
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_keras_file_source(tmp_path, export_dir, suffix):
     source = models.custom_layer()
-    path = tmp_path / "m.keras"
+    path = tmp_path / f"m{suffix}"
     source.save(path)
     export("model=keras_file", f"model.path={path}", "+custom_objects.Scale=tests.models.Scale",
            f"export_dir={export_dir}")
@@ -79,3 +80,24 @@ def test_tf1_loader_restores_the_checkpoint(export_dir):
         sig = meta.signature_def["serving_default"]
         got = sess.run(sig.outputs["out"].name, {sig.inputs["x"].name: inputs["x"]})
     np.testing.assert_allclose(got, _expected(result.context.model, inputs)["out"], atol=1e-6)
+
+
+def test_several_signatures_dynamic_and_fixed_batch(export_dir):
+    result = export("model=keras", "model.build._target_=tests.models.sequential", f"export_dir={export_dir}",
+                    "+signatures.serving_default={inputs: {x: {shape: [null, 6]}}}",
+                    "+signatures.fixed_batch={inputs: {x: {shape: [4, 6], dtype: float32}}}")
+    assert set(result.manifest["verify"]) == {"serving_default", "fixed_batch"}
+    assert set(result.manifest["verify"]["fixed_batch"]) == {"4"}  # a fixed batch is verified as given
+    inputs = random_inputs({"x": (6,)}, 4)
+    want = _expected(result.context.model, inputs)["out"]
+    for key in ("serving_default", "fixed_batch"):
+        np.testing.assert_allclose(serve(export_dir, inputs, key=key)["out"], want, atol=1e-6)
+
+
+def test_jit_compile_target_flag(export_dir):
+    result = export("model=keras", "model.build._target_=tests.models.sequential", f"export_dir={export_dir}",
+                    "target.jit_compile=true")
+    assert result.context.graphs["serve"].functions["serving_default"].function_def.attr["_XlaMustCompile"].b
+    inputs = random_inputs({"x": (6,)}, 3)
+    np.testing.assert_allclose(serve(export_dir, inputs)["out"], _expected(result.context.model, inputs)["out"],
+                               atol=1e-5)

@@ -11,6 +11,7 @@ from exportkit.context import ExportContext
 SOURCES = {
     "keras": "exportkit.sources.keras",
     "keras_file": "exportkit.sources.keras",
+    "in_memory": "exportkit.sources.keras",  # the Python API hands the model over
 }
 
 

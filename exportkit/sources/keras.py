@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from exportkit import schema
 from exportkit.context import ExportContext
-from exportkit.errors import ModelSourceError, SignatureError
+from exportkit.errors import ConfigError, ModelSourceError, SignatureError
 from exportkit.tracing import tensor_spec
 
 
@@ -23,13 +23,54 @@ def load(ctx: ExportContext) -> ExportContext:
     if not isinstance(model, keras.Model):
         raise ModelSourceError(f"model.build returned {type(model).__name__}, not a keras.Model; the "
                                f"factory named by model.build._target_ must return a keras.Model")
+    if cfg.compile.optimizer is not None:
+        compile_model(model, cfg.compile)
     ctx.signatures = signatures_from_config(schema.signatures(cfg)) or infer_signatures(model)
     if not model.built or not model.variables:
         build_from_signature(model, next(iter(ctx.signatures.values())))
     ctx.serving_fn = lambda inputs: name_outputs(model, model(model_inputs(inputs), training=False))
     ctx.reference = {key: _reference_fn(model) for key in ctx.signatures}
     ctx.variables["model"] = [v.value for v in model.variables]
+    from exportkit.sources.keras_training import training_for
+
+    ctx.training = training_for(model)
+    ctx.assets.update(model_assets(model))
     return ctx
+
+
+def compile_model(model, compile_cfg) -> None:
+    """``model.compile`` from the ``compile`` node: names (``adam``) or ``_target_`` nodes."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        kwargs = instantiate(compile_cfg, _convert_="all")
+    except InstantiationException as e:
+        raise ConfigError(f"compile: {str(e).strip().splitlines()[0]}; give names such as "
+                          f"compile.optimizer=adam or _target_ nodes") from e
+    try:
+        model.compile(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"compile={kwargs}: model.compile rejected it: {e}") from e
+
+
+def model_assets(model) -> Dict[str, str]:
+    """``saved_model.json`` (the model's JSON config) and, for a compiled model,
+    ``training_config.json`` (its compile arguments), for ``load_from_saved_model``."""
+    import json
+    import logging
+
+    assets = {}
+    try:
+        assets["saved_model.json"] = model.to_json()
+    except NotImplementedError:
+        logging.getLogger("exportkit").warning(
+            "%s has no get_config(): assets/saved_model.json is not written, so "
+            "load_from_saved_model cannot rebuild it (the SavedModel itself serves as usual)",
+            type(model).__name__)
+    if getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None:
+        assets["training_config.json"] = json.dumps(model.get_compile_config())
+    return assets
 
 
 def build_model(model_cfg) -> Any:

@@ -12,7 +12,7 @@ class Build(Stage):
         if ctx.model is None:
             fresh_keras_names()
         seed_everything(ctx.cfg.seed)
-        ctx.custom_objects = import_custom_objects(ctx.cfg.custom_objects)
+        ctx.custom_objects = {**import_custom_objects(ctx.cfg.custom_objects), **ctx.custom_objects}
         return sources.load(ctx)
 
 

@@ -14,7 +14,16 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from exportkit import canonical, report
 from exportkit.context import ExportContext, Graph
+from exportkit.errors import ModelSourceError
 from exportkit.stages.base import Stage
+
+
+# SignatureDef method names per graph, as TF 1.14 wrote them.
+METHOD_NAMES = {
+    "serve": "tensorflow/serving/predict",
+    "train": "tensorflow/supervised/training",
+    "eval": "tensorflow/supervised/eval",
+}
 
 
 class WriteGraphs(Stage):
@@ -32,18 +41,38 @@ class WriteGraphs(Stage):
                                 f"({len(meta_graph.graph_def.library.function)} functions)")
         canonical.saved_model(saved_model)  # same model, same bytes (see exportkit.canonical)
         ctx.saved_model_file = write_saved_model(saved_model, ctx.work_dir, ctx.cfg.as_text)
+        for name, text in ctx.assets.items():
+            (ctx.work_dir / "assets").mkdir(exist_ok=True)
+            (ctx.work_dir / "assets" / name).write_text(text)
         write_fingerprint(ctx.work_dir)
         return ctx
 
 
 def save_meta_graph(ctx: ExportContext, graph: Graph, directory: Path):
+    # The graph alone: the variables are already in the export's checkpoint (write_checkpoint),
+    # so TF's save is told not to write them again.
+    from tensorflow.python.saved_model.save import save_and_return_nodes
+
     root = ctx.trackable_root(graph.variable_groups)
-    tf.saved_model.save(root, str(directory), signatures=dict(graph.functions))
+    try:
+        save_and_return_nodes(root, str(directory), signatures=dict(graph.functions),
+                              experimental_skip_checkpoint=True)
+    except AssertionError as e:
+        if "untracked" not in str(e):
+            raise
+        raise ModelSourceError(
+            f"the {graph.tag} graph uses a TensorFlow resource that is not one of the model's "
+            f"variables (a global random generator, or a variable created outside a layer): "
+            f"{str(e).splitlines()[-1].strip()}; create it inside a layer (e.g. "
+            f"keras.random.SeedGenerator as a layer attribute)") from e
     single = saved_model_pb2.SavedModel()
     single.ParseFromString((directory / "saved_model.pb").read_bytes())
     meta_graph = single.meta_graphs[0]
     del meta_graph.meta_info_def.tags[:]
     meta_graph.meta_info_def.tags.append(graph.tag)
+    for key, signature in meta_graph.signature_def.items():
+        if not key.startswith("__"):  # leave TF's own __saved_model_init_op alone
+            signature.method_name = METHOD_NAMES.get(graph.tag, signature.method_name)
     return meta_graph, single.saved_model_schema_version
 
 

@@ -1,0 +1,114 @@
+"""The Python API, TF 1.14's ``tf.keras.experimental`` pair on today's TensorFlow.
+
+Both functions run exportkit's own code path: ``export_saved_model`` composes the same config
+the CLI would and runs the same pipeline; it only fills the config from its arguments.
+"""
+import copy
+import functools
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from omegaconf import OmegaConf, open_dict
+
+from exportkit.errors import SignatureError
+
+
+def export_saved_model(model, saved_model_path, custom_objects: Optional[Dict[str, Any]] = None,
+                       as_text: bool = False, input_signature=None, serving_only: bool = False,
+                       overrides: Sequence[str] = ()):
+    """Export a Keras model as a verified SavedModel at ``saved_model_path``.
+
+    Writes the weights checkpoint, ``serve`` (and, for a compiled model, ``train`` and ``eval``)
+    MetaGraphDefs, and the model's JSON config; verifies the reload. ``overrides`` are extra
+    CLI-style config overrides, e.g. ``["pipeline.stages.verify=null", "seed=3"]``.
+    Returns the ``ExportResult`` (export path, stage records, manifest).
+
+    >>> model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(1)])
+    >>> exportkit.export_saved_model(model, "/tmp/simple_keras_model")
+    """
+    from exportkit import pipeline
+
+    custom_objects = dict(custom_objects or {})
+    cfg = copy.deepcopy(_composed(("model=in_memory", *_custom_object_overrides(custom_objects), *overrides)))
+    cfg.export_dir = str(Path(saved_model_path).expanduser().absolute())
+    cfg.as_text, cfg.serving_only = bool(as_text), bool(serving_only)
+    if input_signature is not None:
+        with open_dict(cfg):
+            cfg.signatures = {"serving_default": {"inputs": signature_inputs(model, input_signature)}}
+    return pipeline.run(pipeline.resolved(cfg), model=model, custom_objects=custom_objects)
+
+
+def load_from_saved_model(saved_model_path, custom_objects: Optional[Dict[str, Any]] = None,
+                          safe_mode: bool = True, compile: bool = True):
+    """Rebuild the Keras model of an export: JSON config + checkpoint weights.
+
+    A compiled export comes back compiled with its optimizer state, so training continues
+    where the export left off. ``safe_mode=False`` allows Lambda layers (arbitrary code).
+
+    >>> model = exportkit.load_from_saved_model("/tmp/simple_keras_model")
+    """
+    from exportkit import keras_load
+
+    return keras_load.load(Path(saved_model_path), custom_objects or {}, safe_mode, compile)
+
+
+@functools.lru_cache(maxsize=16)
+def _composed(overrides: Tuple[str, ...]):
+    """Composing reads every YAML file again; exports in a loop share one composition."""
+    return compose(overrides)
+
+
+def compose(overrides):
+    """The CLI's config for ``overrides``, composed outside (or inside) a running Hydra app."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from exportkit import schema
+
+    schema.register()
+    global_hydra = GlobalHydra.instance()
+    outer = global_hydra.hydra  # a user's own Hydra app may be running: restore it afterwards
+    global_hydra.clear()
+    try:
+        with initialize_config_module("exportkit.conf", version_base="1.3"):
+            return hydra_compose("config", overrides=list(overrides))
+    finally:
+        global_hydra.hydra = outer
+
+
+def signature_inputs(model, input_signature) -> Dict[str, Dict[str, Any]]:
+    """``tf.TensorSpec``s (a list, a dict, or nested like the model's inputs) -> config inputs,
+    named by the dict key, the spec's name, or the model's input names in order."""
+    import tensorflow as tf
+
+    if isinstance(input_signature, dict):
+        named = list(input_signature.items())
+    else:
+        specs = tf.nest.flatten(input_signature)
+        model_names = [t.name.split(":")[0] for t in (_known_inputs(model) or [])]
+        named = [(spec.name or (model_names[i] if i < len(model_names) else f"input_{i}"), spec)
+                 for i, spec in enumerate(specs)]
+    inputs = {}
+    for name, spec in named:
+        if not isinstance(spec, tf.TensorSpec):
+            raise SignatureError(f"input_signature: {name!r} is a {type(spec).__name__}, expected a tf.TensorSpec")
+        if spec.shape.rank is None:
+            raise SignatureError(f"input_signature: {name!r} has an unknown rank; give a shape such as [None, 8]")
+        inputs[name] = {"shape": spec.shape.as_list(), "dtype": spec.dtype.name}
+    return inputs
+
+
+def _known_inputs(model):
+    try:
+        return model.inputs
+    except (AttributeError, ValueError):
+        return None
+
+
+def _custom_object_overrides(custom_objects):
+    """Record importable custom objects by dotted path (the manifest and verify use it)."""
+    for name, obj in custom_objects.items():
+        module, qualname = getattr(obj, "__module__", ""), getattr(obj, "__qualname__", "")
+        if module and module != "__main__" and qualname and "<locals>" not in qualname:
+            yield f"+custom_objects.{name}={module}.{qualname}"

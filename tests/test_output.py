@@ -1,0 +1,114 @@
+"""What an export contains and how the runner treats stages: manifest, overwrite, text protos,
+targets, disabled and user stages."""
+import hashlib
+import json
+
+import numpy as np
+
+from exportkit.errors import VerificationError
+from tests.conftest import compose, export, leftovers, random_inputs, serve
+
+KERAS = ("model=keras", "model.build._target_=tests.models.sequential")
+
+
+def test_manifest_records_config_versions_stages_files_fingerprint_verify(export_dir):
+    result = export(*KERAS, f"export_dir={export_dir}", "seed=7")
+    manifest = json.loads((export_dir / "assets.extra" / "manifest.json").read_text())
+    assert set(manifest) >= {"config", "versions", "stages", "files", "fingerprint", "verify"}
+    assert manifest["config"]["seed"] == 7 and manifest["config"]["export_dir"] == str(export_dir)
+    assert {"exportkit", "python", "tensorflow", "keras"} <= set(manifest["versions"])
+    assert [s["name"] for s in manifest["stages"]] == ["build", "trace", "write_checkpoint",
+                                                       "write_graphs", "verify"]
+    on_disk = {p.relative_to(export_dir).as_posix() for p in export_dir.rglob("*") if p.is_file()}
+    assert set(manifest["files"]) == on_disk - {"assets.extra/manifest.json"}
+    for rel, digest in manifest["files"].items():
+        assert hashlib.sha256((export_dir / rel).read_bytes()).hexdigest() == digest
+    import tensorflow as tf
+
+    fingerprint = tf.saved_model.experimental.read_fingerprint(str(export_dir))
+    assert int(manifest["fingerprint"]["saved_model_checksum"]) == fingerprint.saved_model_checksum
+    case = manifest["verify"]["serving_default"]["1"]["out"]
+    assert case["ok"] is True and case["max_abs_error"] <= 1e-5
+    assert result.manifest == manifest
+
+
+def test_overwrite_replaces_the_old_export(export_dir):
+    export(*KERAS, "+model.build.units=3", f"export_dir={export_dir}", "pipeline.stages.verify=null")
+    export(*KERAS, "+model.build.units=5", f"export_dir={export_dir}", "overwrite=true",
+           "pipeline.stages.verify=null")
+    config = json.loads((export_dir / "assets.extra" / "manifest.json").read_text())["config"]
+    assert config["model"]["build"]["units"] == 5
+    assert leftovers(export_dir) == [export_dir]
+
+
+def test_as_text_writes_a_loadable_pbtxt(export_dir):
+    result = export(*KERAS, f"export_dir={export_dir}", "as_text=true")
+    assert (export_dir / "saved_model.pbtxt").exists() and not (export_dir / "saved_model.pb").exists()
+    inputs = random_inputs({"x": (6,)}, 2)
+    want = result.context.model(inputs["x"]).numpy()
+    np.testing.assert_allclose(serve(export_dir, inputs)["out"], want, atol=1e-6)
+
+
+def test_gpu_target_without_a_gpu_is_skipped_never_passed(export_dir):
+    result = export(*KERAS, "target=gpu", f"export_dir={export_dir}")
+    verify = [r for r in result.records if r.name == "verify"][0]
+    assert verify.status == "skipped" and "/GPU:0 not present" in verify.detail
+    assert "skipped" in result.manifest["verify"]
+    assert result.manifest["stages"][-1]["status"] == "skipped"
+
+
+def test_user_stage_plugs_in_by_target_and_null_disables(export_dir):
+    result = export(*KERAS, f"export_dir={export_dir}", "pipeline.stages.verify=null",
+                    "+pipeline.stages.count={_target_: tests.stages.CountParams}")
+    assert [r.name for r in result.records] == ["build", "trace", "write_checkpoint", "write_graphs", "count"]
+    assert result.context.extra["params"] == result.context.model.count_params()
+    assert json.loads((export_dir / "assets.extra" / "params.json").read_text()) == {
+        "params": result.context.model.count_params()}
+
+
+def test_optional_stage_failure_is_recorded_and_the_run_goes_on(export_dir):
+    result = export(*KERAS, f"export_dir={export_dir}", "pipeline.stages.verify=null",
+                    "+pipeline.stages.broken={_target_: tests.stages.Broken, required: false}")
+    broken = result.records[-1]
+    assert broken.status == "failed" and "broken on purpose" in broken.detail
+    assert (export_dir / "saved_model.pb").exists()
+
+
+def test_required_user_stage_failure_aborts(export_dir):
+    import pytest
+
+    with pytest.raises(RuntimeError, match="broken on purpose"):
+        export(*KERAS, f"export_dir={export_dir}", "+pipeline.stages.broken={_target_: tests.stages.Broken}")
+    assert leftovers(export_dir) == []
+
+
+def test_tight_tolerance_is_a_hard_failure(export_dir):
+    """No 'succeeded with a warning': a mismatch beyond atol/rtol fails, whatever its size."""
+    import pytest
+
+    with pytest.raises(VerificationError):
+        export("model=keras", "model.build._target_=tests.models.stochastic", f"export_dir={export_dir}",
+               "verify.atol=0.5", "verify.rtol=0")
+    export("model=keras", "model.build._target_=tests.models.stochastic", f"export_dir={export_dir}",
+           "verify.atol=100", "verify.rtol=0")
+    assert (export_dir / "saved_model.pb").exists()
+
+
+def test_every_config_group_option_composes():
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra import initialize_config_module
+    from hydra.core.config_loader import ConfigLoader  # noqa: F401  (the loader lists groups)
+
+    from exportkit import schema
+
+    schema.register()
+    with initialize_config_module("exportkit.conf", version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        groups = {g: loader.get_group_options(g) for g in ("model", "target", "pipeline")}
+    assert {"example", "keras", "keras_file"} <= set(groups["model"])
+    for group, options in groups.items():
+        for option in options:
+            cfg = compose(f"{group}={option}", "export_dir=/tmp/x")
+            assert cfg[group] is not None
+            if group == "target":
+                assert cfg.target.name == option
