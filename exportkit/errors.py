@@ -22,6 +22,10 @@ class ModelSourceError(ExportkitError):
     """The model cannot be built or loaded: unimportable ``_target_``, missing file, ..."""
 
 
+class ConversionError(ExportkitError):
+    """The model cannot be converted for the target: serialization versions, lowering platforms."""
+
+
 class ExportDirExistsError(ExportkitError, AssertionError):
     """The export directory exists and is not empty (an AssertionError, as in TF 1.14)."""
 

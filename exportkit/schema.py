@@ -117,6 +117,16 @@ def signatures(cfg: DictConfig) -> Dict[str, SignatureConf]:
     return checked
 
 
+def missing_jax_signature_error() -> ConfigError:
+    """A JAX function has no input specs to infer a signature from, unlike a built Keras model."""
+    from exportkit.errors import SignatureError
+
+    return SignatureError(
+        "model.kind=jax needs `signatures`: a JAX function has no input shapes to infer them from; "
+        "add e.g. +signatures.serving_default={inputs: {x: {shape: [null, 8], dtype: float32}}} "
+        "(null is a dynamic dimension; inputs are passed to apply_fn(params, *inputs) in this order)")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the rules that span fields; raise ``ConfigError`` naming the key and the fix."""
     kind = cfg.model.kind
@@ -129,6 +139,8 @@ def validate(cfg: DictConfig) -> None:
     ):
         raise ConfigError(f"model.build needs a `_target_` for model.kind={kind}: set "
                           f"model.build._target_=your_module.your_factory")
+    if kind == "jax" and not cfg.signatures:
+        raise missing_jax_signature_error()
     if kind == "keras_file" and not cfg.model.path:
         raise ConfigError("model.path is not set for model=keras_file: set model.path=/path/to/model.keras")
     if not str(cfg.export_dir).strip():

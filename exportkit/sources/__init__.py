@@ -12,6 +12,7 @@ SOURCES = {
     "keras": "exportkit.sources.keras",
     "keras_file": "exportkit.sources.keras",
     "in_memory": "exportkit.sources.keras",  # the Python API hands the model over
+    "jax": "exportkit.sources.jax",
 }
 
 

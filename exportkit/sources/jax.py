@@ -1,0 +1,184 @@
+"""JAX models (``model=jax``): a factory returns ``(apply_fn, params)``, called as
+``apply_fn(params, *inputs)`` with the inputs in the signature's order.
+
+``params`` is any pytree of arrays. With ``model.params_path`` the pytree's structure (and each
+leaf's shape and dtype) comes from the factory, the values from the file, so a factory may
+return templates (``jax.ShapeDtypeStruct``, e.g. from ``jax.eval_shape``) instead of arrays.
+
+This source fills the model, the signatures and the reference; the ``jax2tf`` stage turns the
+params into ``tf.Variable``s and the function into ``ctx.serving_fn``.
+"""
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Tuple
+
+import numpy as np
+
+from exportkit import schema
+from exportkit.context import ExportContext
+from exportkit.errors import ConfigError, ModelSourceError
+
+
+@dataclass
+class JaxModel:
+    """What ``model=jax`` exports: ``apply_fn(params, *inputs)`` and its ``params`` pytree."""
+
+    apply_fn: Callable[..., Any]
+    params: Any
+
+
+def load(ctx: ExportContext) -> ExportContext:
+    import jax
+
+    cfg = ctx.cfg
+    # JAX takes its randomness from explicit keys; a factory that uses NumPy or `random` is
+    # seeded here (the build stage has seeded TensorFlow and Keras already).
+    np.random.seed(int(cfg.seed))
+    random.seed(int(cfg.seed))
+    model = ctx.model if ctx.model is not None else build(cfg.model)
+    if not isinstance(model, JaxModel):
+        model = as_jax_model(model, "the model handed to the pipeline")
+    if cfg.model.params_path:
+        model.params = load_params(cfg.model.params_path, model.params)
+    check_params(model.params)
+    ctx.model = model
+    ctx.signatures = signatures_from_config(cfg)
+    jitted = jax.jit(model.apply_fn)
+    ctx.reference = {key: _reference_fn(jitted, model, list(specs)) for key, specs in ctx.signatures.items()}
+    ctx.serving_fn = _needs_jax2tf
+    return ctx
+
+
+def build(model_cfg) -> JaxModel:
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    target = model_cfg.build._target_
+    try:
+        built = instantiate(model_cfg.build, _convert_="all")
+    except InstantiationException as e:
+        cause = str(e).strip().splitlines()[0]
+        raise ModelSourceError(f"model.build._target_={target!r} failed: {cause}; check the dotted path "
+                               f"and the kwargs given beside it") from e
+    return as_jax_model(built, f"model.build._target_={target!r}")
+
+
+def as_jax_model(built: Any, where: str) -> JaxModel:
+    if isinstance(built, JaxModel):
+        return built
+    if not (isinstance(built, (tuple, list)) and len(built) == 2 and callable(built[0])):
+        raise ModelSourceError(f"{where} returned {type(built).__name__}; a JAX factory returns "
+                               f"(apply_fn, params) with apply_fn(params, *inputs)")
+    return JaxModel(apply_fn=built[0], params=built[1])
+
+
+def signatures_from_config(cfg) -> Dict[str, Dict[str, Any]]:
+    from exportkit.tracing import tensor_spec
+
+    checked = schema.signatures(cfg)
+    if not checked:  # schema.validate says so first; kept for the Python API
+        raise schema.missing_jax_signature_error()
+    return {key: OrderedDict((name, tensor_spec(spec.shape, spec.dtype, name)) for name, spec in sig.inputs.items())
+            for key, sig in checked.items()}
+
+
+def leaf_key(path) -> str:
+    """A pytree key path as the ``/``-joined name used in ``.npz`` files: ``dense/kernel``, ``layers/0/w``."""
+    parts = []
+    for entry in path:
+        for attr in ("key", "idx", "name"):  # DictKey, SequenceKey / FlattenedIndexKey, GetAttrKey
+            if hasattr(entry, attr):
+                parts.append(str(getattr(entry, attr)))
+                break
+        else:
+            parts.append(str(entry))
+    return "/".join(parts)
+
+
+def flatten(params) -> Tuple[List[Tuple[str, Any]], Any]:
+    """``[(key, leaf), ...]`` in pytree order, and the treedef to rebuild the pytree."""
+    import jax
+
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+    return [(leaf_key(path), leaf) for path, leaf in with_paths], treedef
+
+
+def save_params(path, params) -> None:
+    """Write a params pytree as the ``.npz`` that ``model.params_path`` reads.
+
+    >>> save_params("params.npz", {"dense": {"kernel": w, "bias": b}})  # keys dense/kernel, dense/bias
+    """
+    leaves, _ = flatten(params)
+    np.savez(path, **{key: np.asarray(leaf) for key, leaf in leaves})
+
+
+def load_params(params_path: str, template: Any) -> Any:
+    """The factory's params pytree with every leaf's value read from ``params_path`` (.npz).
+
+    Keys are the leaves' ``/``-joined paths (see ``save_params``); every leaf must be in the
+    file with the template's shape and dtype, and the file must hold nothing else.
+    """
+    import jax
+
+    path = Path(params_path).expanduser()
+    where = f"model.params_path={params_path!r}"
+    if path.suffix != ".npz":
+        raise ConfigError(f"{where}: expected a .npz file (write one with exportkit.sources.jax.save_params)")
+    if not path.is_file():
+        raise ModelSourceError(f"{where}: no such file")
+    leaves, treedef = flatten(template)
+    with np.load(path, allow_pickle=False) as data:
+        wanted, found = [k for k, _ in leaves], set(data.files)
+        missing, unexpected = [k for k in wanted if k not in found], sorted(found - set(wanted))
+        if missing or unexpected:
+            raise ModelSourceError(
+                f"{where} does not match the params of model.build: "
+                + (f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}" if missing else "")
+                + ("; " if missing and unexpected else "")
+                + (f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}" if unexpected else "")
+                + f"; the factory's params have keys {wanted[:8]}{' ...' if len(wanted) > 8 else ''}")
+        values = []
+        for key, leaf in leaves:
+            value = data[key]  # read one array at a time: peak memory stays near the params' size
+            shape, dtype = tuple(np.shape(leaf)), np.dtype(getattr(leaf, "dtype", value.dtype))
+            if value.shape != shape or value.dtype != dtype:
+                raise ModelSourceError(f"{where}: {key!r} is {value.dtype}{list(value.shape)} in the file "
+                                       f"but {dtype}{list(shape)} in the params of model.build")
+            values.append(value)
+    return jax.tree_util.tree_unflatten(treedef, values)
+
+
+def check_params(params) -> None:
+    leaves, _ = flatten(params)
+    for key, leaf in leaves:
+        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype") or not hasattr(leaf, "__array__"):
+            hint = (" (a shape-only template needs model.params_path for its values)"
+                    if hasattr(leaf, "shape") else "")
+            raise ModelSourceError(f"params leaf {key or '<root>'!r} is {type(leaf).__name__}, not an array"
+                                   f"{hint}; params must be a pytree of arrays")
+
+
+def name_outputs(outputs) -> Dict[str, Any]:
+    """Outputs keyed by name: a dict as returned, a tuple/list or one array as ``output_0``..."""
+    if isinstance(outputs, Mapping):
+        bad = [k for k in outputs if not isinstance(k, str)]
+        if bad:
+            raise ModelSourceError(f"apply_fn returned a dict with non-string keys {bad}; name each output")
+        return dict(outputs)
+    flat = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    return {f"output_{i}": value for i, value in enumerate(flat)}
+
+
+def _reference_fn(jitted, model: JaxModel, names: List[str]):
+    def reference(inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        outputs = name_outputs(jitted(model.params, *[inputs[n] for n in names]))
+        return {k: np.asarray(v) for k, v in outputs.items()}
+
+    return reference
+
+
+def _needs_jax2tf(inputs):
+    raise ConfigError("model.kind=jax needs the jax2tf stage before trace; use pipeline=jax "
+                      "(model=jax selects it) or re-enable pipeline.stages.jax2tf")
