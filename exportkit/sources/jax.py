@@ -33,6 +33,7 @@ def load(ctx: ExportContext) -> ExportContext:
     import jax
 
     cfg = ctx.cfg
+    check_pipeline_converts(cfg)
     # JAX takes its randomness from explicit keys; a factory that uses NumPy or `random` is
     # seeded here (the build stage has seeded TensorFlow and Keras already).
     np.random.seed(int(cfg.seed))
@@ -47,8 +48,7 @@ def load(ctx: ExportContext) -> ExportContext:
     ctx.signatures = signatures_from_config(cfg)
     jitted = jax.jit(model.apply_fn)
     ctx.reference = {key: _reference_fn(jitted, model, list(specs)) for key, specs in ctx.signatures.items()}
-    ctx.serving_fn = _needs_jax2tf
-    return ctx
+    return ctx  # the jax2tf stage adds serving_fn and variables
 
 
 def build(model_cfg) -> JaxModel:
@@ -179,6 +179,16 @@ def _reference_fn(jitted, model: JaxModel, names: List[str]):
     return reference
 
 
-def _needs_jax2tf(inputs):
-    raise ConfigError("model.kind=jax needs the jax2tf stage before trace; use pipeline=jax "
-                      "(model=jax selects it) or re-enable pipeline.stages.jax2tf")
+def check_pipeline_converts(cfg) -> None:
+    """A JAX model needs the jax2tf stage (or a subclass) in its pipeline; say so before tracing."""
+    from exportkit.imports import import_object
+    from exportkit.stages.jax2tf import Jax2TF
+
+    for node in cfg.pipeline.stages.values():
+        target = node.get("_target_") if node is not None else None
+        if target is not None:
+            stage = import_object(target, "pipeline stage")
+            if isinstance(stage, type) and issubclass(stage, Jax2TF):
+                return
+    raise ConfigError("model.kind=jax needs the jax2tf stage before trace, and the pipeline has none: use "
+                      "pipeline=jax (model=jax selects it) or re-enable pipeline.stages.jax2tf")

@@ -29,7 +29,7 @@ class Jax2TF(Stage):
         jax2tf:
           _target_: exportkit.stages.jax2tf.Jax2TF
           with_gradient: false      # true: the SavedModel carries JAX's VJP, variables trainable
-          polymorphic_shapes: {}    # input name -> jax2tf shape, e.g. {tokens: "(batch, seq)"}
+          polymorphic_shapes: null  # input name -> jax2tf shape, e.g. {tokens: "(batch, seq)"}
     """
 
     needs = ("model", "signatures")
@@ -88,19 +88,45 @@ def make_variables(model: JaxModel, trainable: bool):
 
     Each leaf is replaced in ``model.params`` by a read-only NumPy view of its variable, so the
     reference the verify stage runs is the JAX function over the very values exported, and the
-    weights are held once, not twice (the scale target is about 1.3x their size at peak).
+    weights are held once, not twice: at peak, the params plus one leaf (see ``to_variable``).
     """
     leaves, treedef = flatten(model.params)
+    model.params = None  # the pytree's containers hold the source arrays too: let them go leaf by leaf
     variables, views = [], []
     for i, (key, leaf) in enumerate(leaves):
-        array = np.asarray(leaf)
-        variable = tf.Variable(array, trainable=trainable, name=_variable_name(key, i))
-        del array, leaf
-        leaves[i] = None  # drop our reference so the source array can be freed now
+        leaves[i] = None  # ours was the last reference: the source array goes once it is copied
+        variable = to_variable(leaf, trainable, _variable_name(key, i))
+        del leaf
         variables.append(variable)
         views.append(_view(variable))
     model.params = jax.tree_util.tree_unflatten(treedef, views)
     return variables, jax.tree_util.tree_unflatten(treedef, variables)
+
+
+def to_variable(leaf, trainable: bool, name: str):
+    """A ``tf.Variable`` holding ``leaf``'s values, made with one copy instead of three.
+
+    ``tf.Variable(array)`` converts through an intermediate tensor (two transient copies of the
+    leaf, which for multi-GiB params is the peak of the whole export). Here the leaf is copied
+    once into a fresh 64-byte-aligned buffer (the alignment TensorFlow's kernels want) that the
+    variable adopts through DLPack without a copy; nothing else references that buffer.
+    """
+    array = np.asarray(leaf)
+    try:
+        buffer = _aligned_copy(array)
+        tensor = tf.experimental.dlpack.from_dlpack(buffer.__dlpack__())
+        del buffer
+    except (BufferError, TypeError, ValueError, tf.errors.OpError):
+        tensor = array  # a dtype DLPack cannot carry (e.g. bfloat16): the plain, copying way
+    return tf.Variable(tensor, trainable=trainable, name=name)
+
+
+def _aligned_copy(array: np.ndarray, alignment: int = 64) -> np.ndarray:
+    raw = np.empty(array.nbytes + alignment, np.uint8)
+    offset = (-raw.ctypes.data) % alignment
+    out = raw[offset:offset + array.nbytes].view(array.dtype).reshape(array.shape)
+    out[...] = array
+    return out
 
 
 def _view(variable) -> np.ndarray:

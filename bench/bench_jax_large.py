@@ -1,0 +1,98 @@
+"""Export (and verify) a JAX model with more than 2 GiB of params; report time and peak memory.
+
+    .venv/bin/python bench/bench_jax_large.py                 # 9 x 8192^2 float32 = 2.25 GiB
+    .venv/bin/python bench/bench_jax_large.py --layers 3      # a quicker 0.75 GiB run
+
+Peak memory is the exporting process's peak RSS (``ru_maxrss``) and, separately, the verify
+worker's, each also as a multiple of the params' bytes. Prints one JSON object at the end
+(``--json PATH`` writes it too).
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def rss_mib(who=resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
+
+
+# Linux charges a child the parent's peak RSS when it forks before exec, so the verify worker is
+# started through this small launcher, whose own child's peak is then the worker's alone.
+LAUNCHER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[2:]).returncode; "
+            "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+            "sys.exit(rc)")
+
+
+def measure_verify_worker(record: Path) -> None:
+    from exportkit.stages import verify
+
+    real_run = verify.subprocess.run
+
+    def run(command, **kwargs):
+        return real_run([sys.executable, "-c", LAUNCHER, str(record), *command], **kwargs)
+
+    verify.subprocess.run = run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--width", type=int, default=8192)
+    parser.add_argument("--layers", type=int, default=9)
+    parser.add_argument("--no-verify", action="store_true")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    from tests.conftest import export  # the CLI's composition and pipeline, in this process
+
+    # Import the frameworks first, so the baseline is what an export costs before any params.
+    import jax  # noqa: F401
+    import tensorflow as tf  # noqa: F401
+    from exportkit.stages import jax2tf  # noqa: F401
+
+    baseline = rss_mib()
+    param_bytes = args.layers * args.width * args.width * 4
+    with tempfile.TemporaryDirectory(prefix="exportkit-large-", dir=os.environ.get("BENCH_TMP")) as tmp:
+        export_dir, worker_record = Path(tmp) / "model", Path(tmp) / "worker_maxrss_kib"
+        measure_verify_worker(worker_record)
+        start = time.perf_counter()
+        result = export("model=jax", "model.build._target_=tests.jax_models.wide",
+                        f"+model.build.width={args.width}", f"+model.build.layers={args.layers}",
+                        f"export_dir={export_dir}", "verify.batch_sizes=[1,3]",
+                        "+signatures.serving_default={inputs: {x: {shape: [null, %d], dtype: float32}}}" % args.width,
+                        *(["pipeline.stages.verify=null"] if args.no_verify else []))
+        seconds = time.perf_counter() - start
+        pb = (export_dir / "saved_model.pb").stat().st_size
+        variables = sum(p.stat().st_size for p in (export_dir / "variables").iterdir())
+        peak = rss_mib()
+        worker = int(worker_record.read_text()) / 1024 if worker_record.exists() else 0.0
+        figures = {
+            "param_gib": round(param_bytes / 2**30, 3),
+            "seconds_total": round(seconds, 1),
+            "stages": {r.name: [r.status, round(r.seconds, 1)] for r in result.records},
+            "saved_model_pb_bytes": pb,
+            "variables_gib": round(variables / 2**30, 3),
+            "baseline_rss_mib": round(baseline),
+            "peak_rss_mib": round(peak),
+            "peak_over_params": round(peak * 2**20 / param_bytes, 2),
+            "peak_minus_baseline_over_params": round((peak - baseline) * 2**20 / param_bytes, 2),
+            "verify_worker_peak_rss_mib": round(worker),
+            "verify_worker_over_params": round(worker * 2**20 / param_bytes, 2),
+            "verify": "off" if args.no_verify else result.manifest["verify"],
+        }
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,330 @@
+"""JAX models through the jax2tf pipeline: round trips through the written SavedModel, compared
+numerically with the JAX function itself (rebuilt from its factory, not taken from the export)."""
+import sys
+
+import numpy as np
+import pytest
+
+from tests import jax_models
+from tests.conftest import ROOT, compose, export, leftovers, random_inputs, run_cli, serve
+
+MLP_SIG = "+signatures.serving_default={inputs: {x: {shape: [null, 6], dtype: float32}}}"
+TWO_SIG = ("+signatures.serving_default={inputs: {image: {shape: [null, 5], dtype: float32}, "
+           "meta: {shape: [null, 3], dtype: float32}}}")
+
+
+def jax_outputs(apply_fn, params, *inputs):
+    from exportkit.sources.jax import name_outputs
+
+    return {k: np.asarray(v) for k, v in name_outputs(apply_fn(params, *inputs)).items()}
+
+
+def xla_call_modules(export_dir):
+    """(version, platforms) of every XlaCallModule op in the written saved_model.pb."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((export_dir / "saved_model.pb").read_bytes())
+    found = []
+    for meta_graph in proto.meta_graphs:
+        nodes = list(meta_graph.graph_def.node)
+        for function in meta_graph.graph_def.library.function:
+            nodes.extend(function.node_def)
+        for node in nodes:
+            if node.op == "XlaCallModule":
+                found.append((node.attr["version"].i, [p.decode() for p in node.attr["platforms"].list.s]))
+    return found
+
+
+@pytest.fixture(scope="module")
+def mlp_export(tmp_path_factory):
+    export_dir = tmp_path_factory.mktemp("jax") / "mlp"
+    result = export("model=jax", "model.build._target_=tests.jax_models.mlp", MLP_SIG,
+                    f"export_dir={export_dir}", "verify.batch_sizes=[1,7]")
+    return export_dir, result
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_mlp_dynamic_batch_matches_jax(mlp_export, batch):
+    export_dir, _ = mlp_export
+    apply_fn, params = jax_models.mlp()
+    inputs = random_inputs({"x": (6,)}, batch, seed=batch)
+    got = serve(export_dir, inputs)
+    want = jax_outputs(apply_fn, params, inputs["x"])
+    assert set(got) == {"output_0"} and got["output_0"].shape == (batch, 2)
+    np.testing.assert_allclose(got["output_0"], want["output_0"], atol=1e-5, rtol=1e-5)
+
+
+def test_mlp_export_is_native_serialization_verified_in_a_fresh_process(mlp_export):
+    import tensorflow as tf
+
+    export_dir, result = mlp_export
+    assert [(r.name, r.status) for r in result.records] == [
+        ("build", "ok"), ("jax2tf", "ok"), ("trace", "ok"), ("write_checkpoint", "ok"),
+        ("write_graphs", "ok"), ("verify", "ok")]
+    report = result.manifest["verify"]["serving_default"]
+    assert set(report) == {"1", "7"} and all(case["output_0"]["ok"] for case in report.values())
+    assert xla_call_modules(export_dir) == [(10, ["CPU"])]
+    signature = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+    assert signature.structured_input_signature[1]["x"].shape.as_list() == [None, 6]
+    assert result.manifest["config"]["pipeline"]["stages"]["jax2tf"]["with_gradient"] is False
+
+
+def test_params_are_checkpoint_variables(mlp_export):
+    import tensorflow as tf
+
+    export_dir, _ = mlp_export
+    _, params = jax_models.mlp()
+    reader = tf.train.load_checkpoint(str(export_dir / "variables" / "variables"))
+    keys = sorted(k for k in reader.get_variable_to_shape_map() if k.startswith("params_variables/"))
+    assert len(keys) == 4
+    # pytree order: layers/0/bias, layers/0/kernel, layers/1/bias, layers/1/kernel
+    want = [params["layers"][0]["bias"], params["layers"][0]["kernel"],
+            params["layers"][1]["bias"], params["layers"][1]["kernel"]]
+    for i, array in enumerate(want):
+        np.testing.assert_array_equal(reader.get_tensor(f"params_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE"), array)
+
+
+def test_weights_are_not_in_the_graph(tmp_path):
+    """4 MiB of params: saved_model.pb stays tiny, variables/ holds them."""
+    export_dir = tmp_path / "wide"
+    export("model=jax", "model.build._target_=tests.jax_models.wide", "+model.build.width=512",
+           "+model.build.layers=4", f"export_dir={export_dir}", "pipeline.stages.verify=null",
+           "+signatures.serving_default={inputs: {x: {shape: [null, 512], dtype: float32}}}")
+    pb = (export_dir / "saved_model.pb").stat().st_size
+    variables = sum(p.stat().st_size for p in (export_dir / "variables").iterdir())
+    assert variables >= 4 * 512 * 512 * 4
+    assert pb < 100_000 and pb * 40 < variables, (pb, variables)
+    apply_fn, params = jax_models.wide(width=512, layers=4)
+    inputs = random_inputs({"x": (512,)}, 3)
+    np.testing.assert_allclose(serve(export_dir, inputs)["y"], jax_outputs(apply_fn, params, inputs["x"])["y"],
+                               atol=1e-5)
+
+
+def test_two_inputs_share_one_batch_symbol(tmp_path):
+    import tensorflow as tf
+
+    from exportkit.stages.jax2tf import polymorphic_shape
+
+    assert polymorphic_shape("image", tf.TensorShape([None, 5])) == "(batch, 5)"
+    assert polymorphic_shape("tokens", tf.TensorShape([None, None])) == "(batch, tokens_1)"
+    assert polymorphic_shape("x", tf.TensorShape([4, 5])) is None
+    export_dir = tmp_path / "two"
+    # apply_fn concatenates image and meta: it lowers only if both have the same batch symbol
+    export("model=jax", "model.build._target_=tests.jax_models.two_inputs", TWO_SIG,
+           f"export_dir={export_dir}", "verify.batch_sizes=[2]")
+    apply_fn, params = jax_models.two_inputs()
+    inputs = random_inputs({"image": (5,), "meta": (3,)}, 4)
+    got = serve(export_dir, inputs)
+    want = jax_outputs(apply_fn, params, inputs["image"], inputs["meta"])
+    assert set(got) == {"score", "label"}
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], atol=1e-5, rtol=1e-5)
+    # one symbol: the module rejects inputs whose batch sizes differ
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"XlaCallModule[\s\S]*\(4, 5\) != \(3, 3\)"):
+        serve(export_dir, {"image": inputs["image"], "meta": inputs["meta"][:3]})
+    # with a symbol per input (the polymorphic_shapes override) the same function cannot lower
+    with pytest.raises(Exception, match=r"(?i)concatenate"):
+        export("model=jax", "model.build._target_=tests.jax_models.two_inputs", TWO_SIG,
+               f"export_dir={tmp_path / 'apart'}", "pipeline.stages.verify=null",
+               "pipeline.stages.jax2tf.polymorphic_shapes={image: '(b1, 5)', meta: '(b2, 3)'}")
+
+
+def test_params_from_npz(tmp_path):
+    from exportkit.sources.jax import save_params
+
+    apply_fn, trained = jax_models.mlp(seed=1)  # differs from the factory's seed-0 values
+    path = tmp_path / "params.npz"
+    save_params(path, trained)
+    export_dir = tmp_path / "npz"
+    # mlp_template has only shapes and dtypes: every value must come from the file
+    export("model=jax", "model.build._target_=tests.jax_models.mlp_template", f"model.params_path={path}",
+           MLP_SIG, f"export_dir={export_dir}", "verify.batch_sizes=[3]")
+    inputs = random_inputs({"x": (6,)}, 3)
+    got = serve(export_dir, inputs)["output_0"]
+    np.testing.assert_allclose(got, jax_outputs(apply_fn, trained, inputs["x"])["output_0"], atol=1e-5)
+    _, untrained = jax_models.mlp(seed=0)
+    assert not np.allclose(got, jax_outputs(apply_fn, untrained, inputs["x"])["output_0"], atol=1e-3)
+
+
+def test_npz_that_does_not_match_the_params_is_named(tmp_path):
+    from exportkit.errors import ConfigError, ModelSourceError
+
+    _, params = jax_models.mlp()
+    missing = tmp_path / "missing.npz"
+    np.savez(missing, **{"layers/0/kernel": params["layers"][0]["kernel"], "extra": np.zeros(1)})
+    with pytest.raises(ModelSourceError, match=r"missing \['layers/0/bias'.*unexpected \['extra'\]"):
+        export("model=jax", "model.build._target_=tests.jax_models.mlp", f"model.params_path={missing}",
+               MLP_SIG, f"export_dir={tmp_path / 'a'}")
+    wrong = tmp_path / "wrong.npz"
+    arrays = {"layers/0/kernel": np.zeros((6, 5), "float32"), "layers/0/bias": np.zeros(16, "float32"),
+              "layers/1/kernel": np.zeros((16, 2), "float32"), "layers/1/bias": np.zeros(2, "float32")}
+    np.savez(wrong, **arrays)
+    with pytest.raises(ModelSourceError, match=r"'layers/0/kernel' is float32\[6, 5\] in the file but float32\[6, 16\]"):
+        export("model=jax", "model.build._target_=tests.jax_models.mlp", f"model.params_path={wrong}",
+               MLP_SIG, f"export_dir={tmp_path / 'b'}")
+    with pytest.raises(ConfigError, match=r"expected a \.npz file"):
+        export("model=jax", "model.build._target_=tests.jax_models.mlp", "model.params_path=params.msgpack",
+               MLP_SIG, f"export_dir={tmp_path / 'c'}")
+    assert not leftovers(tmp_path / "a") and not leftovers(tmp_path / "b")
+
+
+def test_flax_example_through_the_cli(tmp_path):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import flax_mlp
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    export_dir = tmp_path / "flax"
+    run_cli("model=jax", "model.build._target_=flax_mlp.build",
+            "+signatures.serving_default={inputs: {features: {shape: [null, 8], dtype: float32}}}",
+            f"export_dir={export_dir}", "verify.batch_sizes=[1,5]", cwd=tmp_path, check=True)
+    apply_fn, variables = flax_mlp.build()
+    for batch in (1, 5):
+        inputs = random_inputs({"features": (8,)}, batch, seed=batch)
+        got = serve(export_dir, inputs)
+        want = jax_outputs(apply_fn, variables, inputs["features"])
+        assert set(got) == {"logits", "probabilities"}
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], atol=1e-5, rtol=1e-5)
+
+
+def test_missing_signature_is_a_clear_error(tmp_path):
+    from exportkit.errors import SignatureError
+
+    with pytest.raises(SignatureError, match=r"model.kind=jax needs `signatures`.*\+signatures.serving_default="):
+        export("model=jax", "model.build._target_=tests.jax_models.mlp", f"export_dir={tmp_path / 'm'}")
+    done = run_cli("model=jax", "model.build._target_=tests.jax_models.mlp", f"export_dir={tmp_path / 'm'}")
+    assert done.returncode == 1
+    assert "exportkit: error: model.kind=jax needs `signatures`" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not leftovers(tmp_path / "m")
+
+
+def test_model_jax_alone_selects_the_jax_pipeline(tmp_path):
+    from exportkit.errors import ConfigError
+
+    stages = list(compose("model=jax", "export_dir=/tmp/x").pipeline.stages)
+    assert stages == ["build", "jax2tf", "trace", "write_checkpoint", "write_graphs", "verify"]
+    assert "jax2tf" not in compose("model=keras", "export_dir=/tmp/x").pipeline.stages
+    # an explicit pipeline=keras wins over model=jax's choice, and says what is missing
+    with pytest.raises(ConfigError, match="needs the jax2tf stage"):
+        export("model=jax", "pipeline=keras", "model.build._target_=tests.jax_models.mlp", MLP_SIG,
+               f"export_dir={tmp_path / 'm'}")
+
+
+def test_factory_that_returns_no_pair_is_named(tmp_path):
+    from exportkit.errors import ModelSourceError
+
+    with pytest.raises(ModelSourceError, match=r"tests.jax_models.not_a_pair.*returns \(apply_fn, params\)"):
+        export("model=jax", "model.build._target_=tests.jax_models.not_a_pair", MLP_SIG,
+               f"export_dir={tmp_path / 'm'}")
+
+
+def test_gpu_target_lowers_for_cpu_and_cuda(tmp_path):
+    export_dir = tmp_path / "gpu"
+    result = export("model=jax", "model.build._target_=tests.jax_models.mlp", MLP_SIG, "target=gpu",
+                    f"export_dir={export_dir}")
+    assert xla_call_modules(export_dir) == [(10, ["CPU", "CUDA"])]
+    verify = {r.name: r.status for r in result.records}["verify"]
+    assert verify in ("ok", "skipped")  # skipped, with the reason, on a machine without a GPU
+    # the multi-platform module still runs here, on the CPU
+    apply_fn, params = jax_models.mlp()
+    inputs = random_inputs({"x": (6,)}, 2)
+    np.testing.assert_allclose(serve(export_dir, inputs)["output_0"],
+                               jax_outputs(apply_fn, params, inputs["x"])["output_0"], atol=1e-5)
+
+
+def test_platforms_list_and_bad_platform(tmp_path):
+    from exportkit.errors import ConfigError
+
+    export_dir = tmp_path / "tpu"
+    export("model=jax", "model.build._target_=tests.jax_models.mlp", MLP_SIG, "target.platforms=[tpu,cpu]",
+           f"export_dir={export_dir}", "pipeline.stages.verify=null")
+    assert xla_call_modules(export_dir) == [(10, ["TPU", "CPU"])]
+    with pytest.raises(ConfigError, match=r"target.platforms=\['gpu'\].*'gpu' is spelt 'cuda'"):
+        export("model=jax", "model.build._target_=tests.jax_models.mlp", MLP_SIG, "target.platforms=[gpu]",
+               f"export_dir={tmp_path / 'bad'}")
+
+
+@pytest.mark.parametrize("with_gradient", [True, False])
+def test_with_gradient(tmp_path, with_gradient):
+    import jax
+    import tensorflow as tf
+
+    export_dir = tmp_path / "grad"
+    export("model=jax", "model.build._target_=tests.jax_models.mlp", MLP_SIG, f"export_dir={export_dir}",
+           f"pipeline.stages.jax2tf.with_gradient={str(with_gradient).lower()}", "pipeline.stages.verify=null")
+    loaded = tf.saved_model.load(str(export_dir))  # keeps the variables alive
+    signature = loaded.signatures["serving_default"]
+    x = tf.constant(random_inputs({"x": (6,)}, 3)["x"])
+
+    def gradient():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(signature(x=x)["output_0"])
+        return tape.gradient(loss, x)
+
+    apply_fn, params = jax_models.mlp()
+    if with_gradient:  # JAX's VJP, saved with the SavedModel, through the reloaded signature
+        want = jax.grad(lambda x: apply_fn(params, x).sum())(x.numpy())
+        np.testing.assert_allclose(gradient().numpy(), np.asarray(want), atol=1e-5)
+    else:
+        with pytest.raises(LookupError, match="does not support gradients"):
+            gradient()
+
+
+def test_version_guard_fails_naming_both_versions(tmp_path, monkeypatch):
+    from exportkit import jax_versions
+    from exportkit.errors import ConversionError
+
+    monkeypatch.setattr(jax_versions, "tf_maximum_version", lambda: 8)  # an older TF than JAX can target
+    with pytest.raises(ConversionError) as error:
+        export("model=jax", "model.build._target_=tests.jax_models.mlp", MLP_SIG, f"export_dir={tmp_path / 'm'}")
+    message = str(error.value)
+    for part in ("calling convention version 10", "emit versions 9 to 10", "supports versions up to 8",
+                 "upgrade tensorflow", "install a jax and jaxlib old enough to emit version 8"):
+        assert part in message, message
+    assert not leftovers(tmp_path / "m")
+
+
+def test_version_guard_picks_a_version_this_tensorflow_runs(tmp_path, monkeypatch):
+    from exportkit import jax_versions
+
+    monkeypatch.setattr(jax_versions, "tf_maximum_version", lambda: 9)  # JAX defaults to 10
+    export_dir = tmp_path / "v9"
+    result = export("model=jax", "model.build._target_=tests.jax_models.mlp", MLP_SIG,
+                    f"export_dir={export_dir}", "verify.batch_sizes=[2]")
+    assert xla_call_modules(export_dir) == [(9, ["CPU"])]
+    assert result.context.extra["jax2tf"]["calling_convention_version"] == 9
+    assert {r.name: r.status for r in result.records}["verify"] == "ok"
+    import jax
+
+    assert jax.config.jax_export_calling_convention_version == 10  # restored after the export
+
+
+def test_sweep_mixes_keras_and_jax(tmp_path):
+    import tensorflow as tf
+
+    sweep = tmp_path / "sweep"
+    run_cli("-m", "+experiment=keras_mlp,jax_mlp", f"hydra.sweep.dir={sweep}", "verify.batch_sizes=[2]",
+            cwd=tmp_path, check=True)
+    from exportkit import manifest
+
+    kinds = {}
+    for job in ("0", "1"):
+        export_dir = sweep / job / "saved_model"
+        kinds[manifest.read(export_dir)["config"]["model"]["kind"]] = export_dir
+        assert manifest.read(export_dir)["verify"]["serving_default"]["2"]
+    assert set(kinds) == {"keras", "jax"}
+    inputs = random_inputs({"features": (8,)}, 2)
+    for export_dir in kinds.values():  # both are the same kind of classifier: 8 -> 3 probabilities
+        out = serve(export_dir, inputs)["probabilities"]
+        assert out.shape == (2, 3)
+        np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+    from exportkit.example_jax_model import build_example_jax_model
+
+    apply_fn, params = build_example_jax_model()
+    np.testing.assert_allclose(serve(kinds["jax"], inputs)["probabilities"],
+                               jax_outputs(apply_fn, params, inputs["features"])["probabilities"], atol=1e-6)
+    assert "jax2tf" in tf.io.gfile.GFile(str(kinds["jax"] / "assets.extra" / "manifest.json")).read()
