@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-slow test-ray bench clean
+.PHONY: install run test test-slow test-ray bench bench-jax clean
 
 install: $(STAMP)
 
@@ -32,6 +32,11 @@ test-ray:
 
 bench: install
 	$(BIN)/python bench/bench_keras_export.py
+
+# exportkit vs orbax-export on one JAX function; then the >2 GiB export's time and peak memory.
+bench-jax: install
+	$(BIN)/python bench/bench_jax_export.py
+	$(BIN)/python bench/bench_jax_large.py
 
 clean:
 	rm -rf $(VENV) $(RAY_VENV) outputs multirun build dist *.egg-info
