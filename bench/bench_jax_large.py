@@ -2,6 +2,11 @@
 
     .venv/bin/python bench/bench_jax_large.py                 # 9 x 8192^2 float32 = 2.25 GiB
     .venv/bin/python bench/bench_jax_large.py --layers 3      # a quicker 0.75 GiB run
+    .venv/bin/python bench/bench_jax_large.py --from-npz      # params read from a .npz file
+
+Without ``--from-npz`` the factory makes the params in the exporting process (NumPy arrays, copied
+once into the variables); with it a separate process first saves them to a ``.npz`` and the
+export reads them from there (``model.params_path``, shapes from ``tests.jax_models.wide_template``).
 
 Peak memory is the exporting process's peak RSS (``ru_maxrss``) and, separately, the verify
 worker's, each also as a multiple of the params' bytes. Prints one JSON object at the end
@@ -43,11 +48,22 @@ def measure_verify_worker(record: Path) -> None:
     verify.subprocess.run = run
 
 
+def save_params_in_another_process(path: Path, width: int, layers: int) -> None:
+    """The params as a .npz, made in a separate process so they do not count in this one's peak."""
+    import subprocess
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from tests.jax_models import wide; "
+            "from exportkit.sources.jax import save_params; "
+            "save_params(sys.argv[2], wide(width=int(sys.argv[3]), layers=int(sys.argv[4]))[1])")
+    subprocess.run([sys.executable, "-c", code, str(ROOT), str(path), str(width), str(layers)], check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--width", type=int, default=8192)
     parser.add_argument("--layers", type=int, default=9)
     parser.add_argument("--no-verify", action="store_true")
+    parser.add_argument("--from-npz", action="store_true")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -63,8 +79,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="exportkit-large-", dir=os.environ.get("BENCH_TMP")) as tmp:
         export_dir, worker_record = Path(tmp) / "model", Path(tmp) / "worker_maxrss_kib"
         measure_verify_worker(worker_record)
+        source = ["model.build._target_=tests.jax_models.wide"]
+        if args.from_npz:
+            params_path = Path(tmp) / "params.npz"
+            save_params_in_another_process(params_path, args.width, args.layers)
+            source = ["model.build._target_=tests.jax_models.wide_template", f"model.params_path={params_path}"]
         start = time.perf_counter()
-        result = export("model=jax", "model.build._target_=tests.jax_models.wide",
+        result = export("model=jax", *source,
                         f"+model.build.width={args.width}", f"+model.build.layers={args.layers}",
                         f"export_dir={export_dir}", "verify.batch_sizes=[1,3]",
                         "+signatures.serving_default={inputs: {x: {shape: [null, %d], dtype: float32}}}" % args.width,
@@ -76,6 +97,7 @@ def main() -> None:
         worker = int(worker_record.read_text()) / 1024 if worker_record.exists() else 0.0
         figures = {
             "param_gib": round(param_bytes / 2**30, 3),
+            "params_from": "npz" if args.from_npz else "factory",
             "seconds_total": round(seconds, 1),
             "stages": {r.name: [r.status, round(r.seconds, 1)] for r in result.records},
             "saved_model_pb_bytes": pb,

@@ -73,5 +73,11 @@ def wide(width: int = 8192, layers: int = 9, seed: int = 0):
 
 
 @register
+def wide_template(width: int = 8192, layers: int = 9):
+    """``wide``'s params as shapes only: the values come from model.params_path."""
+    return wide_apply, [jax.ShapeDtypeStruct((width, width), jnp.float32) for _ in range(layers)]
+
+
+@register
 def not_a_pair():
     return np.zeros(3)

@@ -328,3 +328,47 @@ def test_sweep_mixes_keras_and_jax(tmp_path):
     np.testing.assert_allclose(serve(kinds["jax"], inputs)["probabilities"],
                                jax_outputs(apply_fn, params, inputs["features"])["probabilities"], atol=1e-6)
     assert "jax2tf" in tf.io.gfile.GFile(str(kinds["jax"] / "assets.extra" / "manifest.json")).read()
+
+
+def test_variables_adopt_aligned_buffers_and_copy_the_rest():
+    """Large params are held once: an aligned array or a CPU jax.Array becomes the variable's
+    buffer without a copy; a misaligned array is copied (once) and left untouched."""
+    import jax.numpy as jnp
+
+    from exportkit.host_buffers import aligned_empty
+    from exportkit.stages.jax2tf import to_variable
+
+    aligned = aligned_empty((64, 64), "float32")
+    aligned[...] = 1.0
+    shared = to_variable(aligned, trainable=False, name="aligned")
+    aligned[0, 0] = 5.0  # the test writes; exportkit never does
+    assert shared.numpy()[0, 0] == 5.0
+    raw = np.ones(64 * 64 + 1, "float32")
+    misaligned = raw[1:].reshape(64, 64)  # 4 bytes past an allocation: never 64-byte aligned
+    copied = to_variable(misaligned, trainable=False, name="misaligned")
+    misaligned[0, 0] = 5.0
+    assert copied.numpy()[0, 0] == 1.0
+    np.testing.assert_array_equal(to_variable(jnp.arange(6.0).reshape(2, 3), False, "j").numpy(),
+                                  np.arange(6.0).reshape(2, 3))
+    import ml_dtypes  # bfloat16: NumPy's DLPack cannot carry it, the plain copy still works
+
+    bf16 = np.arange(4, dtype=ml_dtypes.bfloat16)
+    assert to_variable(bf16, False, "b").numpy().tolist() == bf16.tolist()
+
+
+def test_npz_members_are_read_into_aligned_buffers(tmp_path):
+    import zipfile
+
+    from exportkit.host_buffers import read_npz_member
+
+    arrays = {"a/b": np.arange(12, dtype="float32").reshape(3, 4), "c": np.arange(5, dtype="int64"),
+              "f": np.asfortranarray(np.ones((2, 3)))}
+    for save in (np.savez, np.savez_compressed):
+        path = tmp_path / f"{save.__name__}.npz"
+        save(path, **arrays)
+        with zipfile.ZipFile(path) as archive:
+            for key in ("a/b", "c"):
+                got = read_npz_member(archive, key)
+                np.testing.assert_array_equal(got, arrays[key])
+                assert got.dtype == arrays[key].dtype and got.ctypes.data % 64 == 0
+            assert read_npz_member(archive, "f") is None  # Fortran order: left to np.load

@@ -129,7 +129,11 @@ def load_params(params_path: str, template: Any) -> Any:
     if not path.is_file():
         raise ModelSourceError(f"{where}: no such file")
     leaves, treedef = flatten(template)
-    with np.load(path, allow_pickle=False) as data:
+    import zipfile
+
+    from exportkit.host_buffers import read_npz_member
+
+    with np.load(path, allow_pickle=False) as data, zipfile.ZipFile(path) as archive:
         wanted, found = [k for k, _ in leaves], set(data.files)
         missing, unexpected = [k for k in wanted if k not in found], sorted(found - set(wanted))
         if missing or unexpected:
@@ -141,7 +145,9 @@ def load_params(params_path: str, template: Any) -> Any:
                 + f"; the factory's params have keys {wanted[:8]}{' ...' if len(wanted) > 8 else ''}")
         values = []
         for key, leaf in leaves:
-            value = data[key]  # read one array at a time: peak memory stays near the params' size
+            # one array at a time, into a buffer the jax2tf stage's variable adopts without a copy
+            value = read_npz_member(archive, key)
+            value = data[key] if value is None else value
             shape, dtype = tuple(np.shape(leaf)), np.dtype(getattr(leaf, "dtype", value.dtype))
             if value.shape != shape or value.dtype != dtype:
                 raise ModelSourceError(f"{where}: {key!r} is {value.dtype}{list(value.shape)} in the file "

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from jax.experimental import jax2tf
 
-from exportkit import jax_versions, report
+from exportkit import host_buffers, jax_versions, report
 from exportkit.context import ExportContext
 from exportkit.errors import ConfigError
 from exportkit.sources.jax import JaxModel, flatten, name_outputs
@@ -88,7 +88,7 @@ def make_variables(model: JaxModel, trainable: bool):
 
     Each leaf is replaced in ``model.params`` by a read-only NumPy view of its variable, so the
     reference the verify stage runs is the JAX function over the very values exported, and the
-    weights are held once, not twice: at peak, the params plus one leaf (see ``to_variable``).
+    weights are held once, not twice: at peak, the params plus at most one leaf (``to_variable``).
     """
     leaves, treedef = flatten(model.params)
     model.params = None  # the pytree's containers hold the source arrays too: let them go leaf by leaf
@@ -104,29 +104,40 @@ def make_variables(model: JaxModel, trainable: bool):
 
 
 def to_variable(leaf, trainable: bool, name: str):
-    """A ``tf.Variable`` holding ``leaf``'s values, made with one copy instead of three.
+    """A ``tf.Variable`` holding ``leaf``'s values, made with at most one copy, often none.
 
-    ``tf.Variable(array)`` converts through an intermediate tensor (two transient copies of the
-    leaf, which for multi-GiB params is the peak of the whole export). Here the leaf is copied
-    once into a fresh 64-byte-aligned buffer (the alignment TensorFlow's kernels want) that the
-    variable adopts through DLPack without a copy; nothing else references that buffer.
+    ``tf.Variable(array)`` goes through an intermediate tensor (two transient copies of the leaf,
+    which for multi-GiB params is the peak of the whole export). A leaf TensorFlow can adopt (a
+    CPU ``jax.Array``, an aligned NumPy array such as ``.npz`` params are read into) becomes the
+    variable's buffer through DLPack; any other is first copied once into an aligned buffer.
+    The variable then shares memory with the params given: exportkit writes to neither.
     """
-    array = np.asarray(leaf)
-    try:
-        buffer = _aligned_copy(array)
-        tensor = tf.experimental.dlpack.from_dlpack(buffer.__dlpack__())
-        del buffer
-    except (BufferError, TypeError, ValueError, tf.errors.OpError):
-        tensor = array  # a dtype DLPack cannot carry (e.g. bfloat16): the plain, copying way
+    tensor = _adopt(leaf)
+    if tensor is None:
+        array = np.asarray(leaf)
+        try:
+            tensor = _from_dlpack(host_buffers.aligned_copy(array))
+        except (BufferError, TypeError, ValueError, tf.errors.OpError):
+            tensor = array  # a dtype NumPy's DLPack cannot carry (e.g. bfloat16): the copying way
     return tf.Variable(tensor, trainable=trainable, name=name)
 
 
-def _aligned_copy(array: np.ndarray, alignment: int = 64) -> np.ndarray:
-    raw = np.empty(array.nbytes + alignment, np.uint8)
-    offset = (-raw.ctypes.data) % alignment
-    out = raw[offset:offset + array.nbytes].view(array.dtype).reshape(array.shape)
-    out[...] = array
-    return out
+def _adopt(leaf):
+    try:
+        if isinstance(leaf, jax.Array):
+            devices = leaf.devices()
+            if len(devices) == 1 and next(iter(devices)).platform == "cpu" and leaf.is_fully_addressable:
+                if leaf.unsafe_buffer_pointer() % host_buffers.ALIGNMENT == 0:
+                    return _from_dlpack(leaf)
+        elif isinstance(leaf, np.ndarray) and leaf.flags.writeable and host_buffers.is_aligned(leaf):
+            return _from_dlpack(leaf)
+    except (BufferError, TypeError, ValueError, tf.errors.OpError):
+        pass
+    return None
+
+
+def _from_dlpack(array):
+    return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
 
 
 def _view(variable) -> np.ndarray:
