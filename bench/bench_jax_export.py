@@ -1,7 +1,7 @@
 """exportkit vs orbax-export on the same JAX function, timed in one run.
 
     .venv/bin/python bench/bench_jax_export.py                   # 8 x 1024^2 float32 (32 MiB)
-    .venv/bin/python bench/bench_jax_export.py --width 2048 --repeats 5
+    .venv/bin/python bench/bench_jax_export.py --width 2048 --repeats 5 --params jax
 
 Both export ``tests.jax_models.wide`` (``layers`` square matrices, tanh between) with a dynamic
 batch, lowered for the CPU, without gradients, from the same params in memory:
@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--params", choices=["numpy", "jax"], default="numpy",
+                        help="the params as NumPy arrays (copied into the variables) or CPU jax.Arrays (adopted)")
     args = parser.parse_args()
 
     from exportkit import report
@@ -79,6 +81,10 @@ def main() -> None:
 
     report.console.quiet = True  # the pipeline's stage lines would drown the figures
     apply_fn, params = wide(width=args.width, layers=args.layers)
+    if args.params == "jax":
+        import jax.numpy as jnp
+
+        params = [jnp.asarray(p) for p in params]
     times = {"exportkit": [], "orbax": []}
     exporters = {"exportkit": export_with_exportkit, "orbax": export_with_orbax}
     with tempfile.TemporaryDirectory(prefix="exportkit-bench-") as tmp:
@@ -92,6 +98,7 @@ def main() -> None:
     median = {name: statistics.median(t) for name, t in times.items()}
     figures = {
         "params_mib": args.layers * args.width * args.width * 4 / 2**20,
+        "params": args.params,
         "repeats": args.repeats,
         "exportkit_s": [round(t, 3) for t in times["exportkit"]],
         "orbax_s": [round(t, 3) for t in times["orbax"]],

@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 
 ALIGNMENT = 64
+CHUNK = 16 << 20
 
 
 def aligned_empty(shape, dtype) -> np.ndarray:
@@ -55,7 +56,8 @@ def read_npz_member(archive: zipfile.ZipFile, key: str) -> Optional[np.ndarray]:
         view = memoryview(out.reshape(-1).view(np.uint8))
         filled = 0
         while filled < out.nbytes:
-            n = f.readinto(view[filled:])
+            # in chunks: a zip member's readinto reads into a temporary bytes of the size asked
+            n = f.readinto(view[filled:filled + CHUNK])
             if not n:
                 raise ValueError(f"{key}: the file ends {out.nbytes - filled} bytes early")
             filled += n
