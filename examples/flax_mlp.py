@@ -5,8 +5,10 @@
         '+signatures.serving_default={inputs: {features: {shape: [null, 8], dtype: float32}}}' \\
         export_dir=/tmp/flax_mlp
 
-With trained weights saved by ``exportkit.sources.jax.save_params(path, variables)``, add
-``model.params_path=path.npz``: the structure comes from ``build``, the values from the file.
+With trained weights, add ``model.params_path=``: an Orbax checkpoint directory
+(``orbax.checkpoint.StandardCheckpointer().save(path, variables)``) or a ``.npz`` written by
+``exportkit.sources.jax.save_params(path, variables)``. The structure comes from ``build``, the
+values from there.
 """
 import flax.linen as nn
 import jax

@@ -147,6 +147,33 @@ def test_params_from_npz(tmp_path):
     assert not np.allclose(got, jax_outputs(apply_fn, untrained, inputs["x"])["output_0"], atol=1e-3)
 
 
+def test_params_from_an_orbax_checkpoint(tmp_path):
+    import jax
+    import jax.numpy as jnp
+    import orbax.checkpoint as ocp
+
+    from exportkit.errors import ModelSourceError
+
+    apply_fn, trained = jax_models.mlp(seed=1)
+    checkpoint = tmp_path / "checkpoint"
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(checkpoint, jax.tree_util.tree_map(jnp.asarray, trained))  # as training leaves them
+    checkpointer.wait_until_finished()
+    export_dir = tmp_path / "orbax"
+    export("model=jax", "model.build._target_=tests.jax_models.mlp_template", f"model.params_path={checkpoint}",
+           MLP_SIG, f"export_dir={export_dir}", "verify.batch_sizes=[2]")
+    inputs = random_inputs({"x": (6,)}, 2)
+    np.testing.assert_allclose(serve(export_dir, inputs)["output_0"],
+                               jax_outputs(apply_fn, trained, inputs["x"])["output_0"], atol=1e-5)
+    # Orbax would restore a (16, 2) kernel into a (8, 2) request without a word: exportkit says so
+    with pytest.raises(ModelSourceError, match=r"'layers/0/bias' is float32\[16\] in the file but float32\[8\]"):
+        export("model=jax", "model.build._target_=tests.jax_models.mlp_template", "+model.build.units=8",
+               f"model.params_path={checkpoint}", MLP_SIG, f"export_dir={tmp_path / 'bad'}")
+    with pytest.raises(ModelSourceError, match="not an Orbax checkpoint directory"):
+        export("model=jax", "model.build._target_=tests.jax_models.mlp_template", f"model.params_path={tmp_path}",
+               MLP_SIG, f"export_dir={tmp_path / 'bad'}")
+
+
 def test_npz_that_does_not_match_the_params_is_named(tmp_path):
     from exportkit.errors import ConfigError, ModelSourceError
 

@@ -115,45 +115,88 @@ def save_params(path, params) -> None:
 
 
 def load_params(params_path: str, template: Any) -> Any:
-    """The factory's params pytree with every leaf's value read from ``params_path`` (.npz).
+    """The factory's params pytree with every leaf's value read from ``params_path``: a ``.npz``
+    file or an Orbax checkpoint directory (what ``orbax.checkpoint.StandardCheckpointer`` saves,
+    the format Flax trains into).
 
-    Keys are the leaves' ``/``-joined paths (see ``save_params``); every leaf must be in the
-    file with the template's shape and dtype, and the file must hold nothing else.
+    Keys are the leaves' ``/``-joined paths (see ``save_params``); every leaf must be saved with
+    the template's shape and dtype, and nothing else may be saved.
     """
-    import jax
-
     path = Path(params_path).expanduser()
     where = f"model.params_path={params_path!r}"
+    if path.is_dir():
+        return load_orbax_params(path, template, where)
     if path.suffix != ".npz":
-        raise ConfigError(f"{where}: expected a .npz file (write one with exportkit.sources.jax.save_params)")
+        raise ConfigError(f"{where}: expected a .npz file (write one with exportkit.sources.jax.save_params) "
+                          f"or an Orbax checkpoint directory")
     if not path.is_file():
         raise ModelSourceError(f"{where}: no such file")
-    leaves, treedef = flatten(template)
+    return load_npz_params(path, template, where)
+
+
+def load_npz_params(path: Path, template: Any, where: str) -> Any:
     import zipfile
+
+    import jax
 
     from exportkit.host_buffers import read_npz_member
 
+    leaves, treedef = flatten(template)
     with np.load(path, allow_pickle=False) as data, zipfile.ZipFile(path) as archive:
-        wanted, found = [k for k, _ in leaves], set(data.files)
-        missing, unexpected = [k for k in wanted if k not in found], sorted(found - set(wanted))
-        if missing or unexpected:
-            raise ModelSourceError(
-                f"{where} does not match the params of model.build: "
-                + (f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}" if missing else "")
-                + ("; " if missing and unexpected else "")
-                + (f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}" if unexpected else "")
-                + f"; the factory's params have keys {wanted[:8]}{' ...' if len(wanted) > 8 else ''}")
+        _check_keys(where, [k for k, _ in leaves], data.files)
         values = []
         for key, leaf in leaves:
             # one array at a time, into a buffer the jax2tf stage's variable adopts without a copy
             value = read_npz_member(archive, key)
             value = data[key] if value is None else value
-            shape, dtype = tuple(np.shape(leaf)), np.dtype(getattr(leaf, "dtype", value.dtype))
-            if value.shape != shape or value.dtype != dtype:
-                raise ModelSourceError(f"{where}: {key!r} is {value.dtype}{list(value.shape)} in the file "
-                                       f"but {dtype}{list(shape)} in the params of model.build")
+            _check_leaf(where, key, value.shape, value.dtype, leaf)
             values.append(value)
     return jax.tree_util.tree_unflatten(treedef, values)
+
+
+def load_orbax_params(path: Path, template: Any, where: str) -> Any:
+    import jax
+    import orbax.checkpoint as ocp
+
+    checkpointer = ocp.StandardCheckpointer()
+    hint = "give the directory StandardCheckpointer.save wrote, or a .npz file"
+    try:
+        saved = dict(flatten(checkpointer.metadata(path.absolute()).item_metadata)[0])
+    except Exception as e:  # orbax raises several kinds for "not a checkpoint"
+        raise ModelSourceError(f"{where}: not an Orbax checkpoint directory ({_first_line(e)}); {hint}") from e
+    if not saved:
+        raise ModelSourceError(f"{where}: not an Orbax checkpoint directory (no saved arrays in it); {hint}")
+    leaves, treedef = flatten(template)
+    _check_keys(where, [k for k, _ in leaves], list(saved))
+    # Orbax restores into whatever shape is asked and casts dtypes silently: check both first
+    for key, leaf in leaves:
+        _check_leaf(where, key, tuple(saved[key].shape), np.dtype(saved[key].dtype), leaf)
+    abstract = jax.tree_util.tree_unflatten(
+        treedef, [jax.ShapeDtypeStruct(np.shape(leaf), np.dtype(leaf.dtype)) for _, leaf in leaves])
+    return checkpointer.restore(path.absolute(), abstract)
+
+
+def _check_keys(where: str, wanted: List[str], found) -> None:
+    found = set(found)
+    missing, unexpected = [k for k in wanted if k not in found], sorted(found - set(wanted))
+    if missing or unexpected:
+        raise ModelSourceError(
+            f"{where} does not match the params of model.build: "
+            + (f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}" if missing else "")
+            + ("; " if missing and unexpected else "")
+            + (f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}" if unexpected else "")
+            + f"; the factory's params have keys {wanted[:8]}{' ...' if len(wanted) > 8 else ''}")
+
+
+def _check_leaf(where: str, key: str, shape, dtype, leaf) -> None:
+    want_shape, want_dtype = tuple(np.shape(leaf)), np.dtype(getattr(leaf, "dtype", dtype))
+    if tuple(shape) != want_shape or np.dtype(dtype) != want_dtype:
+        raise ModelSourceError(f"{where}: {key!r} is {np.dtype(dtype)}{list(shape)} in the file but "
+                               f"{want_dtype}{list(want_shape)} in the params of model.build")
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip() or type(error).__name__).splitlines()[0]
 
 
 def check_params(params) -> None:
