@@ -10,7 +10,6 @@ def build_example_jax_model(features: int = 8, units: int = 16, classes: int = 3
     (2, 3)
     """
     import jax
-    import jax.numpy as jnp
 
     rng = np.random.default_rng(seed)
     params = {
