@@ -81,3 +81,20 @@ def wide_template(width: int = 8192, layers: int = 9):
 @register
 def not_a_pair():
     return np.zeros(3)
+
+
+class TamperParams:
+    """A user stage, placed after write_checkpoint, that rewrites the checkpoint with every param
+    doubled: the export no longer computes the JAX function, and verify must say so."""
+
+    needs = ("variables",)
+    adds = ()
+    required = True
+
+    def __call__(self, ctx):
+        import tensorflow as tf
+
+        root = tf.Module()
+        root.params_variables = [tf.Variable(v * 2.0) for v in ctx.variables["params"]]
+        tf.train.Checkpoint(root).write(str(ctx.work_dir / "variables" / "variables"))
+        return ctx

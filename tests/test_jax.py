@@ -399,3 +399,15 @@ def test_npz_members_are_read_into_aligned_buffers(tmp_path):
                 np.testing.assert_array_equal(got, arrays[key])
                 assert got.dtype == arrays[key].dtype and got.ctypes.data % 64 == 0
             assert read_npz_member(archive, "f") is None  # Fortran order: left to np.load
+
+
+def test_verify_compares_with_the_jax_function(tmp_path):
+    from exportkit.errors import VerificationError
+
+    export_dir = tmp_path / "tampered"
+    with pytest.raises(VerificationError, match=r"serving_default/output_0 at batch 1: max abs error"):
+        export("model=jax", "model.build._target_=tests.jax_models.mlp", MLP_SIG, f"export_dir={export_dir}",
+               "+pipeline.stages.tamper={_target_: tests.jax_models.TamperParams}",
+               # verify moved after tamper: stages run in config order, and + appends
+               "~pipeline.stages.verify", "+pipeline.stages.verify2={_target_: exportkit.stages.verify.Verify}")
+    assert not leftovers(export_dir)
