@@ -4,7 +4,8 @@
     .venv/bin/python bench/bench_jax_export.py --width 2048 --repeats 5 --params jax
 
 Both export ``tests.jax_models.wide`` (``layers`` square matrices, tanh between) with a dynamic
-batch, lowered for the CPU, without gradients, from the same params in memory:
+batch, lowered for the CPU, without gradients, from the same params in memory (exportkit's
+factory, ``tests.jax_models.handed_over``, returns them as they are):
 
 * exportkit: the whole ``model=jax`` pipeline (build, jax2tf, trace, write_checkpoint,
   write_graphs, the manifest with every file's hash, the atomic publish), verify off;
@@ -30,11 +31,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def export_with_exportkit(apply_fn, params, width, export_dir):
     from exportkit import pipeline
     from tests.conftest import compose
+    from tests.jax_models import hand_over
 
-    cfg = compose("model=jax", "model.build._target_=tests.jax_models.wide", f"export_dir={export_dir}",
+    hand_over(apply_fn, params)  # the factory below returns these: the params in memory, not rebuilt
+    cfg = compose("model=jax", "model.build._target_=tests.jax_models.handed_over", f"export_dir={export_dir}",
                   "pipeline.stages.verify=null", "pipeline.stages.jax2tf.with_gradient=false",
                   "+signatures.serving_default={inputs: {x: {shape: [null, %d], dtype: float32}}}" % width)
-    pipeline.run(pipeline.resolved(cfg), model=(apply_fn, params))  # the params in memory, not rebuilt
+    pipeline.run(pipeline.resolved(cfg))
 
 
 def export_with_orbax(apply_fn, params, width, export_dir):
