@@ -71,13 +71,23 @@ def choose() -> VersionChoice:
 
 
 @contextlib.contextmanager
-def calling_convention(version: int) -> Iterator[None]:
-    """Serialize with ``version`` inside the block (jax2tf reads it when the function is traced)."""
+def serialization(version: int) -> Iterator[None]:
+    """Inside the block, jax2tf serializes with calling convention ``version``, and each op's
+    location is its one innermost user frame instead of the whole Python traceback.
+
+    The traceback runs through whatever called the export (the CLI, a test, a notebook) and
+    TensorFlow's AutoGraph, whose generated files have random names: it would make the same
+    model serialize to different bytes from run to run. The innermost frame is the line of the
+    model's code that made the op, which is what an error message needs.
+    """
     import jax
 
-    previous = getattr(jax.config, CONFIG_KEY)
-    jax.config.update(CONFIG_KEY, int(version))
+    settings = {CONFIG_KEY: int(version), "jax_include_full_tracebacks_in_locations": False}
+    previous = {key: getattr(jax.config, key) for key in settings}
+    for key, value in settings.items():
+        jax.config.update(key, value)
     try:
         yield
     finally:
-        jax.config.update(CONFIG_KEY, previous)
+        for key, value in previous.items():
+            jax.config.update(key, value)

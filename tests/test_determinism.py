@@ -16,7 +16,9 @@ from tests.conftest import export, run_cli, serve
 CASES = {
     "keras_compiled": (("model=keras", "model.build._target_=tests.models.sequential", "+model.build.compiled=true"),
                        ["serve", "train", "eval"]),
-    # "jax": (("model=jax", "model.build._target_=tests.models.jax_mlp", ...), ["serve"]),  # once the JAX source lands
+    "jax": (("model=jax", "model.build._target_=tests.jax_models.two_inputs",
+             "+signatures.serving_default={inputs: {image: {shape: [null, 5], dtype: float32}, "
+             "meta: {shape: [null, 3], dtype: float32}}}"), ["serve"]),
 }
 
 

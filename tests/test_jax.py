@@ -328,6 +328,7 @@ def test_version_guard_picks_a_version_this_tensorflow_runs(tmp_path, monkeypatc
     import jax
 
     assert jax.config.jax_export_calling_convention_version == 10  # restored after the export
+    assert jax.config.jax_include_full_tracebacks_in_locations is True
 
 
 def test_sweep_mixes_keras_and_jax(tmp_path):

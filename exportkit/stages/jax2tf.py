@@ -184,7 +184,7 @@ def serving_fn(apply_fn, params_tree, platforms, with_gradient: bool, overrides:
         shapes = [None] + [polymorphic_shape(n, inputs[n].shape, overrides.get(n)) for n in names]
         converted = jax2tf.convert(apply_fn, polymorphic_shapes=shapes, with_gradient=with_gradient,
                                    native_serialization_platforms=tuple(platforms))
-        with jax_versions.calling_convention(version):
+        with jax_versions.serialization(version):
             outputs = converted(params_tree, *[inputs[n] for n in names])
         return name_outputs(outputs)
 
