@@ -33,6 +33,10 @@ def versions() -> Dict[str, str]:
 
 
 def sha256(path: Path) -> str:
+    """Of a file's bytes; of a directory (an Orbax checkpoint), of its files' paths and hashes."""
+    if Path(path).is_dir():
+        listing = "".join(f"{name}\0{digest}\n" for name, digest in file_hashes(Path(path)).items())
+        return hashlib.sha256(listing.encode()).hexdigest()
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -93,7 +97,7 @@ def input_files(cfg) -> Dict[str, Dict[str, str]]:
     found = {}
     for key in ("path", "params_path"):
         value = cfg.model.get(key)
-        if value and Path(value).expanduser().is_file():
+        if value and Path(value).expanduser().exists():
             found[f"model.{key}"] = {"path": str(value), "sha256": sha256(Path(value).expanduser())}
     return found
 

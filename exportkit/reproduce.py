@@ -114,7 +114,7 @@ def input_changes(inputs: Dict[str, Dict[str, str]]) -> List[str]:
     lines = []
     for key, recorded in sorted(inputs.items()):
         path = Path(recorded["path"]).expanduser()
-        if not path.is_file():
+        if not path.exists():
             lines.append(f"{key}={recorded['path']}: the file is gone")
         elif manifest.sha256(path) != recorded["sha256"]:
             lines.append(f"{key}={recorded['path']}: the file changed since the export (sha256 "

@@ -160,11 +160,18 @@ def test_params_from_an_orbax_checkpoint(tmp_path):
     checkpointer.save(checkpoint, jax.tree_util.tree_map(jnp.asarray, trained))  # as training leaves them
     checkpointer.wait_until_finished()
     export_dir = tmp_path / "orbax"
-    export("model=jax", "model.build._target_=tests.jax_models.mlp_template", f"model.params_path={checkpoint}",
-           MLP_SIG, f"export_dir={export_dir}", "verify.batch_sizes=[2]")
+    result = export("model=jax", "model.build._target_=tests.jax_models.mlp_template",
+                    f"model.params_path={checkpoint}", MLP_SIG, f"export_dir={export_dir}", "verify.batch_sizes=[2]")
+    # the manifest pins the checkpoint directory's contents, as it pins a .npz file's
+    from exportkit import manifest
+
+    recorded = result.manifest["inputs"]["model.params_path"]["sha256"]
+    assert recorded == manifest.sha256(checkpoint)
     inputs = random_inputs({"x": (6,)}, 2)
     np.testing.assert_allclose(serve(export_dir, inputs)["output_0"],
                                jax_outputs(apply_fn, trained, inputs["x"])["output_0"], atol=1e-5)
+    (checkpoint / "tampered").write_text("x")
+    assert manifest.sha256(checkpoint) != recorded
     # Orbax would restore a (16, 2) kernel into a (8, 2) request without a word: exportkit says so
     with pytest.raises(ModelSourceError, match=r"'layers/0/bias' is float32\[16\] in the file but float32\[8\]"):
         export("model=jax", "model.build._target_=tests.jax_models.mlp_template", "+model.build.units=8",
