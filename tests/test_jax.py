@@ -245,6 +245,13 @@ def test_model_jax_alone_selects_the_jax_pipeline(tmp_path):
     with pytest.raises(ConfigError, match="needs the jax2tf stage"):
         export("model=jax", "pipeline=keras", "model.build._target_=tests.jax_models.mlp", MLP_SIG,
                f"export_dir={tmp_path / 'm'}")
+    with pytest.raises(ConfigError, match=r"jax2tf converts JAX models, but model.kind=keras; use pipeline=keras"):
+        export("model=keras", "pipeline=jax", "model.build._target_=tests.models.sequential",
+               f"export_dir={tmp_path / 'k'}")
+    with pytest.raises(ConfigError, match=r"polymorphic_shapes names \['y'\].*inputs are \['x'\]"):
+        export("model=jax", "model.build._target_=tests.jax_models.mlp", MLP_SIG, f"export_dir={tmp_path / 'y'}",
+               "pipeline.stages.jax2tf.polymorphic_shapes={y: '(batch, 6)'}")
+    assert not any(leftovers(tmp_path / d) for d in "mky")
 
 
 def test_factory_that_returns_no_pair_is_named(tmp_path):
