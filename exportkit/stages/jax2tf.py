@@ -93,12 +93,15 @@ def make_variables(model: JaxModel, trainable: bool):
     leaves, treedef = flatten(model.params)
     model.params = None  # the pytree's containers hold the source arrays too: let them go leaf by leaf
     variables, views = [], []
-    for i, (key, leaf) in enumerate(leaves):
-        leaves[i] = None  # ours was the last reference: the source array goes once it is copied
-        variable = to_variable(leaf, trainable, _variable_name(key, i))
-        del leaf
-        variables.append(variable)
-        views.append(_view(variable))
+    # On the host even where TensorFlow sees a GPU: a variable there would be a second copy of
+    # the weights. The SavedModel records no device for them; a server places them itself.
+    with tf.device("/CPU:0"):
+        for i, (key, leaf) in enumerate(leaves):
+            leaves[i] = None  # ours was the last reference: the source array goes once it is copied
+            variable = to_variable(leaf, trainable, _variable_name(key, i))
+            del leaf
+            variables.append(variable)
+            views.append(_view(variable))
     model.params = jax.tree_util.tree_unflatten(treedef, views)
     return variables, jax.tree_util.tree_unflatten(treedef, variables)
 
