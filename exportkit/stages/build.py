@@ -9,7 +9,7 @@ class Build(Stage):
     adds = ("model", "custom_objects", "signatures", "serving_fn", "reference", "variables")
 
     def __call__(self, ctx: ExportContext) -> ExportContext:
-        if ctx.model is None:
+        if ctx.model is None and ctx.cfg.model.kind != "jax":  # a JAX model has no Keras names
             fresh_keras_names()
         seed_everything(ctx.cfg.seed)
         ctx.custom_objects = {**import_custom_objects(ctx.cfg.custom_objects), **ctx.custom_objects}
