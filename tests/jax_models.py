@@ -4,14 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-REGISTRY = {}
+from tests.registry import Registry
 
-
-def register(fn):
-    if fn.__name__ in REGISTRY:
-        raise ValueError(f"duplicate test model {fn.__name__!r}")
-    REGISTRY[fn.__name__] = fn
-    return fn
+REGISTRY = Registry()
+register = REGISTRY.register
 
 
 def _dense(rng, n_in, n_out):

@@ -6,14 +6,10 @@ for the Python API.
 import keras
 import numpy as np
 
-REGISTRY = {}
+from tests.registry import Registry
 
-
-def register(fn):
-    if fn.__name__ in REGISTRY:
-        raise ValueError(f"duplicate test model {fn.__name__!r}")
-    REGISTRY[fn.__name__] = fn
-    return fn
+REGISTRY = Registry()
+register = REGISTRY.register
 
 
 @register
