@@ -35,6 +35,8 @@ import re
 from pathlib import Path
 from typing import Dict, Iterable, List
 
+from exportkit.hashing import file_sha256
+
 # ``__inference_f_117``; a gradient function carries two counters: ``__inference___backward_f_117_130``
 _UID = re.compile(r"^(?P<base>.+?)(?P<uids>(?:_\d+)+)$")
 _GRADIENT_TYPE = re.compile(r"^(?P<base>[A-Za-z_]+)-(?P<uid>\d+)$")
@@ -217,18 +219,9 @@ def fingerprint_file(directory: Path) -> None:
     for file in sorted(directory.rglob("*")):
         relative = file.relative_to(directory)
         if file.is_file() and file != path and relative.parts[0] != "assets.extra":
-            digest.update(f"{relative.as_posix()}\t{_file_sha256(file)}\n".encode())
+            digest.update(f"{relative.as_posix()}\t{file_sha256(file)}\n".encode())
     proto.uuid = str(int.from_bytes(digest.digest()[:16], "big"))  # TF writes a 128-bit number in decimal
     path.write_bytes(proto.SerializeToString(deterministic=True))
-
-
-def _file_sha256(path: Path) -> str:
-    """In 1 MiB blocks: a multi-GiB checkpoint read whole would double the export's peak memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def content_digest(files: Dict[str, str]) -> str:

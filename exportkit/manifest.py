@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from exportkit import canonical
 from exportkit.context import ExportContext
+from exportkit.hashing import file_sha256
 
 MANIFEST = Path("assets.extra") / "manifest.json"
 _PACKAGES = ("exportkit", "tensorflow", "keras", "hydra-core", "omegaconf", "numpy", "jax", "jaxlib", "flax")
@@ -37,11 +38,7 @@ def sha256(path: Path) -> str:
     if Path(path).is_dir():
         listing = "".join(f"{name}\0{digest}\n" for name, digest in file_hashes(Path(path)).items())
         return hashlib.sha256(listing.encode()).hexdigest()
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(Path(path))
 
 
 def file_hashes(root: Path) -> Dict[str, str]:

@@ -17,7 +17,7 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from exportkit import manifest, report, schema
+from exportkit import hashing, manifest, report, schema
 from exportkit.context import ExportContext, StageRecord
 from exportkit.errors import ConfigError, ExportDirExistsError, StageSkipped
 
@@ -44,7 +44,7 @@ def run(cfg: DictConfig, model: Any = None, custom_objects: Optional[dict] = Non
     export_dir = Path(cfg.export_dir).expanduser().absolute()
     check_export_dir(export_dir, cfg.overwrite)
     stages = instantiate_stages(cfg)
-    with staging_dir(export_dir) as work_dir:
+    with staging_dir(export_dir) as work_dir, hashing.reuse_hashes():
         ctx = ExportContext(cfg=cfg, export_dir=export_dir, work_dir=work_dir, model=model,
                             custom_objects=dict(custom_objects or {}))
         try:
