@@ -38,5 +38,14 @@ class LoadError(ExportkitError):
     """An export cannot be turned back into a Keras model."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when the message is empty).
+
+    >>> first_line(ValueError("bad shape\\nmore detail"))
+    'bad shape'
+    """
+    return (str(error).strip() or type(error).__name__).splitlines()[0]
+
+
 class StageSkipped(Exception):
     """Raised by a stage that cannot run here; the runner records it as SKIPPED with the reason."""

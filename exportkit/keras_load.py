@@ -7,7 +7,7 @@ from typing import Any, Dict, List
 import keras
 import tensorflow as tf
 
-from exportkit.errors import LoadError
+from exportkit.errors import LoadError, first_line
 
 VALUE = ".ATTRIBUTES/VARIABLE_VALUE"
 
@@ -33,7 +33,7 @@ def load(path: Path, custom_objects: Dict[str, Any], safe_mode: bool, compile: b
     except ValueError as e:
         if "safe_mode" not in str(e):
             raise
-        raise LoadError(f"{str(e).splitlines()[0]} Keras safe mode refused it; if you trust this export, "
+        raise LoadError(f"{first_line(e)} Keras safe mode refused it; if you trust this export, "
                         f"call load_from_saved_model(..., safe_mode=False)") from e
     reader = tf.train.load_checkpoint(str(path / "variables" / "variables"))
     weights = group_values(reader, "model")

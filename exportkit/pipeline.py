@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from exportkit import hashing, manifest, report, schema
 from exportkit.context import ExportContext, StageRecord
-from exportkit.errors import ConfigError, ExportDirExistsError, StageSkipped
+from exportkit.errors import ConfigError, ExportDirExistsError, StageSkipped, first_line
 
 
 @dataclass
@@ -88,7 +88,7 @@ def instantiate_stages(cfg: DictConfig) -> List[Tuple[str, Any]]:
             stage = instantiate(node)
         except InstantiationException as e:
             raise ConfigError(f"pipeline.stages.{name}._target_={target!r} could not be "
-                              f"instantiated: {_first_line(e)}") from e
+                              f"instantiated: {first_line(e)}") from e
         if not callable(stage):
             raise ConfigError(f"pipeline.stages.{name}._target_={target!r} is not callable; a stage "
                               f"takes the export context and returns it (see exportkit.stages.base.Stage)")
@@ -122,7 +122,7 @@ def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
     except StageSkipped as e:
         status, detail = "skipped", str(e)
     except Exception as e:
-        status, detail, error = "failed", _first_line(e), e
+        status, detail, error = "failed", first_line(e), e
     record = StageRecord(name, status, time.perf_counter() - start, detail)
     ctx.records.append(record)
     report.stage_ended(record)
@@ -160,11 +160,6 @@ def publish(work_dir: Path, export_dir: Path) -> None:
     work_dir.rename(export_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 def resolved(cfg: DictConfig) -> DictConfig:

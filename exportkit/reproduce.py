@@ -81,7 +81,7 @@ def rerun(recorded: Dict[str, Any], new_dir: Path):
 
     from omegaconf.errors import OmegaConfBaseException
 
-    from exportkit.errors import ConfigError
+    from exportkit.errors import ConfigError, first_line
 
     schema.register()
     config = dict(recorded["config"], export_dir=str(new_dir), overwrite=False)
@@ -90,7 +90,7 @@ def rerun(recorded: Dict[str, Any], new_dir: Path):
         cfg = OmegaConf.merge(OmegaConf.structured(schema.ExportConfig), config)
     except OmegaConfBaseException as e:
         raise ConfigError(f"the recorded config does not fit this exportkit's schema "
-                          f"({str(e).splitlines()[0]}); reproduce with the exportkit version the "
+                          f"({first_line(e)}); reproduce with the exportkit version the "
                           f"manifest records") from e
     with manifest.recorded_overrides(recorded.get("overrides", [])):
         return pipeline.run(pipeline.resolved(cfg))

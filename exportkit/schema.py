@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from exportkit.errors import ConfigError
+from exportkit.errors import ConfigError, first_line
 
 MODEL_KINDS = ("keras", "keras_file", "jax", "in_memory")
 DTYPES = (
@@ -111,7 +111,7 @@ def signatures(cfg: DictConfig) -> Dict[str, SignatureConf]:
             checked[key] = OmegaConf.merge(OmegaConf.structured(SignatureConf), sig)
             OmegaConf.to_container(checked[key], throw_on_missing=True)
         except OmegaConfBaseException as e:
-            detail = str(e).splitlines()[0]
+            detail = first_line(e)
             raise ConfigError(f"signatures.{key} is malformed ({detail}); write it as "
                               f"{{inputs: {{NAME: {{shape: [null, 8], dtype: float32}}}}}}") from e
     return checked

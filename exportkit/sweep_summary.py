@@ -26,6 +26,8 @@ from typing import Any, Dict, List, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from exportkit.errors import first_line
+
 JOB_RECORD = "exportkit_job.json"
 
 
@@ -42,7 +44,7 @@ class JobFailed:
     def from_error(cls, error: BaseException, user_error: bool) -> "JobFailed":
         records = getattr(error, "stage_records", [])
         failed = next((r.name for r in records if r.status == "failed"), "")
-        reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+        reason = first_line(error)
         if not user_error:
             reason = f"{type(error).__name__}: {reason}"
         return cls(reason, failed, user_error,

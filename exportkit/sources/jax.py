@@ -18,7 +18,8 @@ import numpy as np
 
 from exportkit import schema
 from exportkit.context import ExportContext
-from exportkit.errors import ConfigError, ModelSourceError
+from exportkit.errors import ConfigError, ModelSourceError, first_line
+from exportkit.imports import instantiate_factory
 
 
 @dataclass
@@ -50,17 +51,8 @@ def load(ctx: ExportContext) -> ExportContext:
 
 
 def build(model_cfg) -> JaxModel:
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    target = model_cfg.build._target_
-    try:
-        built = instantiate(model_cfg.build, _convert_="all")
-    except InstantiationException as e:
-        cause = str(e).strip().splitlines()[0]
-        raise ModelSourceError(f"model.build._target_={target!r} failed: {cause}; check the dotted path "
-                               f"and the kwargs given beside it") from e
-    return as_jax_model(built, f"model.build._target_={target!r}")
+    built = instantiate_factory(model_cfg.build, "model.build._target_", _convert_="all")
+    return as_jax_model(built, f"model.build._target_={model_cfg.build._target_!r}")
 
 
 def as_jax_model(built: Any, where: str) -> JaxModel:
@@ -157,7 +149,7 @@ def load_orbax_params(path: Path, template: Any, where: str) -> Any:
     try:
         saved = dict(flatten(checkpointer.metadata(path.absolute()).item_metadata)[0])
     except Exception as e:  # orbax raises several kinds for "not a checkpoint"
-        raise ModelSourceError(f"{where}: not an Orbax checkpoint directory ({_first_line(e)}); {hint}") from e
+        raise ModelSourceError(f"{where}: not an Orbax checkpoint directory ({first_line(e)}); {hint}") from e
     if not saved:
         raise ModelSourceError(f"{where}: not an Orbax checkpoint directory (no saved arrays in it); {hint}")
     leaves, treedef = flatten(template)
@@ -187,10 +179,6 @@ def _check_leaf(where: str, key: str, shape, dtype, leaf) -> None:
     if tuple(shape) != want_shape or np.dtype(dtype) != want_dtype:
         raise ModelSourceError(f"{where}: {key!r} is {np.dtype(dtype)}{list(shape)} in the file but "
                                f"{want_dtype}{list(want_shape)} in the params of model.build")
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip() or type(error).__name__).splitlines()[0]
 
 
 def check_params(params) -> None:

@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from exportkit import schema
 from exportkit.context import ExportContext
-from exportkit.errors import ConfigError, ModelSourceError, SignatureError
+from exportkit.errors import ConfigError, ModelSourceError, SignatureError, first_line
+from exportkit.imports import instantiate_factory
 from exportkit.tracing import tensor_spec
 
 
@@ -46,7 +47,7 @@ def compile_model(model, compile_cfg) -> None:
     try:
         kwargs = instantiate(compile_cfg, _convert_="all")
     except InstantiationException as e:
-        raise ConfigError(f"compile: {str(e).strip().splitlines()[0]}; give names such as "
+        raise ConfigError(f"compile: {first_line(e)}; give names such as "
                           f"compile.optimizer=adam or _target_ nodes") from e
     try:
         model.compile(**kwargs)
@@ -86,17 +87,7 @@ def build_model(model_cfg) -> Any:
         except (TypeError, ValueError) as e:
             raise ModelSourceError(f"model.path={model_cfg.path!r} could not be loaded: {e}; a custom "
                                    f"layer needs +custom_objects.NAME=pkg.module.NAME") from e
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    target = model_cfg.build._target_
-    try:
-        return instantiate(model_cfg.build)
-    except InstantiationException as e:
-        # Hydra's first line is "Error in call to target '...':"; the factory's own error is the cause
-        cause = (str(e.__cause__ or e).strip() or type(e.__cause__ or e).__name__).splitlines()[0]
-        raise ModelSourceError(f"model.build._target_={target!r} failed: {cause}; check the dotted path "
-                               f"and the kwargs given beside it") from e
+    return instantiate_factory(model_cfg.build, "model.build._target_")
 
 
 def signatures_from_config(signatures) -> Dict[str, Dict[str, tf.TensorSpec]]:
