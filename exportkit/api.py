@@ -86,7 +86,9 @@ def signature_inputs(model, input_signature) -> Dict[str, Dict[str, Any]]:
         named = list(input_signature.items())
     else:
         specs = tf.nest.flatten(input_signature)
-        model_names = [t.name.split(":")[0] for t in (_known_inputs(model) or [])]
+        from exportkit.sources.keras import input_name, known_inputs
+
+        model_names = [input_name(t) for t in (known_inputs(model) or [])]
         named = [(spec.name or (model_names[i] if i < len(model_names) else f"input_{i}"), spec)
                  for i, spec in enumerate(specs)]
     inputs = {}
@@ -97,13 +99,6 @@ def signature_inputs(model, input_signature) -> Dict[str, Dict[str, Any]]:
             raise SignatureError(f"input_signature: {name!r} has an unknown rank; give a shape such as [None, 8]")
         inputs[name] = {"shape": spec.shape.as_list(), "dtype": spec.dtype.name}
     return inputs
-
-
-def _known_inputs(model):
-    try:
-        return model.inputs
-    except (AttributeError, ValueError):
-        return None
 
 
 def _custom_object_overrides(custom_objects):

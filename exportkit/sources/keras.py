@@ -1,5 +1,6 @@
 """Keras models: from a factory (``model=keras``), a ``.keras``/``.h5`` file (``model=keras_file``),
 or an in-memory model handed over by the Python API."""
+import functools
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict
@@ -29,7 +30,7 @@ def load(ctx: ExportContext) -> ExportContext:
     ctx.signatures = signatures_from_config(schema.signatures(cfg)) or infer_signatures(model)
     if not model.built or not model.variables:
         build_from_signature(model, next(iter(ctx.signatures.values())))
-    ctx.serving_fn = lambda inputs: name_outputs(model, model(model_inputs(inputs), training=False))
+    ctx.serving_fn = functools.partial(predict, model)
     ctx.reference = {key: _reference_fn(model) for key in ctx.signatures}
     ctx.variables["model"] = [v.value for v in model.variables]
     from exportkit.sources.keras_training import training_for
@@ -100,20 +101,27 @@ def signatures_from_config(signatures) -> Dict[str, Dict[str, tf.TensorSpec]]:
 
 def infer_signatures(model) -> Dict[str, Dict[str, tf.TensorSpec]]:
     """``serving_default`` from the model's inputs, with a dynamic batch dimension."""
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        inputs = None
+    inputs = known_inputs(model)
     if not inputs:
         raise SignatureError(
             f"cannot infer an input signature: the {type(model).__name__} model has no known inputs "
             f"(it was never built or called); give `signatures` in the config or `input_signature` "
             f"to export_saved_model")
-    specs = OrderedDict()
-    for tensor in inputs:
-        name = tensor.name.split(":")[0]
-        specs[name] = tensor_spec([None, *tensor.shape[1:]], tensor.dtype, name)
+    specs = OrderedDict((input_name(t), tensor_spec([None, *t.shape[1:]], t.dtype, input_name(t)))
+                        for t in inputs)
     return {"serving_default": specs}
+
+
+def known_inputs(model):
+    """The model's input tensors, or None for a model never built or called."""
+    try:
+        return model.inputs
+    except (AttributeError, ValueError):
+        return None
+
+
+def input_name(tensor) -> str:
+    return tensor.name.split(":")[0]
 
 
 def build_from_signature(model, specs) -> None:
@@ -143,9 +151,13 @@ def name_outputs(model, outputs) -> Dict[str, Any]:
     return dict(zip(output_names(model, len(flat)), flat))
 
 
+def predict(model, inputs: Dict[str, Any]) -> Dict[str, Any]:
+    """The model's inference on named inputs, as named outputs (what ``serve`` computes)."""
+    return name_outputs(model, model(model_inputs(inputs), training=False))
+
+
 def _reference_fn(model):
     def reference(inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        outputs = name_outputs(model, model(model_inputs(inputs), training=False))
-        return {k: keras.ops.convert_to_numpy(v) for k, v in outputs.items()}
+        return {k: keras.ops.convert_to_numpy(v) for k, v in predict(model, inputs).items()}
 
     return reference
