@@ -67,9 +67,9 @@ def main(argv: List[str] = None) -> int:
         for line in differences:
             print(f"  {line}")
         return 1
-    files = manifest.file_hashes(new_dir)
-    print(f"reproduced: {len(files)} files identical to {original} "
-          f"(digest {manifest.read(new_dir).get('digest', '')[:12]})")
+    written = manifest.read(new_dir)  # compare() hashed every file already: no second read
+    print(f"reproduced: {len(written['files'])} files identical to {original} "
+          f"(digest {written.get('digest', '')[:12]})")
     return 0
 
 
@@ -116,9 +116,11 @@ def input_changes(inputs: Dict[str, Dict[str, str]]) -> List[str]:
         path = Path(recorded["path"]).expanduser()
         if not path.exists():
             lines.append(f"{key}={recorded['path']}: the file is gone")
-        elif manifest.sha256(path) != recorded["sha256"]:
+            continue
+        now = manifest.sha256(path)
+        if now != recorded["sha256"]:
             lines.append(f"{key}={recorded['path']}: the file changed since the export (sha256 "
-                         f"{recorded['sha256'][:12]} then, {manifest.sha256(path)[:12]} now)")
+                         f"{recorded['sha256'][:12]} then, {now[:12]} now)")
     return lines
 
 
