@@ -3,9 +3,9 @@
     .venv/bin/python bench/bench_jax_export.py                   # 8 x 1024^2 float32 (32 MiB)
     .venv/bin/python bench/bench_jax_export.py --width 2048 --repeats 5 --params jax
 
-Both export ``tests.jax_models.wide`` (``layers`` square matrices, tanh between) with a dynamic
+Both export ``bench.jax_models.wide`` (``layers`` square matrices, tanh between) with a dynamic
 batch, lowered for the CPU, without gradients, from the same params in memory (exportkit's
-factory, ``tests.jax_models.handed_over``, returns them as they are):
+factory, ``bench.jax_models.handed_over``, returns them as they are):
 
 * exportkit: the whole ``model=jax`` pipeline (build, jax2tf, trace, write_checkpoint,
   write_graphs, the manifest with every file's hash, the atomic publish), verify off;
@@ -29,15 +29,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def export_with_exportkit(apply_fn, params, width, export_dir):
+    from bench.jax_models import hand_over
     from exportkit import pipeline
-    from tests.conftest import compose
-    from tests.jax_models import hand_over
+    from exportkit.composition import compose
+    from exportkit.report import Reporter
 
     hand_over(apply_fn, params)  # the factory below returns these: the params in memory, not rebuilt
-    cfg = compose("model=jax", "model.build._target_=tests.jax_models.handed_over", f"export_dir={export_dir}",
+    cfg = compose(["model=jax", "model.build._target_=bench.jax_models.handed_over", f"export_dir={export_dir}",
                   "pipeline.stages.verify=null", "pipeline.stages.jax2tf.with_gradient=false",
-                  "+signatures.serving_default={inputs: {x: {shape: [null, %d], dtype: float32}}}" % width)
-    pipeline.run(pipeline.resolved(cfg))
+                   "+signatures.serving_default={inputs: {x: {shape: [null, %d], dtype: float32}}}" % width])
+    # quiet: the pipeline's stage lines would drown the figures
+    pipeline.Export(pipeline.resolved(cfg), reporter=Reporter(verbose=False)).run()
 
 
 def export_with_orbax(apply_fn, params, width, export_dir):
@@ -79,10 +81,8 @@ def main() -> None:
                         help="the params as NumPy arrays (copied into the variables) or CPU jax.Arrays (adopted)")
     args = parser.parse_args()
 
-    from exportkit import report
-    from tests.jax_models import wide
+    from bench.jax_models import wide
 
-    report.console.quiet = True  # the pipeline's stage lines would drown the figures
     apply_fn, params = wide(width=args.width, layers=args.layers)
     if args.params == "jax":
         import jax.numpy as jnp

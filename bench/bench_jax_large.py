@@ -6,10 +6,10 @@
 
 Without ``--from-npz`` the factory makes the params in the exporting process (NumPy arrays, copied
 once into the variables); with it a separate process first saves them to a ``.npz`` and the
-export reads them from there (``model.params_path``, shapes from ``tests.jax_models.wide_template``).
+export reads them from there (``model.params_path``, shapes from ``bench.jax_models.wide_template``).
 
 Peak memory is the exporting process's peak RSS (``ru_maxrss``) and, separately, the verify
-worker's, each also as a multiple of the params' bytes. Prints one JSON object at the end
+worker's (its own ``VmHWM``, which the verify stage records), each also as a multiple of the params' bytes. Prints one JSON object at the end
 (``--json PATH`` writes it too).
 """
 import argparse
@@ -30,30 +30,12 @@ def rss_mib(who=resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
 
 
-# Linux charges a child the parent's peak RSS when it forks before exec, so the verify worker is
-# started through this small launcher, whose own child's peak is then the worker's alone.
-LAUNCHER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[2:]).returncode; "
-            "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
-            "sys.exit(rc)")
-
-
-def measure_verify_worker(record: Path) -> None:
-    from exportkit.stages import verify
-
-    real_run = verify.subprocess.run
-
-    def run(command, **kwargs):
-        return real_run([sys.executable, "-c", LAUNCHER, str(record), *command], **kwargs)
-
-    verify.subprocess.run = run
-
-
 def save_params_in_another_process(path: Path, width: int, layers: int) -> None:
     """The params as a .npz, made in a separate process so they do not count in this one's peak."""
     import subprocess
 
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from tests.jax_models import wide; "
-            "from exportkit.sources.jax import save_params; "
+            "from exportkit.jax.params import save_params; "
             "save_params(sys.argv[2], wide(width=int(sys.argv[3]), layers=int(sys.argv[4]))[1])")
     subprocess.run([sys.executable, "-c", code, str(ROOT), str(path), str(width), str(layers)], check=True)
 
@@ -67,34 +49,35 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    from tests.conftest import export  # the CLI's composition and pipeline, in this process
+    from exportkit import pipeline
+    from exportkit.composition import compose
 
     # Import the frameworks first, so the baseline is what an export costs before any params.
     import jax  # noqa: F401
     import tensorflow as tf  # noqa: F401
-    from exportkit.stages import jax2tf  # noqa: F401
+    import exportkit.jax.convert  # noqa: F401  (what the jax2tf stage imports)
+    import exportkit.jax.variables  # noqa: F401
 
     baseline = rss_mib()
     param_bytes = args.layers * args.width * args.width * 4
     with tempfile.TemporaryDirectory(prefix="exportkit-large-", dir=os.environ.get("BENCH_TMP")) as tmp:
-        export_dir, worker_record = Path(tmp) / "model", Path(tmp) / "worker_maxrss_kib"
-        measure_verify_worker(worker_record)
-        source = ["model.build._target_=tests.jax_models.wide"]
+        export_dir = Path(tmp) / "model"
+        source = ["model.build._target_=bench.jax_models.wide"]
         if args.from_npz:
             params_path = Path(tmp) / "params.npz"
             save_params_in_another_process(params_path, args.width, args.layers)
-            source = ["model.build._target_=tests.jax_models.wide_template", f"model.params_path={params_path}"]
+            source = ["model.build._target_=bench.jax_models.wide_template", f"model.params_path={params_path}"]
         start = time.perf_counter()
-        result = export("model=jax", *source,
+        result = pipeline.run(pipeline.resolved(compose(["model=jax", *source,
                         f"+model.build.width={args.width}", f"+model.build.layers={args.layers}",
                         f"export_dir={export_dir}", "verify.batch_sizes=[1,3]",
                         "+signatures.serving_default={inputs: {x: {shape: [null, %d], dtype: float32}}}" % args.width,
-                        *(["pipeline.stages.verify=null"] if args.no_verify else []))
+                        *(["pipeline.stages.verify=null"] if args.no_verify else [])])))
         seconds = time.perf_counter() - start
         pb = (export_dir / "saved_model.pb").stat().st_size
         variables = sum(p.stat().st_size for p in (export_dir / "variables").iterdir())
         peak = rss_mib()
-        worker = int(worker_record.read_text()) / 1024 if worker_record.exists() else 0.0
+        worker = result.context.extra.get("verify_worker", {}).get("peak_rss_mib", 0.0)
         figures = {
             "param_gib": round(param_bytes / 2**30, 3),
             "params_from": "npz" if args.from_npz else "factory",

@@ -40,10 +40,9 @@ def main() -> None:
     model = build(args.units)
     root = tempfile.mkdtemp(prefix="exportkit-bench-")
 
-    def with_exportkit(path):
-        with contextlib.redirect_stdout(io.StringIO()):  # the progress lines are not the point here
-            exportkit.export_saved_model(model, path, serving_only=True,
-                                         overrides=["pipeline.stages.verify=null"])
+    def with_exportkit(path):  # verbose=False: the progress lines are not the point here
+        exportkit.export_saved_model(model, path, serving_only=True, verbose=False,
+                                     overrides=["pipeline.stages.verify=null"])
 
     def with_keras(path):
         with contextlib.redirect_stdout(io.StringIO()):

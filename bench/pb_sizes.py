@@ -4,8 +4,6 @@ every function would weigh).
 
     .venv/bin/python bench/pb_sizes.py
 """
-import contextlib
-import io
 import os
 import tempfile
 from pathlib import Path
@@ -34,19 +32,20 @@ def main() -> None:
     from tensorflow.core.protobuf import saved_model_pb2
 
     import exportkit
+    from exportkit.variables import trackable_root
 
     model = build()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "full"
-        with contextlib.redirect_stdout(io.StringIO()):
-            result = exportkit.export_saved_model(model, path, overrides=["pipeline.stages.verify=null"])
+        result = exportkit.export_saved_model(model, path, verbose=False,
+                                              overrides=["pipeline.stages.verify=null"])
         proto = saved_model_pb2.SavedModel()
         proto.ParseFromString((path / "saved_model.pb").read_bytes())
         full = (path / "saved_model.pb").stat().st_size
         singles = {tuple(m.meta_info_def.tags)[0]: len(saved_model_pb2.SavedModel(
             saved_model_schema_version=1, meta_graphs=[m]).SerializeToString()) for m in proto.meta_graphs}
         ctx = result.context
-        root = ctx.trackable_root(list(ctx.variables))
+        root = trackable_root(ctx.variables, list(ctx.variables))
         every = {key: fn for graph in ctx.graphs.values() for key, fn in graph.functions.items()}
         tf.saved_model.save(root, str(Path(tmp) / "all_in_one"), signatures=every)
         all_in_one = (Path(tmp) / "all_in_one" / "saved_model.pb").stat().st_size

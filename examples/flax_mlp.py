@@ -7,7 +7,7 @@
 
 With trained weights, add ``model.params_path=``: an Orbax checkpoint directory
 (``orbax.checkpoint.StandardCheckpointer().save(path, variables)``) or a ``.npz`` written by
-``exportkit.sources.jax.save_params(path, variables)``. The structure comes from ``build``, the
+``exportkit.jax.params.save_params(path, variables)``. The structure comes from ``build``, the
 values from there.
 """
 import flax.linen as nn

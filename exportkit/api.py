@@ -8,25 +8,26 @@ import functools
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
-from exportkit.errors import SignatureError
+from exportkit import signatures
 
 
 def export_saved_model(model, saved_model_path, custom_objects: Optional[Dict[str, Any]] = None,
                        as_text: bool = False, input_signature=None, serving_only: bool = False,
-                       overrides: Sequence[str] = ()):
+                       overrides: Sequence[str] = (), verbose: bool = True):
     """Export a Keras model as a verified SavedModel at ``saved_model_path``.
 
     Writes the weights checkpoint, ``serve`` (and, for a compiled model, ``train`` and ``eval``)
     MetaGraphDefs, and the model's JSON config; verifies the reload. ``overrides`` are extra
-    CLI-style config overrides, e.g. ``["pipeline.stages.verify=null", "seed=3"]``.
-    Returns the ``ExportResult`` (export path, stage records, manifest).
+    CLI-style config overrides, e.g. ``["pipeline.stages.verify=null", "seed=3"]``;
+    ``verbose=False`` prints nothing. Returns the ``ExportResult`` (export path, stage records, manifest).
 
     >>> model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(1)])
     >>> exportkit.export_saved_model(model, "/tmp/simple_keras_model")
     """
     from exportkit import pipeline
+    from exportkit.report import Reporter
 
     custom_objects = dict(custom_objects or {})
     cfg = copy.deepcopy(_composed(("model=in_memory", *_custom_object_overrides(custom_objects), *overrides)))
@@ -35,7 +36,8 @@ def export_saved_model(model, saved_model_path, custom_objects: Optional[Dict[st
     if input_signature is not None:
         with open_dict(cfg):
             cfg.signatures = {"serving_default": {"inputs": signature_inputs(model, input_signature)}}
-    return pipeline.run(pipeline.resolved(cfg), model=model, custom_objects=custom_objects)
+    return pipeline.Export(pipeline.resolved(cfg), model=model, custom_objects=custom_objects,
+                           reporter=Reporter(verbose=verbose)).run()
 
 
 def load_from_saved_model(saved_model_path, custom_objects: Optional[Dict[str, Any]] = None,
@@ -47,34 +49,17 @@ def load_from_saved_model(saved_model_path, custom_objects: Optional[Dict[str, A
 
     >>> model = exportkit.load_from_saved_model("/tmp/simple_keras_model")
     """
-    from exportkit import keras_load
+    from exportkit.keras import load
 
-    return keras_load.load(Path(saved_model_path), custom_objects or {}, safe_mode, compile)
+    return load.load(Path(saved_model_path), custom_objects or {}, safe_mode, compile)
 
 
 @functools.lru_cache(maxsize=16)
 def _composed(overrides: Tuple[str, ...]):
     """Composing reads every YAML file again; exports in a loop share one composition."""
+    from exportkit.composition import compose
+
     return compose(overrides)
-
-
-def compose(overrides):
-    """The CLI's config for ``overrides``, composed outside (or inside) a running Hydra app."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    from exportkit import schema
-
-    schema.register()
-    global_hydra = GlobalHydra.instance()
-    outer = global_hydra.hydra  # a user's own Hydra app may be running: restore it afterwards
-    global_hydra.clear()
-    try:
-        with initialize_config_module("exportkit.conf", version_base="1.3"):
-            return hydra_compose("config", overrides=list(overrides))
-    finally:
-        global_hydra.hydra = outer
 
 
 def signature_inputs(model, input_signature) -> Dict[str, Dict[str, Any]]:
@@ -86,19 +71,12 @@ def signature_inputs(model, input_signature) -> Dict[str, Dict[str, Any]]:
         named = list(input_signature.items())
     else:
         specs = tf.nest.flatten(input_signature)
-        from exportkit.sources.keras import input_name, known_inputs
+        from exportkit.keras.calls import input_name, known_inputs
 
         model_names = [input_name(t) for t in (known_inputs(model) or [])]
         named = [(spec.name or (model_names[i] if i < len(model_names) else f"input_{i}"), spec)
                  for i, spec in enumerate(specs)]
-    inputs = {}
-    for name, spec in named:
-        if not isinstance(spec, tf.TensorSpec):
-            raise SignatureError(f"input_signature: {name!r} is a {type(spec).__name__}, expected a tf.TensorSpec")
-        if spec.shape.rank is None:
-            raise SignatureError(f"input_signature: {name!r} has an unknown rank; give a shape such as [None, 8]")
-        inputs[name] = {"shape": spec.shape.as_list(), "dtype": spec.dtype.name}
-    return inputs
+    return signatures.to_config(named)
 
 
 def _custom_object_overrides(custom_objects):

@@ -20,23 +20,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def app(cfg: DictConfig):
     """One export. Returns the export directory (a ``JobFailed`` for a failed job of a sweep)."""
     from exportkit import pipeline
-    from exportkit.errors import ExportkitError
+    from exportkit.errors import print_error, show_traceback
 
     for noisy in ("absl", "tensorflow", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    export = pipeline.Export(pipeline.resolved(cfg), overrides=job_overrides())
     if in_multirun():
-        return _sweep_job(cfg)
+        return _sweep_job(export)
     try:
-        result = pipeline.run(pipeline.resolved(cfg))
-    except ExportkitError as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return str(export.run().export_dir)
+    except Exception as error:  # noqa: BLE001 - a user's mistake is one line; a bug re-raised
+        if show_traceback(error):
             raise
-        print(f"exportkit: error: {error}", file=sys.stderr)
+        print_error(error)
         sys.exit(1)
-    return str(result.export_dir)
 
 
-def _sweep_job(cfg: DictConfig):
+def _sweep_job(export):
     """One job of a sweep: a failure is returned, not raised, so the sweep goes on to the other
     jobs and ``exportkit.sweep_summary.SweepSummary`` reports it (and exits non-zero at the end).
 
@@ -45,18 +45,23 @@ def _sweep_job(cfg: DictConfig):
     """
     import traceback
 
-    from exportkit import pipeline
-    from exportkit.errors import ExportkitError
+    from exportkit.errors import ExportkitError, print_error, show_traceback
     from exportkit.sweep_summary import JobFailed
 
     try:
-        return str(pipeline.run(pipeline.resolved(cfg)).export_dir)
+        return str(export.run().export_dir)
     except Exception as error:  # noqa: BLE001 - isolating one job of a sweep from the others
-        user_error = isinstance(error, ExportkitError)
-        if not user_error or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if show_traceback(error):
             traceback.print_exc()
-        print(f"exportkit: error: {error}", file=sys.stderr)
-        return JobFailed.from_error(error, user_error)
+        print_error(error)
+        return JobFailed.from_error(error, isinstance(error, ExportkitError), export.records)
+
+
+def job_overrides():
+    """The command line's overrides of this job (recorded in the manifest)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def in_multirun() -> bool:

@@ -2,13 +2,18 @@
 
 Every stage receives the context and returns it. A stage declares the fields it ``needs``
 and the fields it ``adds`` (see ``exportkit.stages.base.Stage``), so the runner can say
-which stage is missing when a user disables one that a later stage depends on.
+which stage is missing when a user disables one that a later stage depends on. What the run
+itself carries (the model source, the reporter, the hash cache, the recorded overrides) travels
+here too, never in module globals.
 """
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig
+
+from exportkit.artifact.digests import HashCache
+from exportkit.report import Reporter
 
 
 @dataclass
@@ -24,14 +29,18 @@ class Graph:
 class Training:
     """What a compiled model adds: the train and eval steps and the state they update.
 
-    ``train_fn``/``eval_fn`` take (inputs, targets), dicts of tensors keyed by input name and by
-    output name, and return a dict of named outputs. ``variables()`` is called after tracing
-    (optimizer slots and metric state exist only then) and returns the extra variable groups.
+    ``step_specs(inputs, outputs)`` gives the steps' named input specs from the serving
+    signature's input specs and output specs (the model's inputs plus one target per output).
+    ``train_fn``/``eval_fn`` take a dict of those tensors and return a dict of named outputs.
+    ``variables()`` is called after tracing (optimizer slots and metric state exist only then)
+    and returns the extra variable groups; ``eval_excludes`` are the groups eval never touches.
     """
 
-    train_fn: Callable[[Dict[str, Any], Dict[str, Any]], Dict[str, Any]]
-    eval_fn: Callable[[Dict[str, Any], Dict[str, Any]], Dict[str, Any]]
+    step_specs: Callable[[Dict[str, Any], Dict[str, Any]], Dict[str, Any]]
+    train_fn: Callable[[Dict[str, Any]], Dict[str, Any]]
+    eval_fn: Callable[[Dict[str, Any]], Dict[str, Any]]
     variables: Callable[[], Dict[str, List[Any]]]
+    eval_excludes: Tuple[str, ...] = ()
 
 
 @dataclass
@@ -47,9 +56,13 @@ class ExportContext:
     cfg: DictConfig
     export_dir: Path  # where the finished export will be published
     work_dir: Path  # the staging directory every stage writes into
-    model: Any = None  # the source model (a keras.Model, or a JAX apply function)
+    source: Any = None  # the model source (exportkit.sources.base.Source) chosen by model._target_
+    reporter: Reporter = field(default_factory=Reporter)
+    hashes: HashCache = field(default_factory=HashCache)  # each file of the export hashed once
+    overrides: List[str] = field(default_factory=list)  # the command line's, for the manifest
+    model: Any = None  # the source model (a keras.Model, or a JAX model)
     custom_objects: Dict[str, Any] = field(default_factory=dict)
-    # signature key -> ordered {input name: tf.TensorSpec}
+    # signature key -> ordered {input name: tf.TensorSpec}; from `signatures`, or inferred
     signatures: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     # fn(dict of input tensors) -> dict of named output tensors: what every signature serves
     serving_fn: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None
@@ -65,17 +78,3 @@ class ExportContext:
     verify_report: Dict[str, Any] = field(default_factory=dict)
     records: List[StageRecord] = field(default_factory=list)
     extra: Dict[str, Any] = field(default_factory=dict)  # room for users' own stages
-
-    def trackable_root(self, groups: List[str]):
-        """A ``tf.Module`` holding the named variable groups, e.g. ``root.model_variables``.
-
-        The checkpoint and each MetaGraphDef are written from roots built here, so a
-        variable has the same checkpoint key (``model_variables/0/...``) in all of them
-        and one ``variables/`` directory serves every graph, for the TF2 and TF1 loaders.
-        """
-        import tensorflow as tf
-
-        root = tf.Module()
-        for group in groups:
-            setattr(root, f"{group}_variables", list(self.variables[group]))
-        return root

@@ -4,6 +4,8 @@ Every ``ExportkitError`` names the offending key or value and how to fix it. The
 it without a traceback (``HYDRA_FULL_ERROR=1`` shows one); any other exception is a bug in
 exportkit and keeps its traceback.
 """
+import os
+import sys
 
 
 class ExportkitError(Exception):
@@ -49,3 +51,13 @@ def first_line(error: BaseException) -> str:
 
 class StageSkipped(Exception):
     """Raised by a stage that cannot run here; the runner records it as SKIPPED with the reason."""
+
+
+def show_traceback(error: BaseException) -> bool:
+    """A bug keeps its traceback; a user's mistake does not, unless ``HYDRA_FULL_ERROR=1``."""
+    return not isinstance(error, ExportkitError) or os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def print_error(error: BaseException, prog: str = "exportkit") -> None:
+    """The one line a user sees for a mistake: ``exportkit: error: <message>`` on stderr."""
+    print(f"{prog}: error: {error}", file=sys.stderr)

@@ -1,8 +1,8 @@
-"""Resolving dotted import paths from the config into Python objects, with errors that name the key."""
+"""Resolving dotted import paths and ``_target_`` nodes from the config, with errors that name the key."""
 import importlib
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Type
 
-from exportkit.errors import ModelSourceError, first_line
+from exportkit.errors import ExportkitError, ModelSourceError, first_line
 
 
 def import_object(path: str, key: str) -> Any:
@@ -19,17 +19,21 @@ def import_object(path: str, key: str) -> Any:
         raise ModelSourceError(f"{key}={path!r}: module {module_name!r} has no attribute {attr!r}") from e
 
 
-def instantiate_factory(node, key: str, **kwargs) -> Any:
-    """Call the ``_target_`` factory of a config node (``model.build``); a failure names the key
-    and the factory's own error (Hydra's first line only says "Error in call to target")."""
+def instantiate(node, key: str, error: Type[ExportkitError], hint: str, **kwargs) -> Any:
+    """``hydra.utils.instantiate(node)``; a failure is ``error`` naming ``key``, its ``_target_``,
+    the cause's own first line (Hydra's only says "Error in call to target") and ``hint``.
+
+    >>> instantiate(cfg.model.build, "model.build._target_", ModelSourceError, "check the kwargs")
+    """
     from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
+    from hydra.utils import instantiate as hydra_instantiate
 
     try:
-        return instantiate(node, **kwargs)
+        return hydra_instantiate(node, **kwargs)
     except InstantiationException as e:
-        raise ModelSourceError(f"{key}={node._target_!r} failed: {first_line(e.__cause__ or e)}; check the "
-                               f"dotted path and the kwargs given beside it") from e
+        target = node.get("_target_") if hasattr(node, "get") else None
+        where = f"{key}={target!r}" if target is not None else key
+        raise error(f"{where} failed: {first_line(e.__cause__ or e)}; {hint}") from e
 
 
 def import_custom_objects(paths: Mapping[str, str]) -> Dict[str, Any]:

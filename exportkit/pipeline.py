@@ -4,6 +4,9 @@ that is published at ``export_dir`` only once every required stage has passed.
 A model server polling ``export_dir`` never sees a half-written or unverified export: stages
 write into a hidden sibling directory, which is renamed into place at the very end (an old
 export is replaced only then, with ``overwrite=true``).
+
+>>> result = Export(cfg).run()           # cfg: a composed, resolved config
+>>> result.export_dir, result.records
 """
 import contextlib
 import os
@@ -13,13 +16,18 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from exportkit import hashing, manifest, report, schema
+from exportkit import schema, signatures
+from exportkit.artifact import manifest
 from exportkit.context import ExportContext, StageRecord
-from exportkit.errors import ConfigError, ExportDirExistsError, StageSkipped, first_line
+from exportkit.errors import ConfigError, ExportDirExistsError, SignatureError, StageSkipped, first_line
+from exportkit.imports import instantiate
+from exportkit.report import Reporter
+
+BASE_FIELDS = ("cfg", "export_dir", "work_dir", "model")
 
 
 @dataclass
@@ -30,35 +38,57 @@ class ExportResult:
     context: ExportContext
 
 
-def run(cfg: DictConfig, model: Any = None, custom_objects: Optional[dict] = None) -> ExportResult:
-    """Run every enabled stage of ``cfg.pipeline`` and publish the export at ``cfg.export_dir``.
+class Export:
+    """One export of ``cfg``: its stages' records stay readable here when it fails.
 
     ``model`` and ``custom_objects`` hand in-memory objects to the build stage (the Python API
-    does this); the CLI builds them from ``cfg.model`` and ``cfg.custom_objects``.
-    Raises an ``ExportkitError`` for a user's mistake.
+    does this); the CLI builds them from ``cfg.model`` and ``cfg.custom_objects``. ``overrides``
+    are recorded in the manifest (the command line the export was asked for).
     """
-    schema.validate(cfg)
-    if (cfg.model.kind == "in_memory") != (model is not None):
-        raise ConfigError("model=in_memory is for a model handed over by the Python API "
-                          "(exportkit.export_saved_model); from the CLI use model=keras or model=keras_file")
-    export_dir = Path(cfg.export_dir).expanduser().absolute()
-    check_export_dir(export_dir, cfg.overwrite)
-    stages = instantiate_stages(cfg)
-    with staging_dir(export_dir) as work_dir, hashing.reuse_hashes():
-        ctx = ExportContext(cfg=cfg, export_dir=export_dir, work_dir=work_dir, model=model,
-                            custom_objects=dict(custom_objects or {}))
-        try:
-            for name, stage in stages:
-                ctx = run_stage(name, stage, ctx)
-        except BaseException as error:
-            report.summary(ctx.records, export_dir, published=False)
-            with contextlib.suppress(AttributeError):  # a sweep's summary names the failed stage
-                error.stage_records = list(ctx.records)
-            raise
-        written = manifest.write(ctx)
-        publish(work_dir, export_dir)
-    report.summary(ctx.records, export_dir, published=True)
-    return ExportResult(export_dir, ctx.records, written, ctx)
+
+    def __init__(self, cfg: DictConfig, model: Any = None, custom_objects: Optional[dict] = None,
+                 reporter: Optional[Reporter] = None, overrides: Sequence[str] = ()) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.custom_objects = dict(custom_objects or {})
+        self.reporter = reporter or Reporter()
+        self.overrides = list(overrides)
+        self.records: List[StageRecord] = []
+
+    def run(self) -> ExportResult:
+        """Run every enabled stage and publish; raises an ``ExportkitError`` for a user's mistake."""
+        cfg = self.cfg
+        schema.validate(cfg)
+        parsed = signatures.parse(cfg.signatures)
+        source = instantiate_source(cfg)
+        if source.takes_object != (self.model is not None):
+            raise ConfigError("model=in_memory is for a model handed over by the Python API "
+                              "(exportkit.export_saved_model); from the CLI use model=keras or model=keras_file")
+        if source.signatures_required and not parsed:
+            raise SignatureError(source.signatures_required)
+        export_dir = Path(cfg.export_dir).expanduser().absolute()
+        check_export_dir(export_dir, cfg.overwrite)
+        stages = instantiate_stages(cfg, source)
+        with staging_dir(export_dir) as work_dir:
+            ctx = ExportContext(cfg=cfg, export_dir=export_dir, work_dir=work_dir, source=source,
+                                reporter=self.reporter, overrides=self.overrides, model=self.model,
+                                custom_objects=self.custom_objects, records=self.records)
+            ctx.signatures = signatures.to_specs(parsed)
+            try:
+                for name, stage in stages:
+                    ctx = run_stage(name, stage, ctx)
+            except BaseException:
+                self.reporter.summary(ctx.records, export_dir, published=False)
+                raise
+            written = manifest.write(ctx)
+            publish(work_dir, export_dir)
+        self.reporter.summary(ctx.records, export_dir, published=True)
+        return ExportResult(export_dir, ctx.records, written, ctx)
+
+
+def run(cfg: DictConfig, model: Any = None, custom_objects: Optional[dict] = None, **kwargs) -> ExportResult:
+    """``Export(cfg, ...).run()``: run every enabled stage of ``cfg.pipeline`` and publish."""
+    return Export(cfg, model, custom_objects, **kwargs).run()
 
 
 def check_export_dir(export_dir: Path, overwrite: bool) -> None:
@@ -70,10 +100,19 @@ def check_export_dir(export_dir: Path, overwrite: bool) -> None:
             f"replace it (the old export stays until the new one is complete), or choose another export_dir")
 
 
-def instantiate_stages(cfg: DictConfig) -> List[Tuple[str, Any]]:
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
+def instantiate_source(cfg: DictConfig):
+    """The model source named by ``model._target_`` (its other fields are its arguments)."""
+    from exportkit.sources.base import Source
 
+    source = instantiate(cfg.model, "model._target_", ConfigError,
+                         "give a model source class (see exportkit.sources.base.Source)", _recursive_=False)
+    if not isinstance(source, Source):
+        raise ConfigError(f"model._target_={cfg.model._target_!r} is not a model source; give a subclass "
+                          f"of exportkit.sources.base.Source")
+    return source
+
+
+def instantiate_stages(cfg: DictConfig, source) -> List[Tuple[str, Any]]:
     from exportkit.stages.base import Stage
 
     stages = []
@@ -84,11 +123,8 @@ def instantiate_stages(cfg: DictConfig) -> List[Tuple[str, Any]]:
         if target is None:
             raise ConfigError(f"pipeline.stages.{name} has no `_target_`; give a stage class "
                               f"(pipeline.stages.{name}._target_=pkg.module.MyStage) or null to disable it")
-        try:
-            stage = instantiate(node)
-        except InstantiationException as e:
-            raise ConfigError(f"pipeline.stages.{name}._target_={target!r} could not be "
-                              f"instantiated: {first_line(e)}") from e
+        stage = instantiate(node, f"pipeline.stages.{name}._target_", ConfigError,
+                            "check the dotted path and the stage's arguments")
         if not callable(stage):
             raise ConfigError(f"pipeline.stages.{name}._target_={target!r} is not callable; a stage "
                               f"takes the export context and returns it (see exportkit.stages.base.Stage)")
@@ -97,22 +133,26 @@ def instantiate_stages(cfg: DictConfig) -> List[Tuple[str, Any]]:
         stages.append((name, stage))
     if not stages:
         raise ConfigError("pipeline.stages is empty or all null; enable at least one stage")
-    _check_dependencies(stages)
+    check_dependencies(stages, source)
     return stages
 
 
-def _check_dependencies(stages) -> None:
-    added = {"cfg", "export_dir", "work_dir", "model"}
+def check_dependencies(stages, source) -> None:
+    """Every stage's ``needs`` is added by an earlier stage (the build stage adds its source's)."""
+    added = set(BASE_FIELDS) | {"signatures"}  # signatures: from the config, or inferred by the source
     for name, stage in stages:
         for need in stage.needs:
             if need not in added:
+                hint = source.missing_hint(need) or "re-enable that stage"
                 raise ConfigError(f"pipeline.stages.{name} needs `{need}` from an earlier stage, "
-                                  f"but no enabled stage before it adds it; re-enable that stage")
+                                  f"but no enabled stage before it adds it; {hint}")
         added.update(stage.adds)
+        if getattr(stage, "loads_source", False):
+            added.update(source.adds)
 
 
 def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
-    report.stage_started(name)
+    ctx.reporter.stage_started(name)
     start = time.perf_counter()
     status, detail, error = "ok", "", None
     try:
@@ -125,7 +165,7 @@ def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
         status, detail, error = "failed", first_line(e), e
     record = StageRecord(name, status, time.perf_counter() - start, detail)
     ctx.records.append(record)
-    report.stage_ended(record)
+    ctx.reporter.stage_ended(record)
     if error is not None and getattr(stage, "required", True):
         raise error
     return ctx

@@ -1,43 +1,57 @@
-"""What the user sees while the pipeline runs: a line per stage as it starts and ends, then a table."""
+"""What the user sees while the pipeline runs: a line per stage as it starts and ends, then a table.
+
+A ``Reporter`` travels on the export context; ``Reporter(verbose=False)`` (the API's and the
+benchmarks' ``verbose=False``) prints nothing. rich is imported only when something is printed.
+"""
 import sys
 from typing import List
 
-from rich.console import Console
-from rich.table import Table
-
-from exportkit.context import StageRecord
-
 _STYLE = {"ok": "green", "failed": "bold red", "skipped": "yellow"}
-console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
 
 
-def stage_started(name: str) -> None:
-    console.print(f"[bold]>[/bold] {name} ...")
+class Reporter:
+    def __init__(self, verbose: bool = True, file=None) -> None:
+        self.verbose = verbose
+        self._file = file
+        self._console = None
 
+    def _print(self, text) -> None:
+        if not self.verbose:
+            return
+        if self._console is None:
+            from rich.console import Console
 
-def stage_ended(record: StageRecord) -> None:
-    style = _STYLE[record.status]
-    detail = f"  ({record.detail})" if record.detail else ""
-    console.print(f"  [{style}]{record.status.upper()}[/{style}] {record.name} "
-                  f"in {record.seconds:.2f}s{detail}")
+            self._console = Console(file=self._file or sys.stdout, highlight=False, soft_wrap=True)
+        self._console.print(text)
 
+    def stage_started(self, name: str) -> None:
+        self._print(f"[bold]>[/bold] {name} ...")
 
-def progress(message: str) -> None:
-    """A line of progress inside a long stage (verify, a large checkpoint)."""
-    console.print(f"    {message}")
+    def stage_ended(self, record) -> None:
+        style = _STYLE[record.status]
+        detail = f"  ({record.detail})" if record.detail else ""
+        self._print(f"  [{style}]{record.status.upper()}[/{style}] {record.name} "
+                    f"in {record.seconds:.2f}s{detail}")
 
+    def progress(self, message: str) -> None:
+        """A line of progress inside a long stage (verify, a large checkpoint)."""
+        self._print(f"    {message}")
 
-def summary(records: List[StageRecord], export_dir, published: bool) -> None:
-    table = Table(title="exportkit", show_lines=False)
-    table.add_column("stage")
-    table.add_column("status")
-    table.add_column("seconds", justify="right")
-    table.add_column("detail", overflow="fold")
-    for r in records:
-        style = _STYLE[r.status]
-        table.add_row(r.name, f"[{style}]{r.status.upper()}[/{style}]", f"{r.seconds:.2f}", r.detail)
-    console.print(table)
-    if published:
-        console.print(f"export: [bold]{export_dir}[/bold]")
-    else:
-        console.print(f"[bold red]nothing written[/bold red] at {export_dir}")
+    def summary(self, records: List, export_dir, published: bool) -> None:
+        if not self.verbose:
+            return
+        from rich.table import Table
+
+        table = Table(title="exportkit", show_lines=False)
+        table.add_column("stage")
+        table.add_column("status")
+        table.add_column("seconds", justify="right")
+        table.add_column("detail", overflow="fold")
+        for r in records:
+            style = _STYLE[r.status]
+            table.add_row(r.name, f"[{style}]{r.status.upper()}[/{style}]", f"{r.seconds:.2f}", r.detail)
+        self._print(table)
+        if published:
+            self._print(f"export: [bold]{export_dir}[/bold]")
+        else:
+            self._print(f"[bold red]nothing written[/bold red] at {export_dir}")

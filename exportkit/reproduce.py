@@ -35,7 +35,8 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--out", required=True, help="where to write the new export (must not exist or be empty)")
     args = parser.parse_args(argv)
 
-    from exportkit import manifest
+    from exportkit.artifact import manifest
+    from exportkit.errors import print_error, show_traceback
 
     original = Path(args.export_dir).expanduser().absolute()
     if not (original / manifest.MANIFEST).is_file():
@@ -54,11 +55,9 @@ def main(argv: List[str] = None) -> int:
     try:
         rerun(recorded, new_dir)
     except Exception as error:  # noqa: BLE001 - reported as the one-line reason, as the CLI does
-        from exportkit.errors import ExportkitError
-
-        if not isinstance(error, ExportkitError):
+        if show_traceback(error):
             raise
-        print(f"exportkit.reproduce: error: the export could not be re-run: {error}", file=sys.stderr)
+        print_error(f"the export could not be re-run: {error}", prog="exportkit.reproduce")
         return 1
 
     differences = compare(original, new_dir)
@@ -76,11 +75,9 @@ def main(argv: List[str] = None) -> int:
 def rerun(recorded: Dict[str, Any], new_dir: Path):
     """The pipeline, on the recorded composed config with ``export_dir=new_dir``."""
     from omegaconf import OmegaConf
-
-    from exportkit import manifest, pipeline, schema
-
     from omegaconf.errors import OmegaConfBaseException
 
+    from exportkit import pipeline, schema
     from exportkit.errors import ConfigError, first_line
 
     schema.register()
@@ -92,8 +89,7 @@ def rerun(recorded: Dict[str, Any], new_dir: Path):
         raise ConfigError(f"the recorded config does not fit this exportkit's schema "
                           f"({first_line(e)}); reproduce with the exportkit version the "
                           f"manifest records") from e
-    with manifest.recorded_overrides(recorded.get("overrides", [])):
-        return pipeline.run(pipeline.resolved(cfg))
+    return pipeline.Export(pipeline.resolved(cfg), overrides=recorded.get("overrides", [])).run()
 
 
 def version_warnings(recorded: Dict[str, str], installed: Dict[str, str]) -> List[str]:
@@ -109,7 +105,7 @@ def version_warnings(recorded: Dict[str, str], installed: Dict[str, str]) -> Lis
 
 def input_changes(inputs: Dict[str, Dict[str, str]]) -> List[str]:
     """One line per model file (``model.path``...) that is gone or changed since the export."""
-    from exportkit import manifest
+    from exportkit.artifact import manifest
 
     lines = []
     for key, recorded in sorted(inputs.items()):
@@ -135,15 +131,9 @@ def config_drift(recorded: Dict[str, Any]) -> List[str]:
     if overrides is None:
         return ["the manifest records no overrides (written before they were recorded)"]
     try:
-        from hydra import compose, initialize_config_module
-        from hydra.core.global_hydra import GlobalHydra
+        from exportkit.composition import compose
 
-        from exportkit import schema
-
-        schema.register()
-        GlobalHydra.instance().clear()
-        with initialize_config_module("exportkit.conf", version_base="1.3"):
-            now = compose("config", overrides=[*overrides, "export_dir=unused"])
+        now = compose([*overrides, "export_dir=unused"])
         today = OmegaConf.to_container(now, resolve=True)
     except Exception as error:  # noqa: BLE001 - a note, never a reason to stop
         return [f"the recorded overrides no longer compose with today's conf/ ({error})".splitlines()[0]]
@@ -174,7 +164,7 @@ def compare(original: Path, new: Path) -> List[str]:
     Files are hashed from disk, not taken from the manifests, and the original's files are also
     checked against its own manifest, so a file modified after the export is named as such.
     """
-    from exportkit import manifest
+    from exportkit.artifact import manifest
 
     old_files, new_files = manifest.file_hashes(original), manifest.file_hashes(new)
     old_manifest, new_manifest = manifest.read(original), manifest.read(new)

@@ -1,8 +1,10 @@
 """The config schema: dataclasses in Hydra's ConfigStore, mirroring ``conf/``.
 
 Hydra validates every composed config against ``ExportConfig``, so a misspelt key or a value
-of the wrong type is rejected with the key named. Rules that span several fields live in
-``validate`` below, next to the fields they read.
+of the wrong type is rejected with the key named. Each ``model`` option has its own node (stored
+in the ``model`` group, named first in that option's YAML), so a required field is ``MISSING``
+there; the model source class is the node's ``_target_``. Rules that span several fields live
+in ``validate`` below. Defaults are stated here, once: ``conf/config.yaml`` only picks options.
 """
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -10,39 +12,48 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from exportkit.errors import ConfigError, first_line
-
-MODEL_KINDS = ("keras", "keras_file", "jax", "in_memory")
-DTYPES = (
-    "float16", "bfloat16", "float32", "float64",
-    "int8", "int16", "int32", "int64", "uint8", "bool",
-)
-GRAPH_TAGS = ("serve", "train", "eval")
+from exportkit.errors import ConfigError
 
 
 @dataclass
-class TensorSpecConf:
-    """One input of a signature: ``shape`` with ``null`` for a dynamic dimension."""
+class KerasModelConf:
+    """``model=keras``: a factory returning a ``keras.Model``; its kwargs beside ``_target_``."""
 
-    shape: List[Optional[int]] = MISSING
-    dtype: str = "float32"
-
-
-@dataclass
-class SignatureConf:
-    """A serving signature: input name -> spec. Outputs are keyed by the model's output names."""
-
-    inputs: Dict[str, TensorSpecConf] = MISSING
+    _target_: str = "exportkit.keras.source.KerasFactory"
+    build: Any = MISSING
 
 
 @dataclass
-class ModelConf:
-    """Where the model comes from: ``kind`` picks which of the other fields are read."""
+class KerasFileModelConf:
+    """``model=keras_file``: a ``.keras`` or ``.h5`` file."""
 
-    kind: str = MISSING
-    build: Optional[Any] = None  # keras/jax: a Hydra ``_target_`` node and its kwargs
-    path: Optional[str] = None  # keras_file: a .keras or .h5 file
-    params_path: Optional[str] = None  # jax: parameters saved as .npz
+    _target_: str = "exportkit.keras.source.KerasFile"
+    path: str = MISSING
+
+
+@dataclass
+class InMemoryModelConf:
+    """``model=in_memory``: a model object handed over by the Python API."""
+
+    _target_: str = "exportkit.keras.source.InMemory"
+
+
+@dataclass
+class JaxModelConf:
+    """``model=jax``: a factory returning ``(apply_fn, params)``; values optionally from a file."""
+
+    _target_: str = "exportkit.jax.source.JaxFactory"
+    build: Any = MISSING
+    params_path: Optional[str] = None  # a .npz file or an Orbax checkpoint directory
+
+
+# option name -> the schema node its YAML names first (``defaults: [keras_schema, _self_]``)
+MODEL_SCHEMAS = {
+    "keras_schema": KerasModelConf,
+    "keras_file_schema": KerasFileModelConf,
+    "in_memory_schema": InMemoryModelConf,
+    "jax_schema": JaxModelConf,
+}
 
 
 @dataclass
@@ -80,11 +91,11 @@ class CompileConf:
 
 @dataclass
 class ExportConfig:
-    model: ModelConf = MISSING
+    model: Any = MISSING  # one of MODEL_SCHEMAS, or a user's own source node with a `_target_`
     target: TargetConf = MISSING
     pipeline: PipelineConf = MISSING
-    # Dict[str, SignatureConf], checked by ``signatures()``: OmegaConf cannot take a whole
-    # signature from the command line (+signatures.serving_default={...}) into a typed dict.
+    # Dict[str, SignatureConf], checked by ``exportkit.signatures.parse``: OmegaConf cannot take
+    # a whole signature from the command line (+signatures.serving_default={...}) into a typed dict.
     signatures: Dict[str, Any] = field(default_factory=dict)
     custom_objects: Dict[str, str] = field(default_factory=dict)
     compile: CompileConf = field(default_factory=CompileConf)
@@ -97,70 +108,24 @@ class ExportConfig:
 
 
 def register() -> None:
-    """Store the schema so ``conf/config.yaml`` can name it first in its defaults list."""
-    ConfigStore.instance().store(name="exportkit_schema", node=ExportConfig)
-
-
-def signatures(cfg: DictConfig) -> Dict[str, SignatureConf]:
-    """``cfg.signatures`` checked against ``SignatureConf`` (defaults filled in), by key."""
-    from omegaconf.errors import OmegaConfBaseException
-
-    checked = {}
-    for key, sig in (cfg.signatures or {}).items():
-        try:
-            checked[key] = OmegaConf.merge(OmegaConf.structured(SignatureConf), sig)
-            OmegaConf.to_container(checked[key], throw_on_missing=True)
-        except OmegaConfBaseException as e:
-            detail = first_line(e)
-            raise ConfigError(f"signatures.{key} is malformed ({detail}); write it as "
-                              f"{{inputs: {{NAME: {{shape: [null, 8], dtype: float32}}}}}}") from e
-    return checked
-
-
-def missing_jax_signature_error() -> ConfigError:
-    """A JAX function has no input specs to infer a signature from, unlike a built Keras model."""
-    from exportkit.errors import SignatureError
-
-    return SignatureError(
-        "model.kind=jax needs `signatures`: a JAX function has no input shapes to infer them from; "
-        "add e.g. +signatures.serving_default={inputs: {x: {shape: [null, 8], dtype: float32}}} "
-        "(null is a dynamic dimension; inputs are passed to apply_fn(params, *inputs) in this order)")
+    """Store the schema so ``conf/config.yaml`` and each ``conf/model/*.yaml`` can name theirs."""
+    store = ConfigStore.instance()
+    store.store(name="exportkit_schema", node=ExportConfig)
+    for name, node in MODEL_SCHEMAS.items():
+        store.store(group="model", name=name, node=node)
 
 
 def validate(cfg: DictConfig) -> None:
     """Check the rules that span fields; raise ``ConfigError`` naming the key and the fix."""
-    kind = cfg.model.kind
-    if kind not in MODEL_KINDS:
-        raise ConfigError(f"model.kind={kind!r} is not one of {', '.join(MODEL_KINDS)}; pick a model "
-                          f"option: model=example, model=keras, model=keras_file or model=jax")
-    build = cfg.model.build
-    if kind in ("keras", "jax") and (
-        build is None or "_target_" not in build or OmegaConf.is_missing(build, "_target_")
-    ):
-        raise ConfigError(f"model.build needs a `_target_` for model.kind={kind}: set "
-                          f"model.build._target_=your_module.your_factory")
-    if kind == "jax" and not cfg.signatures:
-        raise missing_jax_signature_error()
-    if kind == "keras_file" and not cfg.model.path:
-        raise ConfigError("model.path is not set for model=keras_file: set model.path=/path/to/model.keras")
+    if not isinstance(cfg.model, DictConfig) or not cfg.model.get("_target_"):
+        raise ConfigError("model has no `_target_`; pick a model option (model=example, model=keras, "
+                          "model=keras_file or model=jax) or name your own source class as model._target_")
+    for key in sorted(OmegaConf.missing_keys(cfg.model)):
+        raise ConfigError(f"model.{key} is required and not set: set model.{key}=VALUE (e.g. "
+                          + ("model.build._target_=your_module.your_factory)" if key.startswith("build")
+                             else "model.path=/path/to/model.keras)" if key == "path" else "...)"))
     if not str(cfg.export_dir).strip():
         raise ConfigError("export_dir is empty: set export_dir=/path/to/saved_model")
-    for key, sig in signatures(cfg).items():
-        if not sig.inputs:
-            raise ConfigError(f"signatures.{key}.inputs is empty: give at least one input "
-                              f"with a shape and a dtype")
-        for name, spec in sig.inputs.items():
-            where = f"signatures.{key}.inputs.{name}"
-            if not name.isidentifier():
-                raise ConfigError(f"{where}: input name {name!r} must be a Python identifier "
-                                  f"(letters, digits and '_'), as TensorFlow signatures require")
-            if spec.dtype not in DTYPES:
-                raise ConfigError(f"{where}.dtype={spec.dtype!r} is not supported; use one of "
-                                  f"{', '.join(DTYPES)}")
-            for dim in spec.shape:
-                if dim is not None and dim < 1:
-                    raise ConfigError(f"{where}.shape={list(spec.shape)} has {dim}; each dimension "
-                                      f"is a positive size or null for a dynamic one")
     if (cfg.compile.optimizer is None) != (cfg.compile.loss is None):
         raise ConfigError("compile needs both compile.optimizer and compile.loss (e.g. compile.optimizer=adam "
                           "compile.loss=mse), or neither")

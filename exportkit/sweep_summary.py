@@ -41,8 +41,9 @@ class JobFailed:
     stages: List[Dict[str, Any]] = field(default_factory=list)  # {name, status, seconds}
 
     @classmethod
-    def from_error(cls, error: BaseException, user_error: bool) -> "JobFailed":
-        records = getattr(error, "stage_records", [])
+    def from_error(cls, error: BaseException, user_error: bool, records=None) -> "JobFailed":
+        """``records``: the failed export's ``StageRecord``s (``pipeline.Export.records``)."""
+        records = list(records or [])
         failed = next((r.name for r in records if r.status == "failed"), "")
         reason = first_line(error)
         if not user_error:
@@ -121,11 +122,10 @@ def job_row(config: DictConfig, job_return: Any) -> Dict[str, Any]:
 
 def export_facts(export_dir: Path) -> Dict[str, Any]:
     """Sizes, stage times, verify error, fingerprint and digest of a finished export."""
-    from exportkit import manifest
+    from exportkit.artifact import files, manifest
 
     recorded = manifest.read(export_dir)
-    graph = next((export_dir / n for n in ("saved_model.pb", "saved_model.pbtxt")
-                  if (export_dir / n).exists()), None)
+    graph = files.saved_model_file(export_dir)
     variables = export_dir / "variables"
     verify = recorded.get("verify") or {}
     errors = [o["max_abs_error"] for sizes in verify.values() if isinstance(sizes, dict)

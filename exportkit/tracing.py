@@ -26,7 +26,3 @@ def trace(fn: Callable[[Dict[str, Any]], Dict[str, Any]], specs: Dict[str, tf.Te
     function = tf.function(signature_fn, input_signature=[specs[n] for n in names],
                            jit_compile=True if jit_compile else None)
     return function.get_concrete_function()
-
-
-def tensor_spec(shape, dtype: str, name: str) -> tf.TensorSpec:
-    return tf.TensorSpec(shape=list(shape), dtype=tf.as_dtype(dtype), name=name)

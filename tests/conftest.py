@@ -12,14 +12,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def compose(*overrides):
     """The config the CLI would build for these overrides (export_dir must be among them)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
+    from exportkit.composition import compose as compose_config
 
-    from exportkit import schema
-
-    schema.register()
-    with initialize_config_module("exportkit.conf", version_base="1.3"):
-        return hydra_compose("config", overrides=list(overrides))
+    return compose_config(overrides)
 
 
 def export(*overrides, model=None):

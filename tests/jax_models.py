@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bench.jax_models import wide, wide_apply, wide_template  # noqa: F401
 from tests.registry import Registry
 
-REGISTRY = Registry()
-register = REGISTRY.register
+register = Registry().register  # refuses a second factory of the same name
 
 
 def _dense(rng, n_in, n_out):
@@ -50,42 +50,9 @@ def two_inputs(seed: int = 0):
     return two_inputs_apply, {"hidden": _dense(rng, 8, 8), "score": _dense(rng, 8, 1), "label": _dense(rng, 8, 4)}
 
 
-def wide_apply(params, x):
-    for layer in params:
-        x = jnp.tanh(x @ layer)
-    return {"y": x}
-
-
-@register
-def wide(width: int = 8192, layers: int = 9, seed: int = 0):
-    """``layers`` square float32 matrices: 9 x 8192^2 x 4 bytes = 2.25 GiB of params."""
-    rng = np.random.default_rng(seed)
-    params = []
-    for _ in range(layers):
-        w = rng.standard_normal((width, width), dtype=np.float32)
-        w *= 1.0 / np.sqrt(width)
-        params.append(w)
-    return wide_apply, params
-
-
-@register
-def wide_template(width: int = 8192, layers: int = 9):
-    """``wide``'s params as shapes only: the values come from model.params_path."""
-    return wide_apply, [jax.ShapeDtypeStruct((width, width), jnp.float32) for _ in range(layers)]
-
-
-_HANDED_OVER = {}
-
-
-def hand_over(apply_fn, params):
-    _HANDED_OVER["model"] = (apply_fn, params)
-
-
-@register
-def handed_over():
-    """The ``(apply_fn, params)`` last given to ``hand_over``: a benchmark exports params that are
-    already in memory, as orbax-export is given them, instead of making them again."""
-    return _HANDED_OVER["model"]
+# The benchmarks' wide model (bench/jax_models.py): importable here as tests.jax_models.wide too.
+wide = register(wide)
+wide_template = register(wide_template)
 
 
 @register

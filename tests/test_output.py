@@ -4,6 +4,7 @@ import hashlib
 import json
 
 import numpy as np
+from omegaconf import DictConfig
 
 from exportkit.errors import VerificationError
 from tests.conftest import compose, export, leftovers, random_inputs, serve
@@ -95,20 +96,15 @@ def test_tight_tolerance_is_a_hard_failure(export_dir):
 
 
 def test_every_config_group_option_composes():
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra import initialize_config_module
-    from hydra.core.config_loader import ConfigLoader  # noqa: F401  (the loader lists groups)
+    from exportkit.composition import group_options
 
-    from exportkit import schema
-
-    schema.register()
-    with initialize_config_module("exportkit.conf", version_base="1.3"):
-        loader = GlobalHydra.instance().config_loader()
-        groups = {g: loader.get_group_options(g) for g in ("model", "target", "pipeline")}
-    assert {"example", "keras", "keras_file"} <= set(groups["model"])
+    groups = {g: group_options(g) for g in ("model", "target", "pipeline")}
+    assert {"example", "keras", "keras_file", "jax", "in_memory"} <= set(groups["model"])
     for group, options in groups.items():
         for option in options:
             cfg = compose(f"{group}={option}", "export_dir=/tmp/x")
-            assert cfg[group] is not None
+            assert isinstance(cfg[group], DictConfig) and cfg[group]  # the option's node, not empty
+            if group == "model":
+                assert cfg.model._target_  # each model option names its source class
             if group == "target":
                 assert cfg.target.name == option

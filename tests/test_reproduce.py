@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from exportkit import manifest
+from exportkit.artifact import manifest
 from tests.conftest import ROOT, run_cli
 
 

@@ -9,7 +9,7 @@ from tests.conftest import export, random_inputs, serve
 def _expected(model, inputs):
     import keras
 
-    from exportkit.sources.keras import model_inputs, name_outputs
+    from exportkit.keras.calls import model_inputs, name_outputs
 
     out = name_outputs(model, model(model_inputs(inputs), training=False))
     return {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}

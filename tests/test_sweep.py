@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exportkit import manifest
+from exportkit.artifact import manifest
 from tests.conftest import random_inputs, run_cli, serve
 
 SEQUENTIAL = ("model=keras", "model.build._target_=tests.models.sequential")
@@ -111,15 +111,9 @@ def test_joblib_launcher_runs_jobs_in_parallel_workers(tmp_path):
 
 def launcher_config(*overrides):
     """``hydra.launcher`` as Hydra composes it for these overrides (nothing is launched)."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
+    from exportkit.composition import compose
 
-    from exportkit import schema
-
-    schema.register()
-    GlobalHydra.instance().clear()
-    with initialize_config_module("exportkit.conf", version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=True).hydra.launcher
+    return compose(overrides, return_hydra_config=True).hydra.launcher
 
 
 def test_slurm_launcher_configs_compose_onto_the_submitit_plugin():

@@ -1,9 +1,5 @@
 """trace: a ``tf.function`` per signature for the ``serve`` graph, and for a compiled model
 (unless ``serving_only``) the ``train`` and ``eval`` steps for the ``train``/``eval`` graphs."""
-from collections import OrderedDict
-
-import tensorflow as tf
-
 from exportkit.context import ExportContext, Graph
 from exportkit.stages.base import Stage
 from exportkit.tracing import trace
@@ -23,20 +19,13 @@ class Trace(Stage):
 
 
 def trace_training(ctx: ExportContext, serving_fn, jit: bool) -> None:
-    """``train``/``eval`` take the first signature's inputs plus a ``<output>_target`` per output."""
-    inputs = next(iter(ctx.signatures.values()))
-    targets = OrderedDict(
-        (f"{name}_target", tf.TensorSpec(out.shape, out.dtype, name=f"{name}_target"))
-        for name, out in serving_fn.structured_outputs.items())
-
-    def step(fn):
-        def call(tensors):
-            return fn({n: tensors[n] for n in inputs}, {t[: -len("_target")]: tensors[t] for t in targets})
-        return call
-
-    specs = OrderedDict(list(inputs.items()) + list(targets.items()))
-    train = trace(step(ctx.training.train_fn), specs, "train", jit)
-    evaluate = trace(step(ctx.training.eval_fn), specs, "eval", jit)
-    ctx.variables.update(ctx.training.variables())  # optimizer slots, metric state: built by tracing
+    """``train``/``eval`` take the inputs the source's ``Training.step_specs`` gives for the
+    first signature's inputs and outputs."""
+    training = ctx.training
+    specs = training.step_specs(next(iter(ctx.signatures.values())), serving_fn.structured_outputs)
+    train = trace(training.train_fn, specs, "train", jit)
+    evaluate = trace(training.eval_fn, specs, "eval", jit)
+    ctx.variables.update(training.variables())  # optimizer slots, metric state: built by tracing
     ctx.graphs["train"] = Graph("train", {"train": train}, list(ctx.variables))
-    ctx.graphs["eval"] = Graph("eval", {"eval": evaluate}, [g for g in ctx.variables if g != "optimizer"])
+    ctx.graphs["eval"] = Graph("eval", {"eval": evaluate},
+                               [g for g in ctx.variables if g not in training.eval_excludes])

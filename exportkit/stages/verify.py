@@ -9,12 +9,10 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from exportkit import report
 from exportkit.context import ExportContext
 from exportkit.errors import StageSkipped, VerificationError
 from exportkit.stages.base import Stage
-
-SEP = "::"  # joins signature key, batch size and tensor name in the .npz files
+from exportkit.stages.verify_worker import PEAK_RSS, decode, encode
 
 
 class Verify(Stage):
@@ -31,12 +29,13 @@ class Verify(Stage):
             raise StageSkipped(reason)
         inputs = make_inputs(ctx.signatures, list(cfg.verify.batch_sizes), cfg.seed)
         expected = {case: ctx.reference[case[0]](arrays) for case, arrays in inputs.items()}
-        report.progress(f"reloading in a fresh process on {device}: {len(inputs)} cases "
+        ctx.reporter.progress(f"reloading in a fresh process on {device}: {len(inputs)} cases "
                         f"({', '.join(ctx.signatures)} x batch {list(cfg.verify.batch_sizes)})")
-        actual = run_worker(ctx.work_dir, inputs, device, list(cfg.custom_objects.values()))
+        actual, peak_kib = run_worker(ctx.work_dir, inputs, device, list(cfg.custom_objects.values()))
+        ctx.extra["verify_worker"] = {"peak_rss_mib": peak_kib / 1024}
         ctx.verify_report, failures = compare(expected, actual, cfg.verify.atol, cfg.verify.rtol)
         for line in summarize(ctx.verify_report):
-            report.progress(line)
+            ctx.reporter.progress(line)
         if failures:
             raise VerificationError(
                 f"the reloaded SavedModel does not match the source model: {failures[0]}"
@@ -82,13 +81,13 @@ def random_array(rng, spec, batch: int) -> np.ndarray:
     return rng.standard_normal(size=shape).astype(dtype.as_numpy_dtype)
 
 
-def run_worker(saved_model: Path, inputs, device: str, custom_object_paths) -> Dict:
+def run_worker(saved_model: Path, inputs, device: str, custom_object_paths) -> Tuple[Dict, int]:
+    """The worker's outputs per case, and its peak resident memory in KiB."""
     with tempfile.TemporaryDirectory(prefix="exportkit-verify-") as tmp:
         in_path, out_path = Path(tmp) / "inputs.npz", Path(tmp) / "outputs.npz"
-        np.savez(in_path, **{f"{key}{SEP}{size}{SEP}{name}": array
-                             for (key, size), arrays in inputs.items() for name, array in arrays.items()})
+        np.savez(in_path, **encode(inputs))
         modules = sorted({p.rpartition(".")[0] for p in custom_object_paths})
-        command = [sys.executable, "-m", "exportkit.verify_worker", str(saved_model), str(in_path),
+        command = [sys.executable, "-m", "exportkit.stages.verify_worker", str(saved_model), str(in_path),
                    str(out_path), "--device", device] + [a for m in modules for a in ("--import", m)]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
                    TF_CPP_MIN_LOG_LEVEL="2")
@@ -97,11 +96,7 @@ def run_worker(saved_model: Path, inputs, device: str, custom_object_paths) -> D
             tail = "\n".join(done.stderr.strip().splitlines()[-15:])
             raise VerificationError(f"the export could not be reloaded and run in a fresh process:\n{tail}")
         with np.load(out_path) as data:
-            actual = {}
-            for flat, array in data.items():
-                key, size, name = flat.split(SEP)
-                actual.setdefault((key, int(size)), {})[name] = array
-        return actual
+            return decode(data), int(data[PEAK_RSS]) if PEAK_RSS in data.files else 0
 
 
 def compare(expected, actual, atol: float, rtol: float):

@@ -8,14 +8,14 @@ MetaGraphDefs are then retagged and joined into one SavedModel proto.
 import tempfile
 from pathlib import Path
 
-import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
-from exportkit import canonical, report
+from exportkit.artifact import canonical, files
 from exportkit.context import ExportContext, Graph
 from exportkit.errors import ModelSourceError
 from exportkit.stages.base import Stage
+from exportkit.variables import trackable_root
 
 
 # SignatureDef method names per graph, as TF 1.14 wrote them.
@@ -37,14 +37,14 @@ class WriteGraphs(Stage):
                 meta_graph, version = save_meta_graph(ctx, graph, Path(tmp) / tag)
                 saved_model.saved_model_schema_version = version
                 saved_model.meta_graphs.append(meta_graph)
-                report.progress(f"{tag}: signatures {', '.join(graph.functions)} "
+                ctx.reporter.progress(f"{tag}: signatures {', '.join(graph.functions)} "
                                 f"({len(meta_graph.graph_def.library.function)} functions)")
         canonical.saved_model(saved_model)  # same model, same bytes (see exportkit.canonical)
         ctx.saved_model_file = write_saved_model(saved_model, ctx.work_dir, ctx.cfg.as_text)
         for name, text in ctx.assets.items():
             (ctx.work_dir / "assets").mkdir(exist_ok=True)
             (ctx.work_dir / "assets" / name).write_text(text)
-        write_fingerprint(ctx.work_dir)
+        write_fingerprint(ctx.work_dir, ctx.hashes)
         return ctx
 
 
@@ -53,7 +53,7 @@ def save_meta_graph(ctx: ExportContext, graph: Graph, directory: Path):
     # so TF's save is told not to write them again.
     from tensorflow.python.saved_model.save import save_and_return_nodes
 
-    root = ctx.trackable_root(graph.variable_groups)
+    root = trackable_root(ctx.variables, graph.variable_groups)
     try:
         save_and_return_nodes(root, str(directory), signatures=dict(graph.functions),
                               experimental_skip_checkpoint=True)
@@ -77,18 +77,17 @@ def save_meta_graph(ctx: ExportContext, graph: Graph, directory: Path):
 
 
 def write_saved_model(saved_model, directory: Path, as_text: bool) -> Path:
+    path = directory / (files.SAVED_MODEL_PBTXT if as_text else files.SAVED_MODEL_PB)
     if as_text:
-        path = directory / "saved_model.pbtxt"
         path.write_text(text_format.MessageToString(saved_model))
     else:
-        path = directory / "saved_model.pb"
         path.write_bytes(saved_model.SerializeToString(deterministic=True))
     return path
 
 
-def write_fingerprint(directory: Path) -> None:
+def write_fingerprint(directory: Path, hashes=None) -> None:
     """TF's ``fingerprint.pb`` for the joined proto and the checkpoint (what TF's own save writes)."""
     from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
 
     (directory / "fingerprint.pb").write_bytes(fingerprinting.CreateFingerprintDef(str(directory)))
-    canonical.fingerprint_file(directory)  # its uuid is random otherwise
+    canonical.fingerprint_file(directory, hashes)  # its uuid is random otherwise

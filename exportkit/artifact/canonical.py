@@ -35,7 +35,7 @@ import re
 from pathlib import Path
 from typing import Dict, Iterable, List
 
-from exportkit.hashing import file_sha256
+from exportkit.artifact.digests import file_sha256
 
 # ``__inference_f_117``; a gradient function carries two counters: ``__inference___backward_f_117_130``
 _UID = re.compile(r"^(?P<base>.+?)(?P<uids>(?:_\d+)+)$")
@@ -202,7 +202,7 @@ def _copy(message):
     return copy
 
 
-def fingerprint_file(directory: Path) -> None:
+def fingerprint_file(directory: Path, hashes=None) -> None:
     """Replace ``fingerprint.pb``'s random ``uuid`` by one derived from the export's content.
 
     The fingerprint's own hashes are not enough: TensorFlow leaves them empty for a
@@ -219,7 +219,7 @@ def fingerprint_file(directory: Path) -> None:
     for file in sorted(directory.rglob("*")):
         relative = file.relative_to(directory)
         if file.is_file() and file != path and relative.parts[0] != "assets.extra":
-            digest.update(f"{relative.as_posix()}\t{file_sha256(file)}\n".encode())
+            digest.update(f"{relative.as_posix()}\t{file_sha256(file, hashes)}\n".encode())
     proto.uuid = str(int.from_bytes(digest.digest()[:16], "big"))  # TF writes a 128-bit number in decimal
     path.write_bytes(proto.SerializeToString(deterministic=True))
 

@@ -1,14 +1,19 @@
 """The train and eval steps of a compiled Keras model, as the ``train``/``eval`` graphs run them.
 
-Outputs follow TF 1.14's export: ``loss`` (this batch's loss), ``predictions/<output>`` and
+The steps take the serving signature's inputs plus one ``<output>_target`` per output. Outputs
+follow TF 1.14's export: ``loss`` (this batch's loss), ``predictions/<output>`` and
 ``metrics/<name>/value`` (the compiled metrics' running value, whose state is checkpointed).
+``eval`` never touches the optimizer's variables.
 """
+from collections import OrderedDict
 from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
 from exportkit.context import Training
-from exportkit.sources.keras import model_inputs, name_outputs
+from exportkit.keras.calls import model_inputs, name_outputs
+
+TARGET_SUFFIX = "_target"
 
 
 def training_for(model) -> Optional[Training]:
@@ -16,6 +21,19 @@ def training_for(model) -> Optional[Training]:
     if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
         return None
     model.optimizer.build(model.trainable_variables)
+    feature_names, target_names = [], {}  # filled by step_specs, before either step is traced
+
+    def step_specs(inputs, outputs):
+        feature_names[:] = list(inputs)
+        target_names.clear()
+        target_names.update({f"{name}{TARGET_SUFFIX}": name for name in outputs})
+        targets = OrderedDict((t, tf.TensorSpec(outputs[o].shape, outputs[o].dtype, name=t))
+                              for t, o in target_names.items())
+        return OrderedDict(list(inputs.items()) + list(targets.items()))
+
+    def split(tensors):
+        return ({n: tensors[n] for n in feature_names},
+                {o: tensors[t] for t, o in target_names.items()})
 
     def forward(inputs, targets, training: bool):
         x = model_inputs(inputs)
@@ -33,7 +51,8 @@ def training_for(model) -> Optional[Training]:
         out.update({f"metrics/{k}/value": v for k, v in metrics.items() if k != "loss"})
         return out
 
-    def train_fn(inputs, targets):
+    def train_fn(tensors):
+        inputs, targets = split(tensors)
         with tf.GradientTape() as tape:
             x, y, y_pred, loss = forward(inputs, targets, training=True)
             scaled = model.optimizer.scale_loss(loss)
@@ -41,14 +60,14 @@ def training_for(model) -> Optional[Training]:
         model.optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights))
         return results(x, y, y_pred, loss)
 
-    def eval_fn(inputs, targets):
-        return results(*forward(inputs, targets, training=False))
+    def eval_fn(tensors):
+        return results(*forward(*split(tensors), training=False))
 
     def variables():
         return {"optimizer": [v.value for v in model.optimizer.variables],
                 "metrics": [v.value for v in model.metrics_variables]}
 
-    return Training(train_fn, eval_fn, variables)
+    return Training(step_specs, train_fn, eval_fn, variables, eval_excludes=("optimizer",))
 
 
 def _like(y_pred, targets: Dict[str, Any], model):

@@ -7,13 +7,14 @@ from typing import Any, Dict, List
 import keras
 import tensorflow as tf
 
+from exportkit.artifact import files
 from exportkit.errors import LoadError, first_line
 
 VALUE = ".ATTRIBUTES/VARIABLE_VALUE"
 
 
 def load(path: Path, custom_objects: Dict[str, Any], safe_mode: bool, compile: bool):
-    if not (path / "saved_model.pb").exists() and not (path / "saved_model.pbtxt").exists():
+    if files.saved_model_file(path) is None:
         raise LoadError(f"{path} is not a SavedModel directory (no saved_model.pb or saved_model.pbtxt)")
     json_path = path / "assets" / "saved_model.json"
     if not json_path.exists():
@@ -89,7 +90,7 @@ def missing_classes(config, custom_objects) -> List[str]:
 
 
 def _build_from_serving_signature(model, path: Path) -> None:
-    from exportkit.sources.keras import build_from_signature
+    from exportkit.keras.calls import build_from_signature
 
     serving = tf.saved_model.load(str(path), tags=["serve"]).signatures["serving_default"]
     build_from_signature(model, serving.structured_input_signature[1])

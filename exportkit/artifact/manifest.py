@@ -4,20 +4,17 @@
 ``python -m exportkit.reproduce`` re-runs from; ``digest`` is one hash of every other file, the
 same for two runs of the same config (see ``exportkit.canonical``).
 """
-import contextlib
-import contextvars
 import hashlib
 import json
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Optional
 
 from omegaconf import OmegaConf
 
-from exportkit import canonical
-from exportkit.context import ExportContext
-from exportkit.hashing import file_sha256
+from exportkit.artifact import canonical
+from exportkit.artifact.digests import HashCache, file_sha256
 
 MANIFEST = Path("assets.extra") / "manifest.json"
 _PACKAGES = ("exportkit", "tensorflow", "keras", "hydra-core", "omegaconf", "numpy", "jax", "jaxlib", "flax")
@@ -33,18 +30,18 @@ def versions() -> Dict[str, str]:
     return found
 
 
-def sha256(path: Path) -> str:
+def sha256(path: Path, hashes: Optional[HashCache] = None) -> str:
     """Of a file's bytes; of a directory (an Orbax checkpoint), of its files' paths and hashes."""
     if Path(path).is_dir():
-        listing = "".join(f"{name}\0{digest}\n" for name, digest in file_hashes(Path(path)).items())
+        listing = "".join(f"{name}\0{digest}\n" for name, digest in file_hashes(Path(path), hashes).items())
         return hashlib.sha256(listing.encode()).hexdigest()
-    return file_sha256(Path(path))
+    return file_sha256(Path(path), hashes)
 
 
-def file_hashes(root: Path) -> Dict[str, str]:
+def file_hashes(root: Path, hashes: Optional[HashCache] = None) -> Dict[str, str]:
     """Relative path -> sha256 for every file under ``root`` except the manifest itself."""
     return {
-        p.relative_to(root).as_posix(): sha256(p)
+        p.relative_to(root).as_posix(): sha256(p, hashes)
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.relative_to(root) != MANIFEST
     }
@@ -62,32 +59,6 @@ def fingerprint(root: Path) -> Dict[str, Any]:
     return json_format.MessageToDict(proto, preserving_proto_field_name=True)
 
 
-_OVERRIDES: contextvars.ContextVar[Optional[List[str]]] = contextvars.ContextVar("overrides", default=None)
-
-
-@contextlib.contextmanager
-def recorded_overrides(overrides: List[str]) -> Iterator[None]:
-    """Record ``overrides`` in the manifests written inside the block (reproduce re-records
-    the original command line, not an empty one)."""
-    token = _OVERRIDES.set(list(overrides))
-    try:
-        yield
-    finally:
-        _OVERRIDES.reset(token)
-
-
-def overrides() -> List[str]:
-    """The overrides the export was asked for: the Hydra job's command line, [] from the API."""
-    explicit = _OVERRIDES.get()
-    if explicit is not None:
-        return explicit
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        return list(HydraConfig.get().overrides.task)
-    return []
-
-
 def input_files(cfg) -> Dict[str, Dict[str, str]]:
     """Path and sha256 of the files the model was read from (``model.path``, ``model.params_path``),
     so ``exportkit.reproduce`` can say when one changed since."""
@@ -99,11 +70,12 @@ def input_files(cfg) -> Dict[str, Dict[str, str]]:
     return found
 
 
-def write(ctx: ExportContext) -> Dict[str, Any]:
-    files = file_hashes(ctx.work_dir)
+def write(ctx) -> Dict[str, Any]:
+    """Write the manifest of the export staged in ``ctx.work_dir`` (an ``ExportContext``)."""
+    files = file_hashes(ctx.work_dir, ctx.hashes)
     manifest = {
         "config": OmegaConf.to_container(ctx.cfg, resolve=True),
-        "overrides": overrides(),
+        "overrides": list(ctx.overrides),
         "inputs": input_files(ctx.cfg),
         "versions": versions(),
         "stages": [{"name": r.name, "status": r.status, "seconds": round(r.seconds, 4),

@@ -1,0 +1,85 @@
+"""A JAX model's params as ``tf.Variable``s, adopting the params' buffers where TensorFlow can.
+
+The params are passed to the converted function as arguments, never closed over, so they are
+variables in the checkpoint and ``saved_model.pb`` holds only the serialized StableHLO module
+(small whatever the weights weigh; a closed-over 2 GiB array would break the protobuf limit).
+"""
+import jax
+import numpy as np
+import tensorflow as tf
+
+from exportkit.jax import host_buffers
+from exportkit.jax.pytree import flatten
+
+
+def make_variables(model, trainable: bool):
+    """One ``tf.Variable`` per leaf of ``model.params`` (a ``JaxModel``) (in pytree order) and the params pytree of them.
+
+    Each leaf is replaced in ``model.params`` by a read-only NumPy view of its variable, so the
+    reference the verify stage runs is the JAX function over the very values exported, and the
+    weights are held once, not twice: at peak, the params plus at most one leaf (``to_variable``).
+    """
+    leaves, treedef = flatten(model.params)
+    model.params = None  # the pytree's containers hold the source arrays too: let them go leaf by leaf
+    variables, views = [], []
+    # On the host even where TensorFlow sees a GPU: a variable there would be a second copy of
+    # the weights. The SavedModel records no device for them; a server places them itself.
+    with tf.device("/CPU:0"):
+        for i, (key, leaf) in enumerate(leaves):
+            leaves[i] = None  # ours was the last reference: the source array goes once it is copied
+            variable = to_variable(leaf, trainable, _variable_name(key, i))
+            del leaf
+            variables.append(variable)
+            views.append(_view(variable))
+    model.params = jax.tree_util.tree_unflatten(treedef, views)
+    return variables, jax.tree_util.tree_unflatten(treedef, variables)
+
+
+def to_variable(leaf, trainable: bool, name: str):
+    """A ``tf.Variable`` holding ``leaf``'s values, made with at most one copy, often none.
+
+    ``tf.Variable(array)`` goes through an intermediate tensor (two transient copies of the leaf,
+    which for multi-GiB params is the peak of the whole export). A leaf TensorFlow can adopt (a
+    CPU ``jax.Array``, an aligned NumPy array such as ``.npz`` params are read into) becomes the
+    variable's buffer through DLPack; any other is first copied once into an aligned buffer.
+    The variable then shares memory with the params given: exportkit writes to neither.
+    """
+    tensor = _adopt(leaf)
+    if tensor is None:
+        array = np.asarray(leaf)
+        try:
+            tensor = _from_dlpack(host_buffers.aligned_copy(array))
+        except (BufferError, TypeError, ValueError, tf.errors.OpError):
+            tensor = array  # a dtype NumPy's DLPack cannot carry (e.g. bfloat16): the copying way
+    return tf.Variable(tensor, trainable=trainable, name=name)
+
+
+def _adopt(leaf):
+    try:
+        if isinstance(leaf, jax.Array):
+            devices = leaf.devices()
+            if len(devices) == 1 and next(iter(devices)).platform == "cpu" and leaf.is_fully_addressable:
+                if leaf.unsafe_buffer_pointer() % host_buffers.ALIGNMENT == 0:
+                    return _from_dlpack(leaf)
+        elif isinstance(leaf, np.ndarray) and leaf.flags.writeable and host_buffers.is_aligned(leaf):
+            return _from_dlpack(leaf)
+    except (BufferError, TypeError, ValueError, tf.errors.OpError):
+        pass
+    return None
+
+
+def _from_dlpack(array):
+    return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+
+
+def _view(variable) -> np.ndarray:
+    """The variable's CPU buffer as a NumPy array, without a copy (TF's ``.numpy()`` copies)."""
+    value = variable.read_value()
+    array = value._numpy()  # shares the tensor's buffer, and keeps the tensor alive
+    array.flags.writeable = False
+    return array
+
+
+def _variable_name(key: str, index: int) -> str:
+    name = "".join(c if c.isalnum() or c in "_." else "_" for c in key.replace("/", "."))
+    return name or f"param_{index}"

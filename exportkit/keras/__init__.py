@@ -1,0 +1,1 @@
+"""Keras: the model sources, the train/eval steps, calling a model on named tensors, loading back."""

@@ -1,0 +1,68 @@
+"""Runs in a fresh process for the verify stage: it has the export and the custom objects'
+modules, nothing else of the exporting process. Loads the ``serve`` graph, runs each case.
+
+Cases travel as ``.npz`` files whose keys join signature key, batch size and tensor name with
+``::`` (``encode`` / ``decode``, used by both sides).
+"""
+import argparse
+import importlib
+from typing import Dict, Tuple
+
+import numpy as np
+
+SEP = "::"
+PEAK_RSS = "peak_rss_kib"  # the worker's own peak resident memory, beside the cases' outputs
+
+
+def encode(cases: Dict[Tuple[str, int], Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+    """``{(key, batch): {name: array}}`` -> flat ``{"key::batch::name": array}`` for ``np.savez``."""
+    return {f"{key}{SEP}{size}{SEP}{name}": array
+            for (key, size), arrays in cases.items() for name, array in arrays.items()}
+
+
+def decode(flat) -> Dict[Tuple[str, int], Dict[str, np.ndarray]]:
+    """The inverse of ``encode`` (from an open ``np.load``)."""
+    cases = {}
+    for joined, array in flat.items():
+        if SEP not in joined:  # PEAK_RSS
+            continue
+        key, size, name = joined.split(SEP)
+        cases.setdefault((key, int(size)), {})[name] = array
+    return cases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("saved_model")
+    parser.add_argument("inputs")
+    parser.add_argument("outputs")
+    parser.add_argument("--device", default="/CPU:0")
+    parser.add_argument("--import", dest="imports", action="append", default=[])
+    args = parser.parse_args()
+    for module in args.imports:
+        importlib.import_module(module)
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(args.saved_model, tags=["serve"])
+    with np.load(args.inputs) as data:
+        cases = decode(data)
+    results = {}
+    with tf.device(args.device):
+        for (key, size), arrays in cases.items():
+            outputs = loaded.signatures[key](**{n: tf.constant(a) for n, a in arrays.items()})
+            results[(key, size)] = {name: value.numpy() for name, value in outputs.items()}
+    np.savez(args.outputs, **encode(results), **{PEAK_RSS: np.int64(peak_rss_kib())})
+
+
+def peak_rss_kib() -> int:
+    """This process's own high-water RSS since its exec (``VmHWM``; ``ru_maxrss`` would also
+    count the exporting process's pages it was forked from)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+if __name__ == "__main__":
+    main()
