@@ -1,0 +1,1 @@
+"""What touches the export on disk: staging and publishing, canonical bytes, digests, the manifest."""
