@@ -7,7 +7,6 @@ import fcntl
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -204,8 +203,7 @@ def test_second_writer_fails_at_once_naming_the_owner_and_a_killed_owner_is_take
     killed.wait()
     assert ".model.lock" in beside(export_dir)
     lines = []
-    put_with_notes = export_slot(export_dir, overwrite=True, notify=lines.append)
-    with put_with_notes as slot:
+    with export_slot(export_dir, overwrite=True, notify=lines.append) as slot:
         write_fake(slot.work_dir, NEW)
         slot.publish()
     assert lines == [f"removed 1 leftover(s) of dead exportkit process(es) beside {export_dir}"]
@@ -267,6 +265,7 @@ POLLER = r"""
 import os, sys, time
 path, stop = sys.argv[1], sys.argv[2]
 seen = missing = 0
+open(stop + ".ready", "w").close()
 while not os.path.exists(stop):
     seen += 1
     missing += not os.path.exists(path)
@@ -279,8 +278,8 @@ def test_a_reader_polling_export_dir_never_finds_it_missing(export_dir, tmp_path
     stop = tmp_path / "stop"
     poller = subprocess.Popen([sys.executable, "-c", POLLER, str(export_dir / "DONE"), str(stop)],
                               stdout=subprocess.PIPE, text=True)
-    time.sleep(0.2)
-    for i in range(300):
+    wait_for(tmp_path / "stop.ready")
+    for i in range(300):  # enough for the fallback's gap (rename aside, rename in) to be seen here
         put(export_dir, NEW if i % 2 else OLD)
     stop.touch()
     seen, missing = map(int, poller.communicate(timeout=30)[0].split())
