@@ -474,6 +474,13 @@ def test_dead_runs_leftovers_are_cleaned_and_a_stranded_old_export_restored(expo
     assert lines == [f"removed 1 leftover(s) of dead exportkit process(es) beside {export_dir}"]
     assert state(export_dir) == "new"
 
+    shutil.rmtree(export_dir)  # an .old- without its run's .staging- was being removed: never restored
+    write_fake(parent / f".model.old-{dead}-half", {"saved_model.pb": "half removed"})
+    lines.clear()
+    with export_slot(export_dir, overwrite=False, notify=lines.append):
+        assert state(export_dir) == "absent"
+    assert lines == [f"removed 1 leftover(s) of dead exportkit process(es) beside {export_dir}"]
+
 
 def test_verify_temp_dir_of_a_killed_run_is_removed_by_the_next(export_dir):
     put(export_dir, OLD)

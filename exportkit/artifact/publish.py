@@ -11,7 +11,8 @@
   (``ExportDirBusyError``); a killed owner's lock dies with it and the next run takes the file over.
 - Dead runs' leftovers beside export_dir (``.NAME.staging-PID-*``, ``.NAME.old-PID-*``,
   ``.NAME.verify-PID-*`` whose PID no longer runs) are removed under the lock before the check;
-  an old export stranded by a killed fallback swap (below) is renamed back to export_dir.
+  an old export stranded by a killed fallback swap (below; export_dir absent, and the dead run
+  left both its ``.old-`` and its ``.staging-``) is renamed back to export_dir.
 - The swap: Linux ``renameat2(RENAME_EXCHANGE)`` puts the new export at export_dir and the old one
   at the staging name in one step, so a model server polling export_dir never finds it missing.
   Where the kernel or filesystem lacks RENAME_EXCHANGE (not Linux, some network and FUSE
@@ -452,7 +453,11 @@ def _clean_leftovers(export_dir: Path, notify: Callable[[str], None]) -> None:
             found = pattern.match(entry.name)
             if found and not _alive(int(found.group(2))):
                 stale.append((found.group(1), int(found.group(2)), Path(entry.path)))
-        olds = sorted((s for s in stale if s[0] == "old"), key=lambda s: s[2].lstat().st_mtime_ns)
+        # The fallback's window is the only state with an .old- and a .staging- of the same pid:
+        # its .old- is the whole old export (one being removed after a publish has no staging).
+        staging_pids = {pid for kind, pid, _ in stale if kind == "staging"}
+        olds = sorted((s for s in stale if s[0] == "old" and s[1] in staging_pids),
+                      key=lambda s: s[2].lstat().st_mtime_ns)
         if olds and not os.path.lexists(export_dir):
             _, pid, old = olds[-1]
             _rename_noreplace(old, export_dir)
