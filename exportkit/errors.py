@@ -6,6 +6,7 @@ exportkit and keeps its traceback.
 """
 import os
 import sys
+from typing import Optional
 
 
 class ExportkitError(Exception):
@@ -30,6 +31,34 @@ class ConversionError(ExportkitError):
 
 class ExportDirExistsError(ExportkitError, AssertionError):
     """The export directory exists and is not empty (an AssertionError, as in TF 1.14)."""
+
+
+class ExportDirBusyError(ExportkitError):
+    """Another live exportkit process holds export_dir's lock."""
+
+    def __init__(self, export_dir, pid: Optional[int] = None):
+        self.export_dir, self.pid = export_dir, pid
+        super().__init__(f"export_dir {export_dir} is being written by another exportkit process "
+                         f"(pid {pid if pid is not None else 'unknown'}); wait for it to finish or "
+                         f"choose another export_dir")
+
+    def __reduce__(self):
+        return type(self), (self.export_dir, self.pid)
+
+
+class FilesystemError(ExportkitError, OSError):
+    """export_dir's filesystem refused a step: read-only, full, no permission, a name too long."""
+
+    def __init__(self, message: str, path=None, code: Optional[int] = None):
+        super().__init__(message)
+        self.path, self.errno = path, code
+        self.strerror = os.strerror(code) if code else None
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+    def __reduce__(self):
+        return type(self), (self.args[0], self.path, self.errno)
 
 
 class VerificationError(ExportkitError):

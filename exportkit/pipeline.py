@@ -2,28 +2,24 @@
 that is published at ``export_dir`` only once every required stage has passed.
 
 A model server polling ``export_dir`` never sees a half-written or unverified export: stages
-write into a hidden sibling directory, which is renamed into place at the very end (an old
-export is replaced only then, with ``overwrite=true``).
+write into a hidden sibling directory, which is swapped into place at the very end, under a
+lock that admits one writer per ``export_dir`` (``exportkit.artifact.publish``).
 
 >>> result = Export(cfg).run()           # cfg: a composed, resolved config
 >>> result.export_dir, result.records
 """
-import contextlib
-import os
-import shutil
-import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
 from exportkit import schema, signatures
 from exportkit.artifact import manifest
+from exportkit.artifact.publish import export_slot
 from exportkit.context import ExportContext, StageRecord
-from exportkit.errors import ConfigError, ExportDirExistsError, SignatureError, StageSkipped, first_line
+from exportkit.errors import ConfigError, SignatureError, StageSkipped, first_line
 from exportkit.imports import instantiate
 from exportkit.report import Reporter
 
@@ -67,10 +63,9 @@ class Export:
         if source.signatures_required and not parsed:
             raise SignatureError(source.signatures_required)
         export_dir = Path(cfg.export_dir).expanduser().absolute()
-        check_export_dir(export_dir, cfg.overwrite)
         stages = instantiate_stages(cfg, source)
-        with staging_dir(export_dir) as work_dir:
-            ctx = ExportContext(cfg=cfg, export_dir=export_dir, work_dir=work_dir, source=source,
+        with export_slot(export_dir, cfg.overwrite, notify=self.reporter.progress) as slot:
+            ctx = ExportContext(cfg=cfg, export_dir=export_dir, work_dir=slot.work_dir, source=source,
                                 reporter=self.reporter, overrides=self.overrides, model=self.model,
                                 custom_objects=self.custom_objects, records=self.records)
             ctx.signatures = signatures.to_specs(parsed)
@@ -81,7 +76,7 @@ class Export:
                 self.reporter.summary(ctx.records, export_dir, published=False)
                 raise
             written = manifest.write(ctx)
-            publish(work_dir, export_dir)
+            slot.publish()
         self.reporter.summary(ctx.records, export_dir, published=True)
         return ExportResult(export_dir, ctx.records, written, ctx)
 
@@ -89,15 +84,6 @@ class Export:
 def run(cfg: DictConfig, model: Any = None, custom_objects: Optional[dict] = None, **kwargs) -> ExportResult:
     """``Export(cfg, ...).run()``: run every enabled stage of ``cfg.pipeline`` and publish."""
     return Export(cfg, model, custom_objects, **kwargs).run()
-
-
-def check_export_dir(export_dir: Path, overwrite: bool) -> None:
-    if export_dir.exists() and not export_dir.is_dir():
-        raise ExportDirExistsError(f"export_dir {export_dir} exists and is a file; choose another export_dir")
-    if export_dir.is_dir() and any(export_dir.iterdir()) and not overwrite:
-        raise ExportDirExistsError(
-            f"export_dir {export_dir} already exists and is not empty; pass overwrite=true to "
-            f"replace it (the old export stays until the new one is complete), or choose another export_dir")
 
 
 def instantiate_source(cfg: DictConfig):
@@ -169,37 +155,6 @@ def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
     if error is not None and getattr(stage, "required", True):
         raise error
     return ctx
-
-
-@contextlib.contextmanager
-def staging_dir(export_dir: Path) -> Iterator[Path]:
-    """A hidden sibling of ``export_dir`` (same filesystem, so publishing is a rename).
-
-    Removed on any failure, together with the parent directories this run created.
-    """
-    created = [p for p in [export_dir.parent, *export_dir.parent.parents] if not p.exists()]
-    export_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.staging-", dir=export_dir.parent))
-    try:
-        yield work
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        for parent in created:  # deepest first
-            with contextlib.suppress(OSError):
-                parent.rmdir()
-        raise
-
-
-def publish(work_dir: Path, export_dir: Path) -> None:
-    """Move the finished export into place; an old export is moved aside, then removed."""
-    os.chmod(work_dir, 0o755)  # mkdtemp makes it 0700
-    old = None
-    if export_dir.exists():
-        old = export_dir.parent / f".{export_dir.name}.old-{uuid.uuid4().hex[:8]}"
-        export_dir.rename(old)
-    work_dir.rename(export_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def resolved(cfg: DictConfig) -> DictConfig:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from exportkit.artifact import publish
-from exportkit.artifact.publish import ExportDirBusyError, FilesystemError, export_slot, verify_temp_dir
+from exportkit.artifact.publish import export_slot, verify_temp_dir
+from exportkit.errors import ExportDirBusyError, FilesystemError
 from exportkit.errors import ExportDirExistsError, ExportkitError
 from tests.conftest import ROOT, leftovers, run_cli
 

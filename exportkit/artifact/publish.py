@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional
 
-from exportkit.errors import ExportDirExistsError, ExportkitError
+from exportkit.errors import ExportDirBusyError, ExportDirExistsError, ExportkitError, FilesystemError
 
 AT_FDCWD = -100
 RENAME_NOREPLACE = 1
@@ -48,34 +48,6 @@ _SYS_RENAMEAT2 = {"x86_64": 316, "aarch64": 276}  # for a libc without the wrapp
 _UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)  # what a kernel or filesystem says to a flag it lacks
 _RANDOM_CHARS = 8  # tempfile.mkdtemp's random suffix
 _MAX_PID_DIGITS = 7  # Linux pid_max is at most 4194304
-
-
-class ExportDirBusyError(ExportkitError):
-    """Another live exportkit process holds export_dir's lock."""
-
-    def __init__(self, export_dir, pid: Optional[int] = None):
-        self.export_dir, self.pid = export_dir, pid
-        super().__init__(f"export_dir {export_dir} is being written by another exportkit process "
-                         f"(pid {pid if pid is not None else 'unknown'}); wait for it to finish or "
-                         f"choose another export_dir")
-
-    def __reduce__(self):
-        return type(self), (self.export_dir, self.pid)
-
-
-class FilesystemError(ExportkitError, OSError):
-    """export_dir's filesystem refused a step: read-only, full, no permission, a name too long."""
-
-    def __init__(self, message: str, path=None, code: Optional[int] = None):
-        super().__init__(message)
-        self.path, self.errno = path, code
-        self.strerror = os.strerror(code) if code else None
-
-    def __str__(self) -> str:
-        return self.args[0]
-
-    def __reduce__(self):
-        return type(self), (self.args[0], self.path, self.errno)
 
 
 def _load_renameat2(use_wrapper: bool = True):

@@ -3,12 +3,13 @@ with the source model. Any output beyond ``verify.atol``/``verify.rtol`` fails t
 import os
 import subprocess
 import sys
-import tempfile
+import shutil
 from pathlib import Path
 from typing import Dict, Tuple
 
 import numpy as np
 
+from exportkit.artifact.publish import verify_temp_dir
 from exportkit.context import ExportContext
 from exportkit.errors import StageSkipped, VerificationError
 from exportkit.stages.base import Stage
@@ -31,7 +32,8 @@ class Verify(Stage):
         expected = {case: ctx.reference[case[0]](arrays) for case, arrays in inputs.items()}
         ctx.reporter.progress(f"reloading in a fresh process on {device}: {len(inputs)} cases "
                         f"({', '.join(ctx.signatures)} x batch {list(cfg.verify.batch_sizes)})")
-        actual, peak_kib = run_worker(ctx.work_dir, inputs, device, list(cfg.custom_objects.values()))
+        actual, peak_kib = run_worker(ctx.work_dir, inputs, device, list(cfg.custom_objects.values()),
+                                      ctx.export_dir)
         ctx.extra["verify_worker"] = {"peak_rss_mib": peak_kib / 1024}
         ctx.verify_report, failures = compare(expected, actual, cfg.verify.atol, cfg.verify.rtol)
         for line in summarize(ctx.verify_report):
@@ -81,14 +83,20 @@ def random_array(rng, spec, batch: int) -> np.ndarray:
     return rng.standard_normal(size=shape).astype(dtype.as_numpy_dtype)
 
 
-def run_worker(saved_model: Path, inputs, device: str, custom_object_paths) -> Tuple[Dict, int]:
-    """The worker's outputs per case, and its peak resident memory in KiB."""
-    with tempfile.TemporaryDirectory(prefix="exportkit-verify-") as tmp:
-        in_path, out_path = Path(tmp) / "inputs.npz", Path(tmp) / "outputs.npz"
+def run_worker(saved_model: Path, inputs, device: str, custom_object_paths, export_dir: Path) -> Tuple[Dict, int]:
+    """The worker's outputs per case, and its peak resident memory in KiB.
+
+    Its files live beside ``export_dir`` (``.NAME.verify-PID-*``, removed here, or by the next
+    run if this process is killed) and the worker dies with this process (``--parent``).
+    """
+    tmp = verify_temp_dir(export_dir)
+    try:
+        in_path, out_path = tmp / "inputs.npz", tmp / "outputs.npz"
         np.savez(in_path, **encode(inputs))
         modules = sorted({p.rpartition(".")[0] for p in custom_object_paths})
         command = [sys.executable, "-m", "exportkit.stages.verify_worker", str(saved_model), str(in_path),
-                   str(out_path), "--device", device] + [a for m in modules for a in ("--import", m)]
+                   str(out_path), "--device", device, "--parent", str(os.getpid())]
+        command += [a for m in modules for a in ("--import", m)]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
                    TF_CPP_MIN_LOG_LEVEL="2")
         done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -97,6 +105,8 @@ def run_worker(saved_model: Path, inputs, device: str, custom_object_paths) -> T
             raise VerificationError(f"the export could not be reloaded and run in a fresh process:\n{tail}")
         with np.load(out_path) as data:
             return decode(data), int(data[PEAK_RSS]) if PEAK_RSS in data.files else 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def compare(expected, actual, atol: float, rtol: float):

@@ -31,6 +31,21 @@ def decode(flat) -> Dict[Tuple[str, int], Dict[str, np.ndarray]]:
     return cases
 
 
+def die_with_parent(parent: int) -> None:
+    """SIGKILL this process when the exporting one dies (Linux ``PR_SET_PDEATHSIG``); if it died
+    before this line ran, exit now. Elsewhere the worker outlives a killed parent by one run."""
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("saved_model")
@@ -38,7 +53,10 @@ def main() -> None:
     parser.add_argument("outputs")
     parser.add_argument("--device", default="/CPU:0")
     parser.add_argument("--import", dest="imports", action="append", default=[])
+    parser.add_argument("--parent", type=int, default=None, help="die with this process")
     args = parser.parse_args()
+    if args.parent is not None:
+        die_with_parent(args.parent)
     for module in args.imports:
         importlib.import_module(module)
     import tensorflow as tf
