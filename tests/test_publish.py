@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from exportkit.artifact import publish
-from exportkit.artifact.publish import export_slot, verify_temp_dir
+from exportkit.artifact import renames
+from exportkit.artifact.leftovers import verify_temp_dir
+from exportkit.artifact.publish import export_slot
 from exportkit.errors import ExportDirBusyError, FilesystemError
 from exportkit.errors import ExportDirExistsError, ExportkitError
 from tests.conftest import ROOT, leftovers, run_cli
@@ -93,12 +94,12 @@ def test_publish_swaps_in_the_new_export_and_leaves_nothing_beside(export_dir):
 
 
 def test_exchange_is_available_here_and_through_the_raw_syscall(tmp_path):
-    assert publish.ATOMIC_EXCHANGE and publish.exchange_supported(tmp_path)
+    assert renames.ATOMIC_EXCHANGE and renames.exchange_supported(tmp_path)
     assert os.listdir(tmp_path) == []
-    syscall = publish._load_renameat2(use_wrapper=False)
+    syscall = renames._load_renameat2(use_wrapper=False)
     (tmp_path / "a").mkdir(), (tmp_path / "a" / "in_a").touch(), (tmp_path / "b").mkdir()
-    assert syscall(publish.AT_FDCWD, os.fsencode(tmp_path / "a"), publish.AT_FDCWD,
-                   os.fsencode(tmp_path / "b"), publish.RENAME_EXCHANGE) == 0
+    assert syscall(renames.AT_FDCWD, os.fsencode(tmp_path / "a"), renames.AT_FDCWD,
+                   os.fsencode(tmp_path / "b"), renames.RENAME_EXCHANGE) == 0
     assert (tmp_path / "b" / "in_a").exists() and not (tmp_path / "a" / "in_a").exists()
 
 
@@ -311,8 +312,8 @@ def _publish_killed_at(kill_at: int, export_dir: Path, count_file: Path, exchang
         if not exchange:  # a filesystem without renameat2: the rename-aside fallback
             def unsupported(*args):
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-            publish.renameat2 = unsupported
-        for module, name in _COUNTED + [(publish, "renameat2")]:
+            renames.renameat2 = unsupported
+        for module, name in _COUNTED + [(renames, "renameat2")]:
             setattr(module, name, counted(getattr(module, name)))
         with export_slot(export_dir, overwrite=True) as slot:
             write_fake(slot.work_dir, NEW)
@@ -488,7 +489,7 @@ def test_verify_temp_dir_of_a_killed_run_is_removed_by_the_next(export_dir):
     tmp = verify_temp_dir(export_dir)
     assert tmp.parent == export_dir.parent and tmp.name.startswith(f".model.verify-{os.getpid()}-")
     shutil.rmtree(tmp)
-    probe = ("import sys, os; from pathlib import Path; from exportkit.artifact.publish import verify_temp_dir\n"
+    probe = ("import sys, os; from pathlib import Path; from exportkit.artifact.leftovers import verify_temp_dir\n"
              "tmp = verify_temp_dir(Path(sys.argv[1])); (tmp / 'inputs.npz').write_text('x')\n"
              "os.kill(os.getpid(), 9)")
     subprocess.run([sys.executable, "-c", probe, str(export_dir)], env=dict(os.environ, PYTHONPATH=str(ROOT)))

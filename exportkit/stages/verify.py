@@ -9,7 +9,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from exportkit.artifact.publish import verify_temp_dir
+from exportkit.artifact.leftovers import verify_temp_dir
 from exportkit.context import ExportContext
 from exportkit.errors import StageSkipped, VerificationError
 from exportkit.stages.base import Stage
