@@ -63,3 +63,15 @@ def build_from_signature(model, specs) -> None:
 
 def is_compiled(model) -> bool:
     return bool(getattr(model, "_is_compiled", False)) and getattr(model, "optimizer", None) is not None
+
+
+def optimizer_variables(optimizer) -> List[Any]:
+    """Every variable the optimizer's steps read, in a stable order: its ``variables`` (iterations,
+    slots; a method on the legacy optimizers) and, not among them in tf_keras, the learning rate."""
+    found = optimizer.variables
+    found = list(found() if callable(found) else found)
+    for name in ("_iterations", "_learning_rate"):
+        extra = getattr(optimizer, name, None)
+        if isinstance(extra, tf.Variable) and not any(extra is v for v in found):
+            found.append(extra)
+    return found

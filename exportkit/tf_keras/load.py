@@ -24,6 +24,8 @@ def is_keras2_config(config_json: str) -> bool:
 def load(path: Path, custom_objects: Dict[str, Any], compile: bool):
     import tensorflow as tf
 
+    from exportkit.tf_keras.calls import optimizer_variables
+
     try:
         import tf_keras
     except ImportError:
@@ -44,8 +46,7 @@ def load(path: Path, custom_objects: Dict[str, Any], compile: bool):
         optimizer = model.optimizer
         if hasattr(optimizer, "build"):
             optimizer.build(model.trainable_variables)
-        slots = optimizer.variables
-        assign(list(slots() if callable(slots) else slots), group_values(reader, "optimizer"), "optimizer")
+        assign(optimizer_variables(optimizer), group_values(reader, "optimizer"), "optimizer")
     return model
 
 

@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional
 import tensorflow as tf
 
 from exportkit.context import Training
-from exportkit.tf_keras.calls import is_compiled, model_inputs, name_outputs
+from exportkit.tf_keras.calls import is_compiled, model_inputs, name_outputs, optimizer_variables
 
 TARGET_SUFFIX = "_target"
 
@@ -63,8 +63,6 @@ def training_for(model) -> Optional[Training]:
         return results(*forward(*split(tensors), training=False))
 
     def variables():
-        slots = optimizer.variables
-        slots = slots() if callable(slots) else slots  # a method on the legacy optimizers
-        return {"optimizer": list(slots), "metrics": [v for m in model.metrics for v in m.variables]}
+        return {"optimizer": optimizer_variables(optimizer), "metrics": [v for m in model.metrics for v in m.variables]}
 
     return Training(step_specs, train_fn, eval_fn, variables, eval_excludes=("optimizer",))
