@@ -4,10 +4,10 @@
     .venv/bin/python bench/bench_jax_export.py --width 2048 --repeats 5 --params jax
 
 Both export ``bench.jax_models.wide`` (``layers`` square matrices, tanh between) with a dynamic
-batch, lowered for the CPU, without gradients, from the same params in memory (exportkit's
-factory, ``bench.jax_models.handed_over``, returns them as they are):
+batch, lowered for the CPU, without gradients, from the same params in memory:
 
-* exportkit: the whole ``model=jax`` pipeline (build, jax2tf, trace, write_checkpoint,
+* exportkit: ``exportkit.export_saved_model((apply_fn, params), ...)``, the Python API's JAX path
+  (``model=jax_in_memory``): the whole JAX pipeline (build, jax2tf, trace, write_checkpoint,
   write_graphs, the manifest with every file's hash, the atomic publish), verify off;
 * orbax-export: ``JaxModule(params, apply_fn)`` + ``ExportManager(...).save(dir)``.
 
@@ -29,17 +29,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def export_with_exportkit(apply_fn, params, width, export_dir):
-    from bench.jax_models import hand_over
-    from exportkit import pipeline
-    from exportkit.composition import compose
-    from exportkit.report import Reporter
+    import tensorflow as tf
 
-    hand_over(apply_fn, params)  # the factory below returns these: the params in memory, not rebuilt
-    cfg = compose(["model=jax", "model.build._target_=bench.jax_models.handed_over", f"export_dir={export_dir}",
-                  "pipeline.stages.verify=null", "pipeline.stages.jax2tf.with_gradient=false",
-                   "+signatures.serving_default={inputs: {x: {shape: [null, %d], dtype: float32}}}" % width])
-    # quiet: the pipeline's stage lines would drown the figures
-    pipeline.Export(pipeline.resolved(cfg), reporter=Reporter(verbose=False)).run()
+    import exportkit
+
+    # verbose=False: the pipeline's stage lines would drown the figures
+    exportkit.export_saved_model((apply_fn, params), export_dir, verbose=False,
+                                 input_signature=[tf.TensorSpec([None, width], tf.float32, name="x")],
+                                 overrides=["pipeline.stages.verify=null", "pipeline.stages.jax2tf.with_gradient=false"])
 
 
 def export_with_orbax(apply_fn, params, width, export_dir):

@@ -26,15 +26,3 @@ def wide_template(width: int = 8192, layers: int = 9):
     """``wide``'s params as shapes only: the values come from model.params_path."""
     return wide_apply, [jax.ShapeDtypeStruct((width, width), jnp.float32) for _ in range(layers)]
 
-
-_HANDED_OVER = {}
-
-
-def hand_over(apply_fn, params):
-    _HANDED_OVER["model"] = (apply_fn, params)
-
-
-def handed_over():
-    """The ``(apply_fn, params)`` last given to ``hand_over``: a benchmark exports params that are
-    already in memory, as orbax-export is given them, instead of making them again."""
-    return _HANDED_OVER["model"]

@@ -47,12 +47,39 @@ class JaxModelConf:
     params_path: Optional[str] = None  # a .npz file or an Orbax checkpoint directory
 
 
+@dataclass
+class JaxInMemoryModelConf:
+    """``model=jax_in_memory``: ``(apply_fn, params)`` or a Flax module handed over by the Python API."""
+
+    _target_: str = "exportkit.jax.source.JaxInMemory"
+    description: Optional[str] = None  # what the API was given, e.g. "(apply_fn, params): pkg.apply"
+
+
+@dataclass
+class TfKerasModelConf:
+    """``model=tf_keras``: a legacy Keras 2 (``tf-keras``) ``.h5``/``.keras`` file or SavedModel directory."""
+
+    _target_: str = "exportkit.tf_keras.source.TfKerasFile"
+    path: str = MISSING
+
+
+@dataclass
+class TfKerasInMemoryModelConf:
+    """``model=tf_keras_in_memory``: a ``tf_keras.Model`` handed over by the Python API."""
+
+    _target_: str = "exportkit.tf_keras.source.TfKerasInMemory"
+    description: Optional[str] = None  # what the API was given, e.g. "tf_keras Sequential 'mlp'"
+
+
 # option name -> the schema node its YAML names first (``defaults: [keras_schema, _self_]``)
 MODEL_SCHEMAS = {
     "keras_schema": KerasModelConf,
     "keras_file_schema": KerasFileModelConf,
     "in_memory_schema": InMemoryModelConf,
     "jax_schema": JaxModelConf,
+    "jax_in_memory_schema": JaxInMemoryModelConf,
+    "tf_keras_schema": TfKerasModelConf,
+    "tf_keras_in_memory_schema": TfKerasInMemoryModelConf,
 }
 
 

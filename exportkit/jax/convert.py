@@ -1,11 +1,19 @@
 """jax2tf: a JAX function as a TensorFlow one, by native serialization (an ``XlaCallModule`` op)
-lowered for ``target.platforms``, with every ``null`` of a signature's shape a symbolic dimension."""
+lowered for ``target.platforms``, with every ``null`` of a signature's shape a symbolic dimension.
+
+A function that cannot be traced under those symbols (two dimensions it broadcasts or
+concatenates together have different symbols, a reshape needs a dimension known) fails with one
+``ConversionError`` line naming the inputs' symbols and ``pipeline.stages.jax2tf.polymorphic_shapes``
+with a value to try (``shape_error``), not with JAX's traceback.
+"""
+import re
 from typing import Any, Dict, List, Optional
 
+import jax
 import tensorflow as tf
 from jax.experimental import jax2tf
 
-from exportkit.errors import ConfigError
+from exportkit.errors import ConfigError, ConversionError, first_line
 from exportkit.jax import versions
 from exportkit.signatures import name_outputs
 
@@ -53,12 +61,78 @@ def serving_fn(apply_fn, params_tree, platforms, with_gradient: bool, overrides:
 
     def fn(inputs: Dict[str, Any]) -> Dict[str, Any]:
         names = list(inputs)
-        shapes = [None] + [polymorphic_shape(n, inputs[n].shape, overrides.get(n)) for n in names]
-        converted = jax2tf.convert(apply_fn, polymorphic_shapes=shapes, with_gradient=with_gradient,
-                                   native_serialization_platforms=tuple(platforms))
-        with versions.serialization(version):
-            outputs = converted(params_tree, *[inputs[n] for n in names])
+        specs = {n: polymorphic_shape(n, inputs[n].shape, overrides.get(n)) for n in names}
+        converted = jax2tf.convert(apply_fn, polymorphic_shapes=[None, *specs.values()],
+                                   with_gradient=with_gradient, native_serialization_platforms=tuple(platforms))
+        try:
+            with versions.serialization(version):
+                outputs = converted(params_tree, *[inputs[n] for n in names])
+        except (jax.errors.InconclusiveDimensionOperation, TypeError, ValueError) as e:
+            error = shape_error(e, specs, overridden=bool(overrides))
+            if error is None:
+                raise
+            raise error from e
         return name_outputs(outputs)
 
     # AutoGraph must not rewrite jax2tf's Python; the converted function is a graph already.
     return tf.autograph.experimental.do_not_convert(fn)
+
+
+POLYMORPHIC_SHAPES_KEY = "pipeline.stages.jax2tf.polymorphic_shapes"
+
+
+def shape_error(error: BaseException, specs: Dict[str, Optional[str]], overridden: bool) -> Optional[ConversionError]:
+    """JAX's error tracing under symbolic shapes as one line: the inputs' symbols, JAX's own first
+    line, and a ``pipeline.stages.jax2tf.polymorphic_shapes`` value to try (dimensions named in the
+    error get one shared symbol). None when ``error`` is not about the symbols (a bug of the model).
+
+    The error has ``symbols`` (input -> spec) and ``suggestion`` (input -> spec) fields, and passes
+    through ``tf.function`` tracing unchanged (AutoGraph would otherwise restate it over many lines).
+    """
+    symbolic = {n: s for n, s in specs.items() if s is not None}
+    symbols = list(dict.fromkeys(sym for s in symbolic.values() for sym in _symbols(s)))
+    message = str(error)
+    mentioned = [sym for sym in symbols if re.search(rf"\b{re.escape(sym)}\b", message)]
+    if not mentioned and not isinstance(error, jax.errors.InconclusiveDimensionOperation):
+        return None
+    suggestion = dict(symbolic)
+    shared = [sym for sym in mentioned if sym != BATCH_SYMBOL] or mentioned
+    if len(shared) >= 2:  # dimensions JAX needs equal: one symbol for all of them
+        suggestion = {n: _rename(s, {sym: shared[0] for sym in shared[1:]}) for n, s in symbolic.items()}
+        advice = f"dimensions that must be equal need one symbol ({', '.join(shared)} -> {shared[0]})"
+    else:
+        advice = ("give dimensions that must be equal one symbol, and a dimension the function needs "
+                  "known a number")
+    cause = " ".join(first_line(_jax_cause(error)).split()).rstrip(".")
+    cause = cause if len(cause) <= 300 else cause[:297] + "..."
+    which = f"{POLYMORPHIC_SHAPES_KEY}={_render(symbolic)}" if overridden else (
+        f"the default symbolic shapes {_render(symbolic)} (each null its own symbol, a leading null "
+        f"`{BATCH_SYMBOL}` shared by every input)")
+    converted = ConversionError(
+        f"jax2tf cannot convert the JAX function under {which}: {cause}; {advice} with "
+        f"{POLYMORPHIC_SHAPES_KEY}, e.g. '{POLYMORPHIC_SHAPES_KEY}={_render(suggestion)}'")
+    converted.symbols, converted.suggestion = symbolic, suggestion
+    converted.ag_pass_through = True  # AutoGraph re-raises it as it is
+    return converted
+
+
+def _symbols(spec: str) -> List[str]:
+    return [t for t in re.findall(r"[A-Za-z_]\w*", spec)]
+
+
+def _rename(spec: str, renames: Dict[str, str]) -> str:
+    return re.sub(r"[A-Za-z_]\w*", lambda m: renames.get(m.group(0), m.group(0)), spec)
+
+
+def _render(specs: Dict[str, str]) -> str:
+    """``{x: "(batch, 8)", ...}``: the value as a Hydra override writes it."""
+    return "{" + ", ".join(f'{n}: "{s}"' for n, s in specs.items()) + "}"
+
+
+def _jax_cause(error: BaseException) -> str:
+    """JAX's own message: AutoGraph may have wrapped it in "in user code:" and a stack."""
+    text = str(error)
+    if text.lstrip().startswith("in user code:"):
+        lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
+        return lines[-1].split(": ", 1)[-1] if lines else text
+    return text
