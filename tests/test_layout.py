@@ -7,7 +7,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "exportkit"
 GENERIC = ("exportkit.context", "exportkit.pipeline", "exportkit.schema", "exportkit.signatures",
            "exportkit.composition", "exportkit.report", "exportkit.errors", "exportkit.imports",
            "exportkit.cli", "exportkit.api", "exportkit.sources.base")
-FRAMEWORKS = ("keras", "jax", "jaxlib", "flax", "orbax", "exportkit.keras", "exportkit.jax")
+FRAMEWORKS = ("keras", "jax", "jaxlib", "flax", "orbax", "tf_keras", "exportkit.keras", "exportkit.jax",
+              "exportkit.tf_keras")
 
 
 def modules():
