@@ -156,6 +156,10 @@ def build_shape_specs(model) -> Dict[str, Any]:
 
     if _is_shape(shape):
         name = arg[: -len("_shape")] if arg.endswith("_shape") else arg
+        if arg == "input_shape":  # Keras' key for a one-argument call: name it after that argument
+            import inspect
+
+            name = next(iter(inspect.signature(model.call).parameters), name)
         return {name: spec(name, shape)} if name.isidentifier() else {}
     if isinstance(shape, dict) and len(shape) > 1 and all(
             isinstance(k, str) and k.isidentifier() and _is_shape(v) for k, v in shape.items()):
