@@ -195,3 +195,18 @@ def test_keras_function_metric_and_loss_need_no_custom_objects(tmp_path):
     want = keras.ops.convert_to_numpy(source(x))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
     assert loaded.compiled
+
+
+def test_multi_output_export_is_byte_identical_and_bad_targets_name_the_key(tmp_path):
+    from exportkit.errors import ConfigError
+    from tests.test_determinism import contents
+
+    overrides = ("model=keras", "model.build._target_=tests.models.dict_heads", *NO_VERIFY)
+    export(*overrides, f"export_dir={tmp_path / 'a'}")
+    export(*overrides, f"export_dir={tmp_path / 'b'}")
+    a, b = contents(tmp_path / "a"), contents(tmp_path / "b")
+    assert sorted(a) == sorted(b) and all(a[k] == b[k] for k in a)
+    with pytest.raises(ConfigError, match="compile.targets names nope, which the model does not output"):
+        export(*overrides, "+compile.targets.nope={shape: [null]}", f"export_dir={tmp_path / 'c'}")
+    with pytest.raises(ConfigError, match=r"compile.targets.label.dtype='int3' is not supported"):
+        export(*overrides, "+compile.targets.label={shape: [null], dtype: int3}", f"export_dir={tmp_path / 'd'}")
