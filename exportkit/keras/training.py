@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from exportkit.context import Training
+from exportkit.errors import ConfigError
 from exportkit.keras.calls import model_inputs, name_outputs
 
 TARGET_SUFFIX = "_target"
@@ -90,8 +91,6 @@ def target_specs(model, inputs: Dict[str, Any], outputs: Dict[str, Any],
                  overrides: Mapping[str, Any]) -> "OrderedDict[str, tuple]":
     """Output name -> (shape, dtype) of its target, for the outputs that have a loss or a metric,
     in the model's output order."""
-    from exportkit.errors import ConfigError
-
     unknown = sorted(set(overrides) - set(outputs))
     if unknown:
         raise ConfigError(f"compile.targets names {', '.join(unknown)}, which the model does not output; "
