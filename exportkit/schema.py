@@ -109,11 +109,23 @@ class VerifyConf:
 
 @dataclass
 class CompileConf:
-    """``model.compile`` arguments for a model built uncompiled (names or ``_target_`` nodes)."""
+    """``model.compile`` arguments for a model built uncompiled (names or ``_target_`` nodes), and
+    the target inputs of the ``train``/``eval`` graphs.
+
+    ``loss``, ``loss_weights``, ``metrics`` and ``weighted_metrics`` take every form
+    ``model.compile`` takes: one value, a list (one per output) or a dict keyed by output name.
+    ``targets`` (output name -> ``{shape, dtype}``) overrides the ``<output>_target`` input the
+    loss implies, for a compiled model from any source (e.g. int32 class ids).
+    """
 
     optimizer: Any = None  # null: the model is exported as its factory built it
     loss: Any = None
-    metrics: List[Any] = field(default_factory=list)
+    loss_weights: Any = None
+    metrics: Any = None
+    weighted_metrics: Any = None
+    # Dict[str, TensorSpecConf], checked by ``validate``: OmegaConf cannot take a whole spec from
+    # the command line (+compile.targets.label={shape: [null], dtype: int32}) into a typed dict.
+    targets: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -156,6 +168,8 @@ def validate(cfg: DictConfig) -> None:
     if (cfg.compile.optimizer is None) != (cfg.compile.loss is None):
         raise ConfigError("compile needs both compile.optimizer and compile.loss (e.g. compile.optimizer=adam "
                           "compile.loss=mse), or neither")
+    for name, spec in cfg.compile.targets.items():
+        _check_target(name, spec)
     for size in cfg.verify.batch_sizes:
         if size < 1:
             raise ConfigError(f"verify.batch_sizes has {size}; batch sizes are positive integers")
@@ -165,3 +179,21 @@ def validate(cfg: DictConfig) -> None:
         if "." not in str(path):
             raise ConfigError(f"custom_objects.{name}={path!r} is not a dotted import path; "
                               f"write +custom_objects.{name}=package.module.{name}")
+
+
+def _check_target(name: str, spec: Any) -> None:
+    """``compile.targets.NAME`` is ``{shape: [null], dtype: int32}`` (dtype float32 if omitted)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from exportkit.errors import first_line
+    from exportkit.signatures import DTYPES, TensorSpecConf
+
+    where = f"compile.targets.{name}"
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(TensorSpecConf), spec)
+        OmegaConf.to_container(node, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{where} is malformed ({first_line(e)}); write it as "
+                          f"{{shape: [null], dtype: int32}}") from e
+    if node.dtype not in DTYPES:
+        raise ConfigError(f"{where}.dtype={node.dtype!r} is not supported; use one of {', '.join(DTYPES)}")

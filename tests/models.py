@@ -145,3 +145,91 @@ class EagerOnlyOffset(keras.layers.Layer):
 def graph_differs():
     inputs = keras.Input((3,), name="x")
     return keras.Model(inputs, EagerOnlyOffset()(keras.layers.Dense(2, name="out")(inputs)), name="differs")
+
+
+# --- compiled models with any Keras loss (train/eval graphs), and functions in the JSON config ---
+
+@register
+def sparse_classifier(loss="sparse_categorical_crossentropy", activation="softmax", compiled: bool = True):
+    """A classifier over 4 classes trained on integer class ids (no dropout: train steps compare
+    exactly with Keras')."""
+    model = keras.Sequential([keras.Input((6,), name="x"),
+                              keras.layers.Dense(8, activation="relu", name="hidden"),
+                              keras.layers.Dense(4, activation=activation, name="out")], name="classifier")
+    if compiled:
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss=loss, metrics=["accuracy"])
+    return model
+
+
+def _heads(x):
+    hidden = keras.layers.Dense(8, activation="tanh", name="hidden")(x)
+    return (keras.layers.Dense(1, name="score")(hidden),
+            keras.layers.Dense(3, activation="softmax", name="label")(hidden),
+            keras.layers.Dense(2, name="aux")(hidden))
+
+
+@register
+def dict_heads(compiled: bool = True):
+    """Three named outputs: ``score`` (mse), ``label`` (sparse CE), ``aux`` with no loss, weighted
+    losses and per-output metrics."""
+    x = keras.Input((6,), name="x")
+    score, label, aux = _heads(x)
+    model = keras.Model(x, {"score": score, "label": label, "aux": aux}, name="dict_heads")
+    if compiled:
+        model.compile(optimizer=keras.optimizers.Adam(0.01),
+                      loss={"score": "mse", "label": "sparse_categorical_crossentropy"},
+                      loss_weights={"score": 0.5, "label": 2.0},
+                      metrics={"label": ["accuracy"], "score": ["mae"]})
+    return model
+
+
+@register
+def list_heads(compiled: bool = True):
+    """Two outputs as a list, losses and metrics given as lists (one entry per output)."""
+    x = keras.Input((6,), name="x")
+    score, label, _ = _heads(x)
+    model = keras.Model(x, [score, label], name="list_heads")
+    if compiled:
+        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                      loss=["mse", keras.losses.SparseCategoricalCrossentropy()], loss_weights=[0.3, 1.0],
+                      metrics=[["mae"], ["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=2)]])
+    return model
+
+
+def scaled_tanh(x):
+    """A custom activation function: serialized by name, so loading needs it in custom_objects."""
+    return keras.ops.tanh(x) * 1.5
+
+
+def half_squared_error(y_true, y_pred):
+    """A custom loss function."""
+    return 0.5 * keras.ops.mean(keras.ops.square(y_true - y_pred), axis=-1)
+
+
+@register
+def with_functions(compiled: bool = True):
+    """Python functions in the JSON config: a custom activation, a custom loss, Keras' own
+    ``categorical_accuracy`` function as a metric."""
+    x = keras.Input((5,), name="x")
+    hidden = keras.layers.Dense(6, activation=scaled_tanh, name="hidden")(x)
+    model = keras.Model(x, keras.layers.Dense(3, activation="softmax", name="out")(hidden), name="functions")
+    if compiled:
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=half_squared_error,
+                      metrics=[keras.metrics.categorical_accuracy, keras.losses.mean_squared_error])
+    return model
+
+
+class DictSubclassed(keras.Model):
+    """A subclassed model called with a dict of two inputs."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(2, name="dense")
+
+    def call(self, inputs):
+        return self.dense(keras.ops.concatenate([inputs["a"], inputs["b"] * 2.0], axis=-1))
+
+
+@register
+def dict_subclassed():
+    return DictSubclassed(name="dict_sub")

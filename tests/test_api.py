@@ -138,3 +138,36 @@ def test_tfsm_layer_serves_the_endpoint(export_dir, compiled):
     layer = keras.layers.TFSMLayer(str(export_dir), call_endpoint="serving_default")
     x = np.random.default_rng(1).standard_normal((3, 6)).astype("float32")
     np.testing.assert_allclose(layer(x)["out"], source(x).numpy(), atol=1e-6)
+
+
+def _signature_inputs(export_dir):
+    loaded = tf.saved_model.load(str(export_dir), tags=["serve"]).signatures["serving_default"]
+    return {k: (v.shape.as_list(), v.dtype.name) for k, v in loaded.structured_input_signature[1].items()}
+
+
+def test_called_subclassed_model_exports_without_input_signature(export_dir):
+    """Before: "cannot infer an input signature". The signature comes from the shapes the model was
+    first called with, batch dynamic, as Keras' model.export() infers it; verify runs as usual."""
+    source = models.subclassed()
+    source(np.ones((2, 7), "float32"))
+    exportkit.export_saved_model(source, export_dir, verbose=False)
+    assert _signature_inputs(export_dir) == {"x": ([None, 7], "float32")}
+    inputs = random_inputs({"x": (7,)}, 5)
+    want = source(inputs["x"])["y"].numpy()
+    np.testing.assert_allclose(serve(export_dir, inputs)["y"], want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+
+
+def test_subclassed_model_called_on_a_dict_and_compiled_after_fit(export_dir):
+    source = models.dict_subclassed()
+    rng = np.random.default_rng(0)
+    x = {"a": rng.standard_normal((8, 3)).astype("float32"), "b": rng.standard_normal((8, 4)).astype("float32")}
+    y = rng.standard_normal((8, 2)).astype("float32")
+    source.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    source.fit(x, y, batch_size=4, verbose=0)  # built by fit, never given a signature
+    exportkit.export_saved_model(source, export_dir, overrides=NO_VERIFY, verbose=False)
+    assert _signature_inputs(export_dir) == {"a": ([None, 3], "float32"), "b": ([None, 4], "float32")}
+    want = source(x).numpy()
+    np.testing.assert_allclose(serve(export_dir, x)["output_0"], want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+    evaluate = tf.saved_model.load(str(export_dir), tags=["eval"]).signatures["eval"]
+    got = float(evaluate(**x, output_0_target=y)["loss"])
+    np.testing.assert_allclose(got, source.evaluate(x, y, verbose=0), rtol=1e-5)

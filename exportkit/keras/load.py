@@ -24,6 +24,8 @@ def load(path: Path, custom_objects: Dict[str, Any], safe_mode: bool, compile: b
             f"(and from_config() if needed) and export again, or serve the SavedModel as it is "
             f"(tf.saved_model.load or keras.layers.TFSMLayer)")
     config = json.loads(json_path.read_text())
+    if not compile:
+        config.pop("compile_config", None)  # Keras compiles a model whose JSON carries one
     missing = missing_classes(config, custom_objects)
     if missing:
         names = ", ".join(missing)
@@ -43,7 +45,8 @@ def load(path: Path, custom_objects: Dict[str, Any], safe_mode: bool, compile: b
     assign(model.variables, weights, "model")
     training_config = path / "assets" / "training_config.json"
     if compile and training_config.exists():
-        model.compile_from_config(json.loads(training_config.read_text()))
+        with keras.saving.custom_object_scope(custom_objects):  # a function loss or metric
+            model.compile_from_config(json.loads(training_config.read_text()))
         model.optimizer.build(model.trainable_variables)
         assign(model.optimizer.variables, group_values(reader, "optimizer"), "optimizer")
     return model
@@ -68,7 +71,10 @@ def assign(variables, values, group: str) -> None:
 
 
 def missing_classes(config, custom_objects) -> List[str]:
-    """Classes in the JSON config that are neither Keras's, registered, nor in custom_objects."""
+    """Classes and functions in the JSON config that are neither Keras's, registered, nor in
+    custom_objects. A serialized function (``{"class_name": "function", "config": "my_loss"}``)
+    is looked up by its name as Keras' deserializer looks it up: custom objects, then Keras'
+    built-in activations, losses, metrics..."""
     known = set(custom_objects) | set(keras.saving.get_custom_objects())
     missing = []
 
@@ -76,7 +82,11 @@ def missing_classes(config, custom_objects) -> List[str]:
         if isinstance(node, dict):
             module, name = node.get("module"), node.get("class_name")
             registered = node.get("registered_name") or name
-            if (isinstance(name, str) and isinstance(module, str) and not module.startswith("keras")
+            if name == "function" and isinstance(node.get("config"), str):
+                function = node["config"]
+                if not _function_known(function, module, node, custom_objects) and function not in missing:
+                    missing.append(function)
+            elif (isinstance(name, str) and isinstance(module, str) and not module.startswith("keras")
                     and name not in known and registered not in known and name not in missing):
                 missing.append(name)
             for value in node.values():
@@ -87,6 +97,17 @@ def missing_classes(config, custom_objects) -> List[str]:
 
     walk(config)
     return missing
+
+
+def _function_known(name: str, module, node, custom_objects) -> bool:
+    from keras.src.saving import serialization_lib
+
+    try:
+        serialization_lib._retrieve_class_or_fn(name, node.get("registered_name"), module, "function",
+                                                node, custom_objects=custom_objects)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _build_from_serving_signature(model, path: Path) -> None:

@@ -48,7 +48,7 @@ class KerasSource(Source):
         ctx.serving_fn = functools.partial(predict, model)
         ctx.reference = {key: reference_fn(model) for key in ctx.signatures}
         ctx.variables["model"] = [v.value for v in model.variables]
-        ctx.training = training_for(model)
+        ctx.training = training_for(model, targets=cfg.compile.get("targets") or {})
         ctx.assets.update(model_assets(model))
         return ctx
 
@@ -95,7 +95,10 @@ class InMemory(KerasSource):
 
 def compile_model(model, compile_cfg) -> None:
     """``model.compile`` from the ``compile`` node: names (``adam``) or ``_target_`` nodes."""
-    kwargs = instantiate(compile_cfg, "compile", ConfigError,
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.masked_copy(compile_cfg, [k for k in compile_cfg if k != "targets"])
+    kwargs = instantiate(node, "compile", ConfigError,
                          "give names such as compile.optimizer=adam or _target_ nodes", _convert_="all")
     try:
         model.compile(**kwargs)
@@ -123,11 +126,46 @@ def model_assets(model) -> Dict[str, str]:
 
 
 def infer_signatures(model) -> Dict[str, Dict[str, Any]]:
-    """``serving_default`` from the model's inputs, with a dynamic batch dimension."""
-    specs = input_specs(model)
+    """``serving_default`` from the model's inputs, with a dynamic batch dimension; for a
+    subclassed model, from the shapes it was built or first called with (as Keras' own
+    ``model.export()`` infers them)."""
+    specs = input_specs(model) or build_shape_specs(model)
     if not specs:
         raise SignatureError(
             f"cannot infer an input signature: the {type(model).__name__} model has no known inputs "
             f"(it was never built or called); give `signatures` in the config or `input_signature` "
             f"to export_saved_model")
     return {"serving_default": specs}
+
+
+def build_shape_specs(model) -> Dict[str, Any]:
+    """``{input name: tf.TensorSpec}`` from a subclassed model's build shapes, batch dynamic and
+    dtype the model's input dtype (what ``keras.src.export.export_utils`` infers): one tensor
+    argument named after it (``call(self, x)`` -> ``x``), or one dict of tensors keyed by name.
+    {} when the model was never built, or was built from a structure a signature cannot name."""
+    from exportkit.signatures import tensor_spec
+
+    shapes = dict(getattr(model, "_build_shapes_dict", None) or {})
+    if not model.built or len(shapes) != 1:
+        return {}
+    (arg, shape), = shapes.items()
+    dtype = keras.backend.standardize_dtype(model.input_dtype)
+
+    def spec(name, dims):
+        return tensor_spec([None, *list(dims)[1:]], dtype, name)
+
+    if _is_shape(shape):
+        name = arg[: -len("_shape")] if arg.endswith("_shape") else arg
+        if arg == "input_shape":  # Keras' key for a one-argument call: name it after that argument
+            import inspect
+
+            name = next(iter(inspect.signature(model.call).parameters), name)
+        return {name: spec(name, shape)} if name.isidentifier() else {}
+    if isinstance(shape, dict) and len(shape) > 1 and all(
+            isinstance(k, str) and k.isidentifier() and _is_shape(v) for k, v in shape.items()):
+        return {k: spec(k, v) for k, v in shape.items()}
+    return {}
+
+
+def _is_shape(value) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(d, (int, type(None))) for d in value)
