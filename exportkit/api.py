@@ -5,12 +5,14 @@ the CLI would and runs the same pipeline; it only fills the config from its argu
 """
 import copy
 import functools
+import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from omegaconf import open_dict
 
 from exportkit import signatures
+from exportkit.errors import ConfigError
 
 
 def export_saved_model(model, saved_model_path, custom_objects: Optional[Dict[str, Any]] = None,
@@ -29,7 +31,13 @@ def export_saved_model(model, saved_model_path, custom_objects: Optional[Dict[st
     from exportkit import pipeline
     from exportkit.report import Reporter
 
-    custom_objects = dict(custom_objects or {})
+    _check_model(model)
+    saved_model_path = _check_path(saved_model_path, "saved_model_path")
+    custom_objects = _check_custom_objects(custom_objects)
+    _check_flags(as_text=as_text, serving_only=serving_only, verbose=verbose)
+    if isinstance(overrides, str) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(f"overrides={overrides!r}: give a list of KEY=VALUE strings, e.g. overrides=['seed=3']"
+                          + (f" (here overrides=[{overrides!r}])" if isinstance(overrides, str) else ""))
     cfg = copy.deepcopy(_composed(("model=in_memory", *_custom_object_overrides(custom_objects), *overrides)))
     cfg.export_dir = str(Path(saved_model_path).expanduser().absolute())
     cfg.as_text, cfg.serving_only = bool(as_text), bool(serving_only)
@@ -49,9 +57,48 @@ def load_from_saved_model(saved_model_path, custom_objects: Optional[Dict[str, A
 
     >>> model = exportkit.load_from_saved_model("/tmp/simple_keras_model")
     """
+    path = _check_path(saved_model_path, "saved_model_path")
+    custom_objects = _check_custom_objects(custom_objects)
+    _check_flags(safe_mode=safe_mode, compile=compile)
     from exportkit.keras import load
 
-    return load.load(Path(saved_model_path), custom_objects or {}, safe_mode, compile)
+    return load.load(Path(path).expanduser(), custom_objects, safe_mode, compile)
+
+
+def _check_path(path, name: str) -> str:
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise ConfigError(f"{name}={path!r}: expected a directory path (a str or pathlib.Path)")
+    return os.fspath(path)
+
+
+def _check_model(model) -> None:
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise ConfigError(f"model is a {type(model).__name__}, not a keras.Model; export_saved_model exports a "
+                          f"Keras model (a JAX model: python -m exportkit model=jax ...)")
+
+
+def _check_custom_objects(custom_objects) -> Dict[str, Any]:
+    if custom_objects is None:
+        return {}
+    if not isinstance(custom_objects, dict):
+        raise ConfigError(f"custom_objects is a {type(custom_objects).__name__}; expected a dict of "
+                          f"name -> class or function, e.g. custom_objects={{'Scale': Scale}}")
+    for name, obj in custom_objects.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"custom_objects has the key {name!r}; keys are the names the model's config "
+                              f"uses (strings), e.g. custom_objects={{'Scale': Scale}}")
+        if not callable(obj):
+            raise ConfigError(f"custom_objects[{name!r}] is {obj!r} ({type(obj).__name__}); expected the class "
+                              f"or function itself, e.g. custom_objects={{{name!r}: {name}}}")
+    return dict(custom_objects)
+
+
+def _check_flags(**flags) -> None:
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}={value!r}: expected True or False")
 
 
 @functools.lru_cache(maxsize=16)
