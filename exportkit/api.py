@@ -118,6 +118,10 @@ def signature_inputs(model, input_signature) -> Dict[str, Dict[str, Any]]:
         named = list(input_signature.items())
     else:
         specs = tf.nest.flatten(input_signature)
+        for spec in specs:
+            if not isinstance(spec, tf.TensorSpec):
+                raise signatures.SignatureError(f"input_signature has {spec!r} ({type(spec).__name__}); expected "
+                                                f"tf.TensorSpec's, e.g. [tf.TensorSpec([None, 8], tf.float32, name='x')]")
         from exportkit.keras.calls import input_name, known_inputs
 
         model_names = [input_name(t) for t in (known_inputs(model) or [])]
