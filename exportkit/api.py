@@ -8,6 +8,7 @@ a ``tf_keras.Model`` ``model=tf_keras_in_memory``, ``(apply_fn, params)`` or a F
 """
 import copy
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -15,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from omegaconf import open_dict
 
 from exportkit import signatures
+from exportkit.errors import ConfigError
 
 
 def export_saved_model(model, saved_model_path, custom_objects: Optional[Dict[str, Any]] = None,
@@ -40,7 +42,12 @@ def export_saved_model(model, saved_model_path, custom_objects: Optional[Dict[st
     from exportkit.report import Reporter
 
     option, description, names = model_option(model)
-    custom_objects = dict(custom_objects or {})
+    saved_model_path = _check_path(saved_model_path, "saved_model_path")
+    custom_objects = _check_custom_objects(custom_objects)
+    _check_flags(as_text=as_text, serving_only=serving_only, verbose=verbose)
+    if isinstance(overrides, str) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(f"overrides={overrides!r}: give a list of KEY=VALUE strings, e.g. overrides=['seed=3']"
+                          + (f" (here overrides=[{overrides!r}])" if isinstance(overrides, str) else ""))
     cfg = copy.deepcopy(_composed((f"model={option}", *_custom_object_overrides(custom_objects), *overrides)))
     cfg.export_dir = str(Path(saved_model_path).expanduser().absolute())
     cfg.as_text, cfg.serving_only = bool(as_text), bool(serving_only)
@@ -64,7 +71,9 @@ def load_from_saved_model(saved_model_path, custom_objects: Optional[Dict[str, A
 
     >>> model = exportkit.load_from_saved_model("/tmp/simple_keras_model")
     """
-    path = Path(saved_model_path)
+    path = Path(_check_path(saved_model_path, "saved_model_path")).expanduser()
+    custom_objects = _check_custom_objects(custom_objects)
+    _check_flags(safe_mode=safe_mode, compile=compile)
     json_path = path / "assets" / "saved_model.json"
     if json_path.is_file():
         from exportkit.tf_keras.load import is_keras2_config
@@ -72,10 +81,38 @@ def load_from_saved_model(saved_model_path, custom_objects: Optional[Dict[str, A
         if is_keras2_config(json_path.read_text()):
             from exportkit.tf_keras import load as tf_keras_load
 
-            return tf_keras_load.load(path, custom_objects or {}, compile)
+            return tf_keras_load.load(path, custom_objects, compile)
     from exportkit.keras import load
 
-    return load.load(path, custom_objects or {}, safe_mode, compile)
+    return load.load(path, custom_objects, safe_mode, compile)
+
+
+def _check_path(path, name: str) -> str:
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise ConfigError(f"{name}={path!r}: expected a directory path (a str or pathlib.Path)")
+    return os.fspath(path)
+
+
+def _check_custom_objects(custom_objects) -> Dict[str, Any]:
+    if custom_objects is None:
+        return {}
+    if not isinstance(custom_objects, dict):
+        raise ConfigError(f"custom_objects is a {type(custom_objects).__name__}; expected a dict of "
+                          f"name -> class or function, e.g. custom_objects={{'Scale': Scale}}")
+    for name, obj in custom_objects.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"custom_objects has the key {name!r}; keys are the names the model's config "
+                              f"uses (strings), e.g. custom_objects={{'Scale': Scale}}")
+        if not callable(obj):
+            raise ConfigError(f"custom_objects[{name!r}] is {obj!r} ({type(obj).__name__}); expected the class "
+                              f"or function itself, e.g. custom_objects={{{name!r}: {name}}}")
+    return dict(custom_objects)
+
+
+def _check_flags(**flags) -> None:
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}={value!r}: expected True or False")
 
 
 @functools.lru_cache(maxsize=16)
@@ -121,6 +158,10 @@ def signature_inputs(model, input_signature, names: Optional[List[str]] = None) 
         named = list(input_signature.items())
     else:
         specs = tf.nest.flatten(input_signature)
+        for spec in specs:
+            if not isinstance(spec, tf.TensorSpec):
+                raise signatures.SignatureError(f"input_signature has {spec!r} ({type(spec).__name__}); expected "
+                                                f"tf.TensorSpec's, e.g. [tf.TensorSpec([None, 8], tf.float32, name='x')]")
         if names is not None:
             model_names = list(names)
         else:

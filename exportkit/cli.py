@@ -1,6 +1,13 @@
 """The Hydra app behind ``python -m exportkit`` and the ``exportkit`` console script.
 
 Only Hydra and the schema are imported here: ``--help`` and ``--cfg job`` never load TensorFlow.
+
+What the user sees of a mistake is one line, ``exportkit: error: ...``, whether exportkit or
+Hydra found it: ``main`` asks Hydra to raise its composition errors (unknown key, wrong type,
+unknown group option, override syntax) instead of printing its own report, and prints them as
+one line with the key named (``exportkit.composition.composition_error``). TensorFlow's and
+absl's start-up logs are kept off the terminal unless ``EXPORTKIT_VERBOSE=1`` or
+``HYDRA_FULL_ERROR=1`` (which also shows tracebacks).
 """
 import logging
 import os
@@ -12,25 +19,32 @@ from omegaconf import DictConfig
 from exportkit import schema
 
 schema.register()
-# TensorFlow's C++ start-up chatter (CPU features, missing CUDA) is not the user's business.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Exceptions app() re-raised as bugs: main() must not turn them into a user's one line.
+_BUGS = set()
+_NOISY_LOGGERS = ("absl", "tensorflow", "h5py", "jax._src.xla_bridge", "jax._src.xla_bridge.backends")
 
 
 @hydra.main(config_path="pkg://exportkit.conf", config_name="config", version_base="1.3")
 def app(cfg: DictConfig):
     """One export. Returns the export directory (a ``JobFailed`` for a failed job of a sweep)."""
-    from exportkit import pipeline
-    from exportkit.errors import print_error, show_traceback
+    from exportkit import pipeline, signatures
+    from exportkit.errors import ExportkitError, print_error, show_traceback
 
-    for noisy in ("absl", "tensorflow", "h5py"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     export = pipeline.Export(pipeline.resolved(cfg), overrides=job_overrides())
     if in_multirun():
+        import_tensorflow_quietly()
         return _sweep_job(export)
     try:
+        # a config mistake is told before TensorFlow is imported (about 5 s)
+        schema.validate(export.cfg)
+        signatures.parse(export.cfg.signatures)
+        import_tensorflow_quietly()
         return str(export.run().export_dir)
     except Exception as error:  # noqa: BLE001 - a user's mistake is one line; a bug re-raised
         if show_traceback(error):
+            if not isinstance(error, ExportkitError):
+                _BUGS.add(id(error))
             raise
         print_error(error)
         sys.exit(1)
@@ -71,5 +85,70 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def verbose() -> bool:
+    """Whether the frameworks' own logs may reach the terminal (``EXPORTKIT_VERBOSE=1``, or
+    ``HYDRA_FULL_ERROR=1``)."""
+    from exportkit.errors import full_error_wanted
+
+    return os.environ.get("EXPORTKIT_VERBOSE", "0") not in ("", "0") or full_error_wanted()
+
+
+def quiet_frameworks() -> None:
+    """Keep TensorFlow's C++ logs (oneDNN notices, CUDA probing: ``E0000 ... cuInit``) and absl's
+    and JAX's Python warnings off the terminal; set before TensorFlow is imported. The verify
+    worker inherits the environment."""
+    if verbose():
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with file descriptor 2 held aside: the messages its C++ libraries log
+    while loading ("All log messages before absl::InitializeLog() is called are written to
+    STDERR", oneDNN, cudart) ignore ``TF_CPP_MIN_LOG_LEVEL``. If the import fails, what was
+    held back is shown with the error."""
+    if "tensorflow" in sys.modules or verbose():
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401  (imported here, quietly, for all later imports)
+            except BaseException:
+                os.dup2(saved, 2)
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
+                raise
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+    quiet_frameworks()  # absl's handler exists now
+
+
 def main() -> None:
-    app()
+    from exportkit.composition import composition_error
+    from exportkit.errors import ExportkitError, full_error_wanted, print_error
+
+    # Hydra prints its own several-line report for a composition error and exits, unless
+    # HYDRA_FULL_ERROR=1: then it raises, and the error is told here as one line. The user's
+    # own HYDRA_FULL_ERROR (tracebacks wanted) is kept in EXPORTKIT_FULL_ERROR.
+    os.environ["EXPORTKIT_FULL_ERROR"] = "1" if full_error_wanted() else "0"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    quiet_frameworks()
+    try:
+        app()
+    except Exception as error:  # noqa: BLE001 - Hydra's errors become one line; a bug re-raised
+        if id(error) in _BUGS or full_error_wanted():
+            raise
+        told = error if isinstance(error, ExportkitError) else composition_error(error)
+        if told is None:
+            raise
+        print_error(told)
+        sys.exit(1)

@@ -78,13 +78,40 @@ def first_line(error: BaseException) -> str:
     return (str(error).strip() or type(error).__name__).splitlines()[0]
 
 
+_NOISE = ("full_key:", "reference_type=", "object_type=", "See https://hydra.cc", "Config search path",
+          "provider=", "set env var HYDRA_FULL_ERROR")
+
+
+def one_line(error: BaseException) -> str:
+    """An error's whole message on one line (its lines joined; OmegaConf's and Hydra's
+    ``full_key:`` / ``object_type=`` / search-path detail left out).
+
+    >>> one_line(ImportError("Error loading 'a.b':\\nNo module named 'a'"))
+    "Error loading 'a.b': No module named 'a'"
+    """
+    lines = []
+    for line in (str(error).strip() or type(error).__name__).splitlines():
+        line = line.strip()
+        if not line or line.startswith(_NOISE):
+            continue
+        lines.append(line)
+    return " ".join(lines) or type(error).__name__
+
+
 class StageSkipped(Exception):
     """Raised by a stage that cannot run here; the runner records it as SKIPPED with the reason."""
 
 
+def full_error_wanted() -> bool:
+    """Whether the user asked for tracebacks (``HYDRA_FULL_ERROR=1``). The CLI sets
+    ``HYDRA_FULL_ERROR=1`` for Hydra itself (so Hydra raises its errors to exportkit instead of
+    printing them) and keeps the user's own choice in ``EXPORTKIT_FULL_ERROR``."""
+    return os.environ.get("EXPORTKIT_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR")) == "1"
+
+
 def show_traceback(error: BaseException) -> bool:
     """A bug keeps its traceback; a user's mistake does not, unless ``HYDRA_FULL_ERROR=1``."""
-    return not isinstance(error, ExportkitError) or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    return not isinstance(error, ExportkitError) or full_error_wanted()
 
 
 def print_error(error: BaseException, prog: str = "exportkit") -> None:

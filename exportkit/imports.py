@@ -2,7 +2,7 @@
 import importlib
 from typing import Any, Dict, Mapping, Type
 
-from exportkit.errors import ExportkitError, ModelSourceError, first_line
+from exportkit.errors import ExportkitError, ModelSourceError, one_line
 
 
 def import_object(path: str, key: str) -> Any:
@@ -33,7 +33,8 @@ def instantiate(node, key: str, error: Type[ExportkitError], hint: str, **kwargs
     except InstantiationException as e:
         target = node.get("_target_") if hasattr(node, "get") else None
         where = f"{key}={target!r}" if target is not None else key
-        raise error(f"{where} failed: {first_line(e.__cause__ or e)}; {hint}") from e
+        # the cause's whole message: Hydra's ImportError puts the reason on its second line
+        raise error(f"{where} failed: {one_line(e.__cause__ or e)}; {hint}") from e
 
 
 def import_custom_objects(paths: Mapping[str, str]) -> Dict[str, Any]:

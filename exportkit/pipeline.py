@@ -22,6 +22,7 @@ from exportkit.context import ExportContext, StageRecord
 from exportkit.errors import ConfigError, SignatureError, StageSkipped, first_line
 from exportkit.imports import instantiate
 from exportkit.report import Reporter
+from exportkit.stages.verify import require_verified
 
 BASE_FIELDS = ("cfg", "export_dir", "work_dir", "model")
 
@@ -73,6 +74,7 @@ class Export:
             try:
                 for name, stage in stages:
                     ctx = run_stage(name, stage, ctx)
+                require_verified(ctx)  # nothing unverified is published unless the user said so
             except BaseException:
                 self.reporter.summary(ctx.records, export_dir, published=False)
                 raise

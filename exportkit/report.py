@@ -14,6 +14,7 @@ class Reporter:
         self.verbose = verbose
         self._file = file
         self._console = None
+        self._verification = None
 
     def _print(self, text) -> None:
         if not self.verbose:
@@ -37,6 +38,23 @@ class Reporter:
         """A line of progress inside a long stage (verify, a large checkpoint)."""
         self._print(f"    {message}")
 
+    def verification(self, state: dict) -> None:
+        """What the export's verification came to (``stages.verify.require_verified``): told in
+        the summary."""
+        self._verification = state
+
+    def verification_line(self) -> str:
+        state = self._verification
+        if state is None:
+            return ""
+        if not state.get("verified"):
+            return f"[bold yellow]UNVERIFIED[/bold yellow]: {state.get('reason', 'no verify case ran')}"
+        line = f"verified: {state['cases']} cases on {', '.join(state['devices_verified'])}"
+        missing = state.get("devices_not_verified") or {}
+        if missing:
+            line += "; [yellow]not verified[/yellow] on " + ", ".join(f"{d} ({r})" for d, r in missing.items())
+        return line
+
     def summary(self, records: List, export_dir, published: bool) -> None:
         if not self.verbose:
             return
@@ -52,6 +70,8 @@ class Reporter:
             table.add_row(r.name, f"[{style}]{r.status.upper()}[/{style}]", f"{r.seconds:.2f}", r.detail)
         self._print(table)
         if published:
+            if self.verification_line():
+                self._print(self.verification_line())
             self._print(f"export: [bold]{export_dir}[/bold]")
         else:
             self._print(f"[bold red]nothing written[/bold red] at {export_dir}")

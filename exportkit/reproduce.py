@@ -36,14 +36,20 @@ def main(argv: List[str] = None) -> int:
     args = parser.parse_args(argv)
 
     from exportkit.artifact import manifest
-    from exportkit.errors import print_error, show_traceback
+    from exportkit.errors import ExportDirExistsError, ExportkitError, LoadError, print_error, show_traceback
 
     original = Path(args.export_dir).expanduser().absolute()
     if not (original / manifest.MANIFEST).is_file():
         print(f"exportkit.reproduce: error: {original} has no {manifest.MANIFEST}; give the directory "
               f"of an export written by exportkit", file=sys.stderr)
         return 2
-    recorded = manifest.read(original)
+    new_dir = Path(args.out).expanduser().absolute()
+    try:
+        recorded = read_recorded(original)
+        check_out(new_dir)
+    except ExportkitError as error:
+        print_error(error, prog="exportkit.reproduce")
+        return 1
     for line in version_warnings(recorded.get("versions", {}), manifest.versions()):
         print(f"exportkit.reproduce: warning: {line}", file=sys.stderr)
     for line in config_drift(recorded):
@@ -51,12 +57,17 @@ def main(argv: List[str] = None) -> int:
     for line in input_changes(recorded.get("inputs", {})):
         print(f"exportkit.reproduce: warning: {line}", file=sys.stderr)
 
-    new_dir = Path(args.out).expanduser().absolute()
     try:
+        from exportkit.cli import import_tensorflow_quietly, quiet_frameworks
+
+        quiet_frameworks()
+        import_tensorflow_quietly()
         rerun(recorded, new_dir)
     except Exception as error:  # noqa: BLE001 - reported as the one-line reason, as the CLI does
         if show_traceback(error):
             raise
+        if isinstance(error, ExportDirExistsError):  # another process filled --out meanwhile
+            error = LoadError(f"--out {new_dir} is not empty; give a new or empty directory")
         print_error(f"the export could not be re-run: {error}", prog="exportkit.reproduce")
         return 1
 
@@ -70,6 +81,48 @@ def main(argv: List[str] = None) -> int:
     print(f"reproduced: {len(written['files'])} files identical to {original} "
           f"(digest {written.get('digest', '')[:12]})")
     return 0
+
+
+def read_recorded(export_dir: Path) -> Dict[str, Any]:
+    """The manifest of ``export_dir``, checked to be one exportkit wrote: ``LoadError`` naming the
+    file and what is wrong for a missing, truncated, altered or foreign one."""
+    import json
+
+    from exportkit.artifact import manifest
+    from exportkit.errors import LoadError, first_line
+
+    path = Path(export_dir) / manifest.MANIFEST
+    if not path.is_file():
+        raise LoadError(f"{export_dir} has no {manifest.MANIFEST}; give the directory of an export "
+                        f"written by exportkit")
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise LoadError(f"{path} cannot be read as JSON ({type(e).__name__}: {first_line(e)}); the manifest "
+                        f"is truncated or damaged") from e
+    expected = {"config": dict, "files": dict}
+    if not isinstance(recorded, dict):
+        raise LoadError(f"{path} holds a JSON {type(recorded).__name__}, not an exportkit manifest (an object "
+                        f"with {', '.join(expected)})")
+    for key, kind in {**expected, "overrides": list, "versions": dict, "inputs": dict}.items():
+        if key in recorded and not isinstance(recorded[key], kind) or key in expected and key not in recorded:
+            raise LoadError(f"{path}: `{key}` is {'missing' if key not in recorded else type(recorded[key]).__name__}"
+                            f", expected a JSON {'object' if kind is dict else 'array'}; not an exportkit "
+                            f"manifest, or altered")
+    for key, entry in recorded.get("inputs", {}).items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("path"), str)
+                and isinstance(entry.get("sha256"), str)):
+            raise LoadError(f"{path}: inputs.{key} is {entry!r}, expected {{path, sha256}}; the manifest was altered")
+    return recorded
+
+
+def check_out(new_dir: Path) -> None:
+    """``--out`` must be new or empty (reproduce never replaces anything)."""
+    from exportkit.errors import ConfigError
+
+    if new_dir.exists() and (not new_dir.is_dir() or any(new_dir.iterdir())):
+        raise ConfigError(f"--out {new_dir} {'is a file' if not new_dir.is_dir() else 'is not empty'}; "
+                        f"give a new or empty directory (reproduce never replaces an export)")
 
 
 def rerun(recorded: Dict[str, Any], new_dir: Path):

@@ -6,6 +6,10 @@ in the ``model`` group, named first in that option's YAML), so a required field 
 there; the model source class is the node's ``_target_``. Rules that span several fields live
 in ``validate`` below. Defaults are stated here, once: ``conf/config.yaml`` only picks options.
 """
+import dataclasses
+import math
+import re
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -105,6 +109,9 @@ class VerifyConf:
     atol: float = 1e-5
     rtol: float = 1e-5
     batch_sizes: List[int] = field(default_factory=lambda: [1, 3])
+    # Publish an export in which no verify case ran (the summary then says UNVERIFIED). Off:
+    # such an export is never published.
+    allow_unverified: bool = False
 
 
 @dataclass
@@ -154,8 +161,14 @@ def register() -> None:
         store.store(group="model", name=name, node=node)
 
 
+# what tf.DeviceSpec.from_string takes for one device: /CPU:0, /device:GPU:1, /job:w/task:0/device:GPU:0, gpu
+DEVICE = re.compile(r"^(/job:\w+)?(/replica:\d+)?(/task:\d+)?/?(device:)?(CPU|GPU|TPU)(:\d+)?$", re.IGNORECASE)
+SEED_LIMIT = 2 ** 32  # NumPy's and TensorFlow's seeds are 32-bit
+
+
 def validate(cfg: DictConfig) -> None:
-    """Check the rules that span fields; raise ``ConfigError`` naming the key and the fix."""
+    """Check the rules that span fields and the values a type alone does not rule out; raise
+    ``ConfigError`` naming the key and the fix."""
     if not isinstance(cfg.model, DictConfig) or not cfg.model.get("_target_"):
         raise ConfigError("model has no `_target_`; pick a model option (model=example, model=keras, "
                           "model=keras_file or model=jax) or name your own source class as model._target_")
@@ -170,11 +183,14 @@ def validate(cfg: DictConfig) -> None:
                           "compile.loss=mse), or neither")
     for name, spec in cfg.compile.targets.items():
         _check_target(name, spec)
-    for size in cfg.verify.batch_sizes:
-        if size < 1:
-            raise ConfigError(f"verify.batch_sizes has {size}; batch sizes are positive integers")
-    if cfg.verify.atol < 0 or cfg.verify.rtol < 0:
-        raise ConfigError("verify.atol and verify.rtol must be >= 0")
+    if not 0 <= cfg.seed < SEED_LIMIT:
+        raise ConfigError(f"seed={cfg.seed} is out of range; give an integer from 0 to {SEED_LIMIT - 1}")
+    _validate_verify(cfg.verify)
+    _validate_target(cfg.target)
+    for key, signature in (cfg.signatures or {}).items():
+        if not isinstance(signature, DictConfig):
+            raise ConfigError(f"signatures.{key}={signature!r} is not a signature; write it as "
+                              f"+signatures.{key}={{inputs: {{NAME: {{shape: [null, 8], dtype: float32}}}}}}")
     for name, path in cfg.custom_objects.items():
         if "." not in str(path):
             raise ConfigError(f"custom_objects.{name}={path!r} is not a dotted import path; "
@@ -197,3 +213,84 @@ def _check_target(name: str, spec: Any) -> None:
                           f"{{shape: [null], dtype: int32}}") from e
     if node.dtype not in DTYPES:
         raise ConfigError(f"{where}.dtype={node.dtype!r} is not supported; use one of {', '.join(DTYPES)}")
+
+
+def _validate_verify(verify) -> None:
+    if not verify.batch_sizes:
+        raise ConfigError("verify.batch_sizes=[] would verify no case; give at least one batch size "
+                          "(verify.batch_sizes=[1,3]), or disable verification with pipeline.stages.verify=null")
+    for size in verify.batch_sizes:
+        if size < 1:
+            raise ConfigError(f"verify.batch_sizes has {size}; batch sizes are positive integers "
+                              f"(verify.batch_sizes=[1,3])")
+    for key in ("atol", "rtol"):
+        value = verify[key]
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"verify.{key}={value} is not a tolerance; give a finite number >= 0 "
+                              f"(verify.{key}=1e-5)")
+
+
+def _validate_target(target) -> None:
+    if not target.devices:
+        raise ConfigError("target.devices=[] names no device to verify on; give at least one, "
+                          "e.g. target.devices=[/CPU:0] or [/GPU:0]")
+    for device in target.devices:
+        if not isinstance(device, str) or not DEVICE.match(device):
+            raise ConfigError(f"target.devices has {device!r}, which is not a TensorFlow device name; "
+                              f"write /CPU:0, /GPU:0, /GPU:1 ... (target.devices=[/GPU:0])")
+
+
+def _field_types(node_type) -> Dict[str, Any]:
+    if dataclasses.is_dataclass(node_type):
+        hints = typing.get_type_hints(node_type)
+        return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(node_type)}
+    return {}
+
+
+def schema_keys() -> List[str]:
+    """Every dotted key the schema knows (``verify.atol``, ``model.path``, ...): what a misspelt
+    key is matched against for a "did you mean"."""
+    keys: List[str] = []
+
+    def walk(node_type, prefix: str) -> None:
+        for name, kind in _field_types(node_type).items():
+            keys.append(prefix + name)
+            walk(kind, f"{prefix}{name}.")
+
+    walk(ExportConfig, "")
+    for node in MODEL_SCHEMAS.values():
+        walk(node, "model.")
+    keys += [f"pipeline.stages.{name}" for name in
+             ("build", "jax2tf", "trace", "write_checkpoint", "write_graphs", "verify")]
+    return sorted(set(keys))
+
+
+_KINDS = {bool: "a bool (true or false)", int: "an integer", float: "a number", str: "a string"}
+
+
+def expected_kind(full_key: str) -> Optional[str]:
+    """What the schema expects at ``full_key`` (``verify.batch_sizes[0]`` -> "an integer"), or None
+    where it does not say (a free-form node such as ``model.build``)."""
+    kind: Any = ExportConfig
+    models = list(MODEL_SCHEMAS.values())
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", full_key):
+        origin, args = typing.get_origin(kind), typing.get_args(kind)
+        if part.startswith("["):
+            kind = args[0] if origin in (list, List) and args else Any
+            continue
+        if kind is Any and part in {n for m in models for n in _field_types(m)}:
+            kind = next(_field_types(m)[part] for m in models if part in _field_types(m))
+            continue
+        kind = _field_types(kind).get(part, Any)
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is typing.Union and type(None) in args:  # Optional[X]
+        inner = _KINDS.get(next(a for a in args if a is not type(None)))
+        return f"{inner} or null" if inner else None
+    if origin in (list, List):
+        inner = _KINDS.get(args[0]) if args else None
+        return f"a list of {inner.split(' ', 1)[1].split(' (')[0]}s" if inner else "a list"
+    if origin in (dict, Dict):
+        return "a mapping"
+    if dataclasses.is_dataclass(kind):
+        return "a mapping"
+    return _KINDS.get(kind)

@@ -50,12 +50,25 @@ def test_as_text_writes_a_loadable_pbtxt(export_dir):
     np.testing.assert_allclose(serve(export_dir, inputs)["out"], want, atol=1e-6)
 
 
-def test_gpu_target_without_a_gpu_is_skipped_never_passed(export_dir):
+def test_gpu_target_without_a_gpu_verifies_on_the_cpu_and_records_the_gpu_as_not_verified(export_dir):
+    """The graphs are device-agnostic: verify runs where it can and says where it could not."""
+    import tensorflow as tf
+
     result = export(*KERAS, "target=gpu", f"export_dir={export_dir}")
     verify = [r for r in result.records if r.name == "verify"][0]
-    assert verify.status == "skipped" and "/GPU:0 not present" in verify.detail
-    assert "skipped" in result.manifest["verify"]
-    assert result.manifest["stages"][-1]["status"] == "skipped"
+    verification = result.manifest["verification"]
+    assert verify.status == "ok" and verification["verified"] is True and verification["cases"] == 2
+    if tf.config.list_logical_devices("GPU"):
+        assert verification["devices_verified"] == ["/GPU:0"] and verification["devices_not_verified"] == {}
+    else:
+        assert verification["devices_verified"] == ["/CPU:0"]
+        assert verification["devices_not_verified"] == {"/GPU:0": "not present on this machine"}
+        assert "not verified on /GPU:0" in verify.detail
+    for size in ("1", "3"):
+        assert result.manifest["verify"]["serving_default"][size]["out"]["ok"] is True
+    inputs = random_inputs({"x": (6,)}, 3)
+    np.testing.assert_allclose(serve(export_dir, inputs)["out"], result.context.model(inputs["x"]).numpy(),
+                               atol=1e-5)
 
 
 def test_user_stage_plugs_in_by_target_and_null_disables(export_dir):

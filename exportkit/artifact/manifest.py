@@ -84,6 +84,8 @@ def write(ctx) -> Dict[str, Any]:
         "digest": canonical.content_digest(files),
         "fingerprint": fingerprint(ctx.work_dir),
         "verify": ctx.verify_report,
+        # verified (cases, devices verified and not) or not, and why: see stages.verify.require_verified
+        "verification": ctx.extra.get("verification", {}),
     }
     path = ctx.work_dir / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)

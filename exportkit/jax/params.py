@@ -5,7 +5,7 @@ from typing import Any, List
 
 import numpy as np
 
-from exportkit.errors import ConfigError, ModelSourceError, first_line
+from exportkit.errors import ConfigError, ModelSourceError, first_line, one_line
 from exportkit.jax.pytree import flatten
 
 
@@ -40,21 +40,38 @@ def load_params(params_path: str, template: Any) -> Any:
 
 def load_npz_params(path: Path, template: Any, where: str) -> Any:
     import zipfile
+    import zlib
 
     import jax
 
     from exportkit.jax.host_buffers import read_npz_member
 
     leaves, treedef = flatten(template)
-    with np.load(path, allow_pickle=False) as data, zipfile.ZipFile(path) as archive:
-        _check_keys(where, [k for k, _ in leaves], data.files)
-        values = []
-        for key, leaf in leaves:
-            # one array at a time, into a buffer the jax2tf stage's variable adopts without a copy
-            value = read_npz_member(archive, key)
-            value = data[key] if value is None else value
-            _check_leaf(where, key, value.shape, value.dtype, leaf)
-            values.append(value)
+    if not zipfile.is_zipfile(path):
+        raise ModelSourceError(f"{where}: not a .npz file (a .npz is a zip archive; this one is damaged "
+                               f"or something else); write it with exportkit.jax.params.save_params")
+    try:
+        with np.load(path, allow_pickle=False) as data, zipfile.ZipFile(path) as archive:
+            _check_keys(where, [k for k, _ in leaves], data.files)
+            values = []
+            for key, leaf in leaves:
+                # one array at a time, into a buffer the jax2tf stage's variable adopts without a copy
+                value = read_npz_member(archive, key)
+                value = data[key] if value is None else value
+                _check_leaf(where, key, value.shape, value.dtype, leaf)
+                values.append(value)
+    except ModelSourceError:
+        raise
+    except ValueError as e:
+        if "allow_pickle" in str(e):  # an object array: reading it would run pickled code
+            raise ModelSourceError(f"{where}: holds pickled Python objects, which exportkit does not load "
+                                   f"(they could run code); save plain arrays with "
+                                   f"exportkit.jax.params.save_params") from e
+        raise ModelSourceError(f"{where}: a damaged .npz ({one_line(e)}); write it again with "
+                               f"exportkit.jax.params.save_params") from e
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, zlib.error) as e:
+        raise ModelSourceError(f"{where}: a damaged or truncated .npz ({type(e).__name__}: {one_line(e)}); "
+                               f"write it again with exportkit.jax.params.save_params") from e
     return jax.tree_util.tree_unflatten(treedef, values)
 
 

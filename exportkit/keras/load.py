@@ -14,6 +14,10 @@ VALUE = ".ATTRIBUTES/VARIABLE_VALUE"
 
 
 def load(path: Path, custom_objects: Dict[str, Any], safe_mode: bool, compile: bool):
+    if not path.exists():
+        raise LoadError(f"{path}: no such directory; give the directory of an export")
+    if not path.is_dir():
+        raise LoadError(f"{path} is a file, not a SavedModel directory; give the export's directory")
     if files.saved_model_file(path) is None:
         raise LoadError(f"{path} is not a SavedModel directory (no saved_model.pb or saved_model.pbtxt)")
     json_path = path / "assets" / "saved_model.json"
@@ -23,7 +27,12 @@ def load(path: Path, custom_objects: Dict[str, Any], safe_mode: bool, compile: b
             f"subclassed model), so it cannot be rebuilt as a Keras model. Implement get_config() "
             f"(and from_config() if needed) and export again, or serve the SavedModel as it is "
             f"(tf.saved_model.load or keras.layers.TFSMLayer)")
-    config = json.loads(json_path.read_text())
+    config = read_json(json_path, dict)
+    refused = refused_class_paths(config, custom_objects)
+    if refused:
+        raise LoadError(f"{json_path} names {', '.join(refused)}, which is not a Keras class, not registered "
+                        f"and not in custom_objects: refused (exportkit never imports what an export names; "
+                        f"the file may have been tampered with)")
     if not compile:
         config.pop("compile_config", None)  # Keras compiles a model whose JSON carries one
     missing = missing_classes(config, custom_objects)
@@ -35,9 +44,66 @@ def load(path: Path, custom_objects: Dict[str, Any], safe_mode: bool, compile: b
         model = keras.saving.deserialize_keras_object(config, custom_objects=custom_objects, safe_mode=safe_mode)
     except ValueError as e:
         if "safe_mode" not in str(e):
-            raise
+            raise LoadError(f"{json_path} does not describe a Keras model Keras can rebuild "
+                            f"({first_line(e)})") from e
         raise LoadError(f"{first_line(e)} Keras safe mode refused it; if you trust this export, "
                         f"call load_from_saved_model(..., safe_mode=False)") from e
+    except (TypeError, KeyError, AttributeError, IndexError) as e:  # a tampered or foreign config
+        raise LoadError(f"{json_path} does not describe a Keras model Keras can rebuild "
+                        f"({type(e).__name__}: {first_line(e)})") from e
+    if not isinstance(model, keras.Model):
+        raise LoadError(f"{json_path} describes a {type(model).__name__}, not a Keras model")
+    try:
+        return _restore(model, path, compile, custom_objects)
+    except tf.errors.OpError as e:  # NotFoundError, DataLossError...: a missing or damaged checkpoint
+        raise LoadError(f"{path / 'variables'}: the checkpoint cannot be read ({type(e).__name__}: "
+                        f"{first_line(e)})") from e
+
+
+def read_json(path: Path, kind: type) -> Any:
+    """The JSON document at ``path``, of type ``kind``; ``LoadError`` naming the file otherwise."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise LoadError(f"{path} cannot be read as JSON ({type(e).__name__}: {first_line(e)}); the export is "
+                        f"truncated or damaged: export it again") from e
+    if not isinstance(value, kind):
+        raise LoadError(f"{path} holds a JSON {type(value).__name__}, expected a {kind.__name__}; the file "
+                        f"was not written by exportkit or has been altered")
+    return value
+
+
+def refused_class_paths(config, custom_objects) -> List[str]:
+    """Class paths in the JSON config that cannot be a serialized Keras object: a module or
+    class name that is not a dotted identifier, or an object that is not a class in a module
+    already imported (``os.system``). Nothing is imported to find out."""
+    import sys
+
+    known = set(custom_objects) | set(keras.saving.get_custom_objects())
+    refused: List[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            module, name = node.get("module"), node.get("class_name")
+            if (isinstance(name, str) and isinstance(module, str) and not module.startswith("keras")
+                    and name not in known and (node.get("registered_name") or name) not in known):
+                path = f"{module}.{name}"
+                well_formed = name.isidentifier() and all(p.isidentifier() for p in module.split("."))
+                target = getattr(sys.modules.get(module), name, None) if well_formed else None
+                if (not well_formed or (target is not None and not isinstance(target, type))) \
+                        and path not in refused:
+                    refused.append(path)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return refused
+
+
+def _restore(model, path: Path, compile: bool, custom_objects):
     reader = tf.train.load_checkpoint(str(path / "variables" / "variables"))
     weights = group_values(reader, "model")
     if not model.built or len(model.variables) != len(weights):
@@ -46,7 +112,7 @@ def load(path: Path, custom_objects: Dict[str, Any], safe_mode: bool, compile: b
     training_config = path / "assets" / "training_config.json"
     if compile and training_config.exists():
         with keras.saving.custom_object_scope(custom_objects):  # a function loss or metric
-            model.compile_from_config(json.loads(training_config.read_text()))
+            model.compile_from_config(read_json(training_config, dict))
         model.optimizer.build(model.trainable_variables)
         assign(model.optimizer.variables, group_values(reader, "optimizer"), "optimizer")
     return model

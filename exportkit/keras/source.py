@@ -7,7 +7,7 @@ from typing import Any, Dict
 import keras
 
 from exportkit.context import ExportContext
-from exportkit.errors import ConfigError, ModelSourceError, SignatureError
+from exportkit.errors import ConfigError, ModelSourceError, SignatureError, one_line
 from exportkit.imports import instantiate
 from exportkit.keras.calls import build_from_signature, input_specs, predict, reference_fn
 from exportkit.keras.training import training_for
@@ -42,6 +42,8 @@ class KerasSource(Source):
                                    f"factory named by model.build._target_ must return a keras.Model")
         if cfg.compile.optimizer is not None:
             compile_model(model, cfg.compile)
+        if ctx.signatures:
+            check_signatures(model, ctx.signatures)
         ctx.signatures = ctx.signatures or infer_signatures(model)
         if not model.built or not model.variables:
             build_from_signature(model, next(iter(ctx.signatures.values())))
@@ -77,11 +79,90 @@ class KerasFile(KerasSource):
                                    f".keras or .h5 model file")
         if path.suffix not in (".keras", ".h5", ".hdf5"):
             raise ModelSourceError(f"model.path={self.path!r}: expected a .keras or .h5 file")
+        unreadable = unreadable_model_file(path)
+        if unreadable:
+            raise ModelSourceError(f"model.path={self.path!r}: {unreadable}; give a model file written by "
+                                   f"model.save(...)")
         try:
             return keras.saving.load_model(path)
         except (TypeError, ValueError) as e:
-            raise ModelSourceError(f"model.path={self.path!r} could not be loaded: {e}; a custom "
-                                   f"layer needs +custom_objects.NAME=pkg.module.NAME") from e
+            if "Unknown" in str(e) or "custom" in str(e).lower():
+                raise ModelSourceError(f"model.path={self.path!r} could not be loaded: {one_line(e)}; a custom "
+                                       f"layer needs +custom_objects.NAME=pkg.module.NAME") from e
+            raise ModelSourceError(f"model.path={self.path!r} could not be loaded: {one_line(e)}") from e
+        except (OSError, KeyError, EOFError, AttributeError, IndexError) as e:  # a damaged archive or HDF5 file
+            raise ModelSourceError(f"model.path={self.path!r} is not a readable {path.suffix} model file "
+                                   f"({type(e).__name__}: {one_line(e)}); give a model file written by "
+                                   f"model.save(...)") from e
+
+
+def unreadable_model_file(path: Path) -> str:
+    """Why ``path`` cannot be the model file its suffix says (Keras says "File not found" of a
+    damaged ``.keras``), or "" when it looks like one."""
+    import zipfile
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if path.suffix == ".keras":
+        if not zipfile.is_zipfile(path):
+            return "not a .keras file (a .keras file is a zip archive; this one is damaged or something else)"
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+                damaged = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            return f"a damaged .keras archive ({one_line(e)})"
+        if damaged is not None:
+            return f"a damaged .keras archive ({damaged} fails its checksum)"
+        if "config.json" not in names:
+            return "a zip archive without config.json, not a .keras model"
+        return ""
+    if head != b"\x89HDF\r\n\x1a\n":
+        return f"not an HDF5 file (a {path.suffix} model starts with the HDF5 signature)"
+    return ""
+
+
+def check_signatures(model, specs) -> None:
+    """The configured signatures against the model's own inputs, before anything is traced:
+    each input name must be one of the model's, and each shape of the model's rank and widths.
+    A model with no known inputs (subclassed, never called) is not checked.
+
+    >>> check_signatures(model, {"serving_default": {"y": tf.TensorSpec([None, 6])}})
+    SignatureError: signatures.serving_default.inputs.y: the model has no input 'y'; its inputs are x: [null, 6] float32
+    """
+    from exportkit.keras.calls import input_name, known_inputs
+
+    tensors = known_inputs(model) or []
+    if not tensors:
+        return
+    own = {input_name(t): t for t in tensors}
+    shown = ", ".join(f"{n}: [{', '.join('null' if d is None else str(d) for d in t.shape)}] {t.dtype}"
+                      for n, t in own.items())
+    for key, inputs in specs.items():
+        for name, spec in inputs.items():
+            where = f"signatures.{key}.inputs.{name}"
+            if name not in own:
+                raise SignatureError(f"{where}: the model has no input {name!r}; its inputs are {shown}")
+            want = list(own[name].shape)
+            got = spec.shape.as_list() if spec.shape.rank is not None else None
+            if got is None:
+                continue
+            if len(got) != len(want):
+                raise SignatureError(f"{where}.shape={_shape(got)} has rank {len(got)} but the model's input "
+                                     f"{name!r} has rank {len(want)}; the model's inputs are {shown}")
+            for axis, (g, w) in enumerate(zip(got, want)):
+                if axis > 0 and w is not None and g != w:
+                    raise SignatureError(f"{where}.shape={_shape(got)}: dimension {axis} is "
+                                         f"{'null' if g is None else g} but the model's input {name!r} has {w}; "
+                                         f"the model's inputs are {shown}")
+        missing = [n for n in own if n not in inputs]
+        if missing:
+            raise SignatureError(f"signatures.{key} lacks the model's input(s) {', '.join(missing)}; "
+                                 f"the model's inputs are {shown}")
+
+
+def _shape(dims) -> str:
+    return "[" + ", ".join("null" if d is None else str(d) for d in dims) + "]"
 
 
 class InMemory(KerasSource):

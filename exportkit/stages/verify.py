@@ -1,19 +1,24 @@
 """verify: reload the export in a fresh process and compare every signature, at every batch size,
 with the source model. Any output beyond ``verify.atol``/``verify.rtol`` fails the export."""
 import os
+import re
 import subprocess
 import sys
 import shutil
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
 from exportkit.artifact.leftovers import verify_temp_dir
 from exportkit.context import ExportContext
-from exportkit.errors import StageSkipped, VerificationError
+from exportkit.errors import ConfigError, VerificationError
 from exportkit.stages.base import Stage
 from exportkit.stages.verify_worker import PEAK_RSS, decode, encode
+
+
+# TensorFlow's and absl's C++ log lines (I0000 00:00:... port.cc:153] ...): not the reason a worker failed
+TF_LOG_LINE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\]|WARNING: All log messages before absl)")
 
 
 class Verify(Stage):
@@ -22,29 +27,74 @@ class Verify(Stage):
 
     def __call__(self, ctx: ExportContext) -> ExportContext:
         cfg = ctx.cfg
-        device = cfg.target.devices[0]
-        missing = missing_devices(list(cfg.target.devices))
-        if missing:
-            reason = f"target {cfg.target.name}: device {', '.join(missing)} not present on this machine"
-            ctx.verify_report = {"skipped": reason}
-            raise StageSkipped(reason)
+        run_on, not_verified = verify_devices(list(cfg.target.devices))
         inputs = make_inputs(ctx.signatures, list(cfg.verify.batch_sizes), cfg.seed)
+        if not inputs:
+            raise ConfigError(f"verify would run no case for signatures {sorted(ctx.signatures)} at "
+                              f"verify.batch_sizes={list(cfg.verify.batch_sizes)}; give batch sizes to verify at")
         expected = {case: ctx.reference[case[0]](arrays) for case, arrays in inputs.items()}
-        ctx.reporter.progress(f"reloading in a fresh process on {device}: {len(inputs)} cases "
-                        f"({', '.join(ctx.signatures)} x batch {list(cfg.verify.batch_sizes)})")
-        actual, peak_kib = run_worker(ctx.work_dir, inputs, device, list(cfg.custom_objects.values()),
-                                      ctx.export_dir)
-        ctx.extra["verify_worker"] = {"peak_rss_mib": peak_kib / 1024}
-        ctx.verify_report, failures = compare(expected, actual, cfg.verify.atol, cfg.verify.rtol)
-        for line in summarize(ctx.verify_report):
-            ctx.reporter.progress(line)
+        failures = []
+        for device in run_on:
+            ctx.reporter.progress(f"reloading in a fresh process on {device}: {len(inputs)} cases "
+                                  f"({', '.join(ctx.signatures)} x batch {list(cfg.verify.batch_sizes)})")
+            actual, peak_kib = run_worker(ctx.work_dir, inputs, device, list(cfg.custom_objects.values()),
+                                          ctx.export_dir)
+            ctx.extra["verify_worker"] = {"peak_rss_mib": peak_kib / 1024}
+            report, failed = compare(expected, actual, cfg.verify.atol, cfg.verify.rtol)
+            ctx.verify_report = ctx.verify_report or report  # the first device's; failures from all
+            failures += [f"on {device}: {f}" if len(run_on) > 1 else f for f in failed]
+            for line in summarize(report):
+                ctx.reporter.progress(line)
+        for device, reason in not_verified.items():
+            ctx.reporter.progress(f"{device}: not verified ({reason})")
         if failures:
             raise VerificationError(
                 f"the reloaded SavedModel does not match the source model: {failures[0]}"
                 + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else "")
                 + "; nothing was written. If the model is stochastic at inference or the "
                   "tolerance is too tight, fix the model or raise verify.atol / verify.rtol")
+        ctx.extra["verification"] = {"verified": True, "cases": len(inputs) * len(run_on),
+                                     "devices_verified": run_on, "devices_not_verified": not_verified}
         return ctx
+
+
+def verify_devices(devices: List[str]) -> Tuple[List[str], Dict[str, str]]:
+    """The target devices verify runs on, and those it cannot run on here with the reason.
+
+    The graphs are device-agnostic, so a target device this machine lacks (``target=gpu``
+    without a GPU) does not stop verification: it runs on the target devices that exist, or
+    on ``/CPU:0`` when none does, and the missing ones are recorded as not verified.
+    """
+    missing = missing_devices(devices)
+    present = [d for d in devices if d not in missing]
+    return present or ["/CPU:0"], {d: "not present on this machine" for d in missing}
+
+
+def require_verified(ctx: ExportContext) -> Dict[str, Any]:
+    """Before publishing: the export's verification state (also on the manifest and in the
+    summary). An export in which no verify case ran is refused unless the user said so:
+    verification disabled (``pipeline.stages.verify=null``) or ``verify.allow_unverified=true``.
+    """
+    state = ctx.extra.get("verification")
+    if not (state and state.get("cases")):
+        disabled = ctx.cfg.pipeline.stages.get("verify") is None
+        verify = [r for r in ctx.records if r.name == "verify"]
+        reason = ("verification is disabled (pipeline.stages.verify=null)" if disabled
+                  else f"the verify stage {verify[-1].status}: {verify[-1].detail}" if verify and verify[-1].detail
+                  else "no verify stage ran")
+        state = {"verified": False, "cases": 0, "reason": reason}
+        if not disabled and not ctx.cfg.verify.get("allow_unverified", False):
+            raise VerificationError(f"no verify case ran ({reason}); nothing was published. Make verify "
+                                    f"run, or publish it unverified with verify.allow_unverified=true")
+    for record in ctx.records:
+        if record.name == "verify" and record.status == "ok" and state.get("devices_not_verified"):
+            record.detail = (f"verified on {', '.join(state['devices_verified'])}; not verified on "
+                             f"{', '.join(state['devices_not_verified'])} (not present on this machine)")
+    ctx.extra["verification"] = state
+    note = getattr(ctx.reporter, "verification", None)
+    if note is not None:
+        note(state)
+    return state
 
 
 def missing_devices(devices):
@@ -97,11 +147,12 @@ def run_worker(saved_model: Path, inputs, device: str, custom_object_paths, expo
         command = [sys.executable, "-m", "exportkit.stages.verify_worker", str(saved_model), str(in_path),
                    str(out_path), "--device", device, "--parent", str(os.getpid())]
         command += [a for m in modules for a in ("--import", m)]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
-                   TF_CPP_MIN_LOG_LEVEL="2")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode != 0:
-            tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+            lines = [line for line in done.stderr.strip().splitlines() if not TF_LOG_LINE.match(line)]
+            tail = "\n".join(lines[-15:])
             raise VerificationError(f"the export could not be reloaded and run in a fresh process:\n{tail}")
         with np.load(out_path) as data:
             return decode(data), int(data[PEAK_RSS]) if PEAK_RSS in data.files else 0
