@@ -14,6 +14,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from exportkit.errors import ConfigError
 
+# ``layout``: how the graphs of a compiled model are laid out (see ``exportkit.artifact.files``).
+LAYOUTS = ("serving", "tf1")
+
 
 @dataclass
 class KerasModelConf:
@@ -103,6 +106,9 @@ class ExportConfig:
     overwrite: bool = False
     as_text: bool = False
     serving_only: bool = False
+    # serving: `serve` alone in saved_model.pb (every consumer reads it), train/eval under graphs/;
+    # tf1: TF 1.14's three MetaGraphDefs in one saved_model.pb
+    layout: str = "serving"
     seed: int = 0
     verify: VerifyConf = field(default_factory=VerifyConf)
 
@@ -129,6 +135,10 @@ def validate(cfg: DictConfig) -> None:
     if (cfg.compile.optimizer is None) != (cfg.compile.loss is None):
         raise ConfigError("compile needs both compile.optimizer and compile.loss (e.g. compile.optimizer=adam "
                           "compile.loss=mse), or neither")
+    if cfg.layout not in LAYOUTS:
+        raise ConfigError(f"layout={cfg.layout!r} is not a layout; use layout=serving (the default: serve "
+                          f"alone in saved_model.pb, train/eval under graphs/) or layout=tf1 (TF 1.14's "
+                          f"three MetaGraphDefs in one saved_model.pb)")
     for size in cfg.verify.batch_sizes:
         if size < 1:
             raise ConfigError(f"verify.batch_sizes has {size}; batch sizes are positive integers")
