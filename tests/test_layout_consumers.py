@@ -234,3 +234,12 @@ def test_unknown_layout_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"layout='flat'.*layout=serving.*layout=tf1"):
         export("model=keras", "model.build._target_=tests.models.sequential", f"export_dir={tmp_path / 'm'}",
                "layout=flat")
+
+
+def test_layout_experiments_compose():
+    from tests.conftest import compose
+
+    assert compose("export_dir=/tmp/m").layout == "serving"
+    assert compose("+experiment=tf1_layout", "export_dir=/tmp/m").layout == "tf1"
+    assert compose("+experiment=serving_layout", "layout=tf1", "export_dir=/tmp/m").layout == "tf1"
+    assert compose("+experiment=[tf1_layout,serving_layout]", "export_dir=/tmp/m").layout == "serving"
