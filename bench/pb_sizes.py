@@ -1,4 +1,4 @@
-"""saved_model.pb of a three-graph (serve/train/eval) export vs the three single-graph exports
+"""``layout=tf1``: saved_model.pb of a three-graph (serve/train/eval) export vs the three single-graph exports
 added up, and vs three copies of an all-in-one graph (what one MetaGraphDef per tag holding
 every function would weigh).
 
@@ -38,7 +38,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "full"
         result = exportkit.export_saved_model(model, path, verbose=False,
-                                              overrides=["pipeline.stages.verify=null"])
+                                              overrides=["pipeline.stages.verify=null", "layout=tf1"])
         proto = saved_model_pb2.SavedModel()
         proto.ParseFromString((path / "saved_model.pb").read_bytes())
         full = (path / "saved_model.pb").stat().st_size

@@ -23,6 +23,8 @@ class Graph:
     tag: str
     functions: Dict[str, Any]  # signature key -> tf ConcreteFunction
     variable_groups: List[str]  # keys of ExportContext.variables this graph captures
+    # attribute name -> tf.function on the saved root, beside the signatures (the positional `serve`)
+    endpoints: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

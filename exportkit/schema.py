@@ -18,6 +18,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from exportkit.errors import ConfigError
 
+# ``layout``: how the graphs of a compiled model are laid out (see ``exportkit.artifact.files``).
+LAYOUTS = ("serving", "tf1")
+
 
 @dataclass
 class KerasModelConf:
@@ -149,6 +152,9 @@ class ExportConfig:
     overwrite: bool = False
     as_text: bool = False
     serving_only: bool = False
+    # serving: `serve` alone in saved_model.pb (every consumer reads it), train/eval under graphs/;
+    # tf1: TF 1.14's three MetaGraphDefs in one saved_model.pb
+    layout: str = "serving"
     seed: int = 0
     verify: VerifyConf = field(default_factory=VerifyConf)
 
@@ -191,6 +197,10 @@ def validate(cfg: DictConfig) -> None:
         if not isinstance(signature, DictConfig):
             raise ConfigError(f"signatures.{key}={signature!r} is not a signature; write it as "
                               f"+signatures.{key}={{inputs: {{NAME: {{shape: [null, 8], dtype: float32}}}}}}")
+    if cfg.layout not in LAYOUTS:
+        raise ConfigError(f"layout={cfg.layout!r} is not a layout; use layout=serving (the default: serve "
+                          f"alone in saved_model.pb, train/eval under graphs/) or layout=tf1 (TF 1.14's "
+                          f"three MetaGraphDefs in one saved_model.pb)")
     for name, path in cfg.custom_objects.items():
         if "." not in str(path):
             raise ConfigError(f"custom_objects.{name}={path!r} is not a dotted import path; "

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 import exportkit
+from exportkit.artifact.files import graph_dir
 from exportkit.errors import ExportDirExistsError, LoadError, SignatureError
 from tests import models
 from tests.conftest import ROOT, leftovers, random_inputs, serve
@@ -123,7 +124,7 @@ def test_input_signature_list_dict_and_nested(tmp_path):
 def test_subclassed_compiled_with_signature_gets_train_and_eval(export_dir):
     source = models.subclassed(compiled=True)
     exportkit.export_saved_model(source, export_dir, input_signature=[tf.TensorSpec([None, 7], name="x")])
-    train = tf.saved_model.load(str(export_dir), tags=["train"]).signatures["train"]
+    train = tf.saved_model.load(str(graph_dir(export_dir, "train")), tags=["train"]).signatures["train"]
     x, target = tf.ones((4, 7)), tf.zeros((4, 3))
     losses = [float(train(x=x, y_target=target)["loss"]) for _ in range(4)]
     assert losses == sorted(losses, reverse=True) and losses[-1] < losses[0]
@@ -131,8 +132,9 @@ def test_subclassed_compiled_with_signature_gets_train_and_eval(export_dir):
 
 @pytest.mark.parametrize("compiled", [False, True])
 def test_tfsm_layer_serves_the_endpoint(export_dir, compiled):
-    """TFSMLayer loads without tags, which TensorFlow allows for one MetaGraphDef only: it serves
-    an uncompiled or serving_only export (a full export needs tags=["serve"], see README)."""
+    """TFSMLayer loads without tags, which TensorFlow allows for one MetaGraphDef only: an
+    uncompiled or serving_only export (a compiled model's full export, whose root holds serve
+    alone too, is in tests/test_layout_consumers.py)."""
     source = models.sequential(compiled=compiled)
     exportkit.export_saved_model(source, export_dir, serving_only=compiled, overrides=NO_VERIFY)
     layer = keras.layers.TFSMLayer(str(export_dir), call_endpoint="serving_default")

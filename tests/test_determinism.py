@@ -10,13 +10,15 @@ import pytest
 from exportkit.artifact import canonical, manifest
 from tests.conftest import export, run_cli, serve
 
-# case -> (CLI overrides, the MetaGraphDef tags its export holds)
+KERAS_COMPILED = ("model=keras", "model.build._target_=tests.models.sequential", "+model.build.compiled=true")
+# case -> (CLI overrides, each SavedModel proto of its export -> the MetaGraphDef tags it holds)
 CASES = {
-    "keras_compiled": (("model=keras", "model.build._target_=tests.models.sequential", "+model.build.compiled=true"),
-                       ["serve", "train", "eval"]),
+    "keras_compiled": (KERAS_COMPILED, {"saved_model.pb": ["serve"], "graphs/train/saved_model.pb": ["train"],
+                                        "graphs/eval/saved_model.pb": ["eval"]}),
+    "keras_compiled_tf1": ((*KERAS_COMPILED, "layout=tf1"), {"saved_model.pb": ["serve", "train", "eval"]}),
     "jax": (("model=jax", "model.build._target_=tests.jax_models.two_inputs",
              "+signatures.serving_default={inputs: {image: {shape: [null, 5], dtype: float32}, "
-             "meta: {shape: [null, 3], dtype: float32}}}"), ["serve"]),
+             "meta: {shape: [null, 3], dtype: float32}}}"), {"saved_model.pb": ["serve"]}),
 }
 
 
@@ -61,9 +63,11 @@ def test_two_fresh_processes_write_identical_bytes(tmp_path, case):
     a, b = contents(first), contents(second)
     assert {"saved_model.pb", "fingerprint.pb", "variables/variables.index"} <= set(a)
     assert sorted(a) == sorted(b)
-    proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString(a["saved_model.pb"])
-    assert [list(m.meta_info_def.tags) for m in proto.meta_graphs] == [[t] for t in tags]
+    for pb, pb_tags in tags.items():
+        proto = saved_model_pb2.SavedModel()
+        proto.ParseFromString(a[pb])
+        assert [list(m.meta_info_def.tags) for m in proto.meta_graphs] == [[t] for t in pb_tags]
+    assert sorted(p for p in a if p.endswith("saved_model.pb")) == sorted(tags)
     for path in a:
         assert a[path] == b[path], f"{path} differs between two fresh-process runs"
     # Same config, same export_dir: the manifests differ in the stage timings only.

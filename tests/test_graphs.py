@@ -1,5 +1,7 @@
 """serve/train/eval MetaGraphDefs of a compiled model, through the TF2 and TF1 loaders and
-TensorFlow's own saved_model_cli."""
+TensorFlow's own saved_model_cli, in both layouts: ``serving`` (the default: ``serve`` alone in
+``saved_model.pb``, ``train``/``eval`` under ``graphs/<tag>/``) and ``tf1`` (TF 1.14's three
+MetaGraphDefs in one ``saved_model.pb``). Each graph is loaded from ``files.graph_dir``."""
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 import exportkit
+from exportkit.artifact.files import GRAPHS, graph_dir, saved_model_file
 from tests import models
 from tests.conftest import export, random_inputs, run_cli, serve
 
@@ -18,21 +21,29 @@ X = np.random.default_rng(0).standard_normal((8, 6)).astype("float32")
 Y = np.random.default_rng(1).standard_normal((8, 2)).astype("float32")
 
 
+def saved_model_files(export_dir):
+    """The export's SavedModel protos: the root's, and ``graphs/<tag>/``'s (layout=serving)."""
+    nested = sorted((Path(export_dir) / GRAPHS).glob("*")) if (Path(export_dir) / GRAPHS).is_dir() else []
+    return [saved_model_file(d) for d in [Path(export_dir), *nested]]
+
+
 def meta_graphs(export_dir):
-    proto = saved_model_pb2.SavedModel()
-    pb = Path(export_dir) / "saved_model.pb"
-    if pb.exists():
-        proto.ParseFromString(pb.read_bytes())
-    else:
-        from google.protobuf import text_format
-        text_format.Parse((Path(export_dir) / "saved_model.pbtxt").read_text(), proto)
-    return {tuple(m.meta_info_def.tags): m for m in proto.meta_graphs}
+    found = {}
+    for path in saved_model_files(export_dir):
+        proto = saved_model_pb2.SavedModel()
+        if path.suffix == ".pb":
+            proto.ParseFromString(path.read_bytes())
+        else:
+            from google.protobuf import text_format
+            text_format.Parse(path.read_text(), proto)
+        found.update({tuple(m.meta_info_def.tags): m for m in proto.meta_graphs})
+    return found
 
 
-@pytest.fixture(scope="module")
-def compiled_export(tmp_path_factory):
+@pytest.fixture(scope="module", params=["serving", "tf1"])
+def compiled_export(tmp_path_factory, request):
     export_dir = tmp_path_factory.mktemp("compiled") / "model"
-    result = export(*COMPILED, f"export_dir={export_dir}")
+    result = export(*COMPILED, f"export_dir={export_dir}", f"layout={request.param}")
     return export_dir, result
 
 
@@ -66,17 +77,17 @@ def test_each_graph_carries_only_its_own_functions(compiled_export):
                for op in ops(graphs[("train",)]))
     names = {tag: {f.signature.name for f in g.graph_def.library.function} for (tag,), g in graphs.items()}
     assert not any("train" in n for n in names["serve"] | names["eval"])
-    saved_model = (export_dir / "saved_model.pb").stat().st_size
+    saved_model = sum(path.stat().st_size for path in saved_model_files(export_dir))
     single = sum(len(saved_model_pb2.SavedModel(meta_graphs=[g]).SerializeToString()) for g in graphs.values())
     assert saved_model <= single + 64  # one proto, three graphs: no shared copies, no blow-up
 
 
 def test_train_lowers_the_loss_and_eval_changes_no_weight(compiled_export):
     export_dir, _ = compiled_export
-    train = tf.saved_model.load(str(export_dir), tags=["train"])
+    train = tf.saved_model.load(str(graph_dir(export_dir, "train")), tags=["train"])
     losses = [float(train.signatures["train"](x=X, out_target=Y)["loss"]) for _ in range(5)]
     assert all(b < a for a, b in zip(losses, losses[1:]))
-    evaluate = tf.saved_model.load(str(export_dir), tags=["eval"]).signatures["eval"]
+    evaluate = tf.saved_model.load(str(graph_dir(export_dir, "eval")), tags=["eval"]).signatures["eval"]
     assert len({float(evaluate(x=X, out_target=Y)["loss"]) for _ in range(3)}) == 1
 
 
@@ -84,7 +95,7 @@ def _weights_after(export_dir, tag, key, steps, prefix):
     """Run a graph ``steps`` times in a TF1 session, then save its variables with the graph's own
     saver and return the model weights it holds."""
     with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
-        meta = tf.compat.v1.saved_model.load(sess, [tag], str(export_dir))
+        meta = tf.compat.v1.saved_model.load(sess, [tag], str(graph_dir(export_dir, tag)))
         sig = meta.signature_def[key]
         for _ in range(steps):
             sess.run(sig.outputs["loss"].name, {sig.inputs["x"].name: X, sig.inputs["out_target"].name: Y})
@@ -115,7 +126,7 @@ def test_tf1_loader_loads_every_graph_and_train_trains(compiled_export, tag):
     key = {"serve": "serving_default"}.get(tag, tag)
     want = result.context.model(X).numpy()
     with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
-        meta = tf.compat.v1.saved_model.load(sess, [tag], str(export_dir))
+        meta = tf.compat.v1.saved_model.load(sess, [tag], str(graph_dir(export_dir, tag)))
         sig = meta.signature_def[key]
         feed = {sig.inputs["x"].name: X}
         if tag == "serve":
@@ -145,14 +156,16 @@ def test_checkpoint_holds_optimizer_and_metric_state(compiled_export):
     (("serving_only=true",), {"serve"}),
 ])
 @pytest.mark.parametrize("as_text", [False, True])
-def test_serving_only_and_as_text_in_every_mode(tmp_path, overrides, tags, as_text):
+@pytest.mark.parametrize("layout", ["serving", "tf1"])
+def test_serving_only_and_as_text_in_every_mode(tmp_path, overrides, tags, as_text, layout):
     export_dir = tmp_path / "m"
     result = export(*COMPILED, f"export_dir={export_dir}", f"as_text={as_text}", *overrides,
-                    "pipeline.stages.verify=null")
-    assert (export_dir / ("saved_model.pbtxt" if as_text else "saved_model.pb")).exists()
+                    "pipeline.stages.verify=null", f"layout={layout}")
+    for path in saved_model_files(export_dir):
+        assert path.name == ("saved_model.pbtxt" if as_text else "saved_model.pb")
     assert {t for (t,) in meta_graphs(export_dir)} == tags
     for tag in tags:
-        tf.saved_model.load(str(export_dir), tags=[tag])
+        tf.saved_model.load(str(graph_dir(export_dir, tag)), tags=[tag])
     np.testing.assert_allclose(serve(export_dir, {"x": X})["out"], result.context.model(X).numpy(), atol=1e-6)
 
 
@@ -165,11 +178,14 @@ def test_uncompiled_model_gets_serve_only(export_dir):
 def test_saved_model_cli_show_and_run_on_every_tag_set(compiled_export, tmp_path):
     export_dir, result = compiled_export
     cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
-    shown = subprocess.run([*cli, "show", "--dir", str(export_dir), "--all"], capture_output=True, text=True,
-                           timeout=300)
-    assert shown.returncode == 0, shown.stderr
+    stdout = ""
+    for directory in sorted({graph_dir(export_dir, tag) for tag in ("serve", "train", "eval")}):
+        shown = subprocess.run([*cli, "show", "--dir", str(directory), "--all"], capture_output=True, text=True,
+                               timeout=300)
+        assert shown.returncode == 0, shown.stderr
+        stdout += shown.stdout
     for tag, key in (("serve", "serving_default"), ("train", "train"), ("eval", "eval")):
-        assert f"MetaGraphDef with tag-set: '{tag}'" in shown.stdout and f"signature_def['{key}']" in shown.stdout
+        assert f"MetaGraphDef with tag-set: '{tag}'" in stdout and f"signature_def['{key}']" in stdout
     for tag, key in (("serve", "serving_default"), ("train", "train"), ("eval", "eval")):
         outdir = tmp_path / tag
         np.save(tmp_path / "x.npy", np.ones((2, 6), "float32"))
@@ -178,7 +194,7 @@ def test_saved_model_cli_show_and_run_on_every_tag_set(compiled_export, tmp_path
         # --outdir only for serve: it writes a file per output key, and TF 1.14's keys
         # (metrics/mae/value) contain '/'; without it the results are printed.
         extra = ["--outdir", str(outdir)] if tag == "serve" else []
-        done = subprocess.run([*cli, "run", "--dir", str(export_dir), "--tag_set", tag, "--signature_def", key,
+        done = subprocess.run([*cli, "run", "--dir", str(graph_dir(export_dir, tag)), "--tag_set", tag, "--signature_def", key,
                                "--inputs", inputs, *extra], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         if tag == "serve":
@@ -198,7 +214,7 @@ def test_cli_compiled_factory_and_compile_node(tmp_path):
             "compile={optimizer: {_target_: keras.optimizers.Adam, learning_rate: 0.01}, loss: mse, metrics: [mae]}",
             "as_text=true", f"hydra.run.dir={tmp_path}/r2", check=True)
     assert {t for (t,) in meta_graphs(node)} == {"serve", "train", "eval"}
-    train = tf.saved_model.load(str(node), tags=["train"]).signatures["train"]
+    train = tf.saved_model.load(str(graph_dir(node, "train")), tags=["train"]).signatures["train"]
     assert "metrics/mae/value" in train(x=X, out_target=Y)
     loaded = exportkit.load_from_saved_model(node)
     assert type(loaded.optimizer).__name__ == "Adam"

@@ -1,5 +1,10 @@
 """``load_from_saved_model``: the Keras model back from ``assets/saved_model.json`` and the
-checkpoint, compiled with its optimizer state when the export has a ``train`` graph."""
+checkpoint, compiled with its optimizer state when the export has a ``train`` graph.
+
+Both layouts (``exportkit.artifact.files``) keep the one checkpoint in ``variables/`` and the
+JSON configs in ``assets/`` at the export's root; only the graphs move (``layout=serving`` puts
+``train``/``eval`` under ``graphs/``), and ``files.graph_dir`` finds the ``serve`` graph in either.
+"""
 import json
 from pathlib import Path
 from typing import Any, Dict, List
@@ -179,5 +184,8 @@ def _function_known(name: str, module, node, custom_objects) -> bool:
 def _build_from_serving_signature(model, path: Path) -> None:
     from exportkit.keras.calls import build_from_signature
 
-    serving = tf.saved_model.load(str(path), tags=["serve"]).signatures["serving_default"]
+    # only the signature's specs are needed: no variables restored
+    options = tf.saved_model.LoadOptions(experimental_skip_checkpoint=True)
+    serving = tf.saved_model.load(str(files.graph_dir(path, "serve")), tags=["serve"],
+                                  options=options).signatures["serving_default"]
     build_from_signature(model, serving.structured_input_signature[1])

@@ -1,12 +1,18 @@
-"""write_graphs: ``saved_model.pb`` with one MetaGraphDef per graph (``serve``, and ``train`` /
-``eval`` for a compiled model), all restoring from the one checkpoint in ``variables/``.
+"""write_graphs: the MetaGraphDefs (``serve``, and ``train`` / ``eval`` for a compiled model),
+all restoring from the one checkpoint in ``variables/``, laid out as ``layout`` says.
 
 TensorFlow 2 writes one MetaGraphDef per save. Each graph is saved on its own from a root that
-holds only its variable groups, so it carries only the functions its signatures need; the
-MetaGraphDefs are then retagged and joined into one SavedModel proto.
+holds only its variable groups, so it carries only the functions its signatures need. Then:
+
+* ``layout=serving`` (default): ``serve`` alone in the root's ``saved_model.pb``, because
+  TensorFlow uses its object-graph loader (``tf.saved_model.load`` without tags, ``TFSMLayer``,
+  tf2onnx's TF2 path) only for a single MetaGraphDef; every other graph in ``graphs/<tag>/``,
+  sharing the root's checkpoint through relative symlinks (``exportkit.artifact.files``).
+* ``layout=tf1``: TF 1.14's layout, the MetaGraphDefs retagged and joined into one proto.
 """
 import tempfile
 from pathlib import Path
+from typing import Any, Dict
 
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
@@ -31,21 +37,38 @@ class WriteGraphs(Stage):
     adds = ("saved_model_file",)
 
     def __call__(self, ctx: ExportContext) -> ExportContext:
-        saved_model = saved_model_pb2.SavedModel()
+        meta_graphs, version = {}, 0
         with tempfile.TemporaryDirectory(prefix="exportkit-graph-") as tmp:
             for tag, graph in ctx.graphs.items():
-                meta_graph, version = save_meta_graph(ctx, graph, Path(tmp) / tag)
-                saved_model.saved_model_schema_version = version
-                saved_model.meta_graphs.append(meta_graph)
+                meta_graphs[tag], version = save_meta_graph(ctx, graph, Path(tmp) / tag)
                 ctx.reporter.progress(f"{tag}: signatures {', '.join(graph.functions)} "
-                                f"({len(meta_graph.graph_def.library.function)} functions)")
-        canonical.saved_model(saved_model)  # same model, same bytes (see exportkit.canonical)
-        ctx.saved_model_file = write_saved_model(saved_model, ctx.work_dir, ctx.cfg.as_text)
+                                      f"({len(meta_graphs[tag].graph_def.library.function)} functions)")
         for name, text in ctx.assets.items():
             (ctx.work_dir / "assets").mkdir(exist_ok=True)
             (ctx.work_dir / "assets" / name).write_text(text)
+        ctx.saved_model_file = write_layout(meta_graphs, version, ctx.work_dir, ctx.cfg.layout, ctx.cfg.as_text)
         write_fingerprint(ctx.work_dir, ctx.hashes)
         return ctx
+
+
+def write_layout(meta_graphs: Dict[str, Any], version: int, root: Path, layout: str, as_text: bool) -> Path:
+    """Write the MetaGraphDefs (tag -> MetaGraphDef, ``serve`` first) under ``root`` as ``layout``
+    says; return the root's ``saved_model.pb``/``.pbtxt``. The checkpoint (and assets) must be
+    in ``root`` already: the nested graphs link to them."""
+    if layout == "tf1":
+        groups = {root: list(meta_graphs.values())}
+    else:
+        top = "serve" if "serve" in meta_graphs else next(iter(meta_graphs))
+        groups = {(root if tag == top else root / files.GRAPHS / tag): [meta_graph]
+                  for tag, meta_graph in meta_graphs.items()}
+    for directory, graphs in groups.items():
+        saved_model = saved_model_pb2.SavedModel(saved_model_schema_version=version, meta_graphs=graphs)
+        canonical.saved_model(saved_model)  # same model, same bytes (see exportkit.canonical)
+        directory.mkdir(parents=True, exist_ok=True)
+        write_saved_model(saved_model, directory, as_text)
+        if directory != root:
+            files.link_shared(directory, root)
+    return files.saved_model_file(root)
 
 
 def save_meta_graph(ctx: ExportContext, graph: Graph, directory: Path):
@@ -54,6 +77,8 @@ def save_meta_graph(ctx: ExportContext, graph: Graph, directory: Path):
     from tensorflow.python.saved_model.save import save_and_return_nodes
 
     root = trackable_root(ctx.variables, graph.variable_groups)
+    for name, endpoint in graph.endpoints.items():  # e.g. the positional `serve` TFSMLayer calls
+        setattr(root, name, endpoint)
     try:
         save_and_return_nodes(root, str(directory), signatures=dict(graph.functions),
                               experimental_skip_checkpoint=True)
