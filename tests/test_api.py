@@ -170,6 +170,6 @@ def test_subclassed_model_called_on_a_dict_and_compiled_after_fit(export_dir):
     assert _signature_inputs(export_dir) == {"a": ([None, 3], "float32"), "b": ([None, 4], "float32")}
     want = source(x).numpy()
     np.testing.assert_allclose(serve(export_dir, x)["output_0"], want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
-    evaluate = tf.saved_model.load(str(export_dir), tags=["eval"]).signatures["eval"]
+    evaluate = tf.saved_model.load(str(graph_dir(export_dir, "eval")), tags=["eval"]).signatures["eval"]
     got = float(evaluate(**x, output_0_target=y)["loss"])
     np.testing.assert_allclose(got, source.evaluate(x, y, verbose=0), rtol=1e-5)

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from exportkit.artifact.files import graph_dir
 from tests import jax_models
 from tests.conftest import ROOT, export, random_inputs, run_cli, serve
 
@@ -240,7 +241,7 @@ def test_api_tf_keras_compiled_sequential_serves_trains_and_loads(tmp_path):
     twin.compile(optimizer=tf_keras.optimizers.SGD(0.1), loss="categorical_crossentropy", metrics=["accuracy"])
     want = [twin.train_on_batch(x, y)[0] for _ in range(3)]
     with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
-        meta = tf.compat.v1.saved_model.load(sess, ["train"], str(tmp_path / "mlp"))
+        meta = tf.compat.v1.saved_model.load(sess, ["train"], str(graph_dir(tmp_path / "mlp", "train")))
         sig = meta.signature_def["train"]
         feed = {sig.inputs["features"].name: x, sig.inputs["probabilities_target"].name: y}
         got = [float(sess.run(sig.outputs["loss"].name, feed)) for _ in range(3)]

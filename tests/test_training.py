@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import exportkit
+from exportkit.artifact.files import graph_dir
 from exportkit.errors import LoadError
 from tests import models
 from tests.conftest import export
@@ -36,7 +37,7 @@ def run_tf1(export_dir, tag, feeds):
     """Load ``tag`` in a TF1 session and run its signature once per feed (one session, so state
     carries over as in a training loop) -> the signature, and the outputs of each call."""
     with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
-        meta = tf.compat.v1.saved_model.load(sess, [tag], str(export_dir))
+        meta = tf.compat.v1.saved_model.load(sess, [tag], str(graph_dir(export_dir, tag)))
         sig = meta.signature_def[tag]
         fetches = {k: v.name for k, v in sig.outputs.items()}
         results = [sess.run(fetches, {sig.inputs[k].name: v for k, v in feed.items()}) for feed in feeds]
