@@ -74,10 +74,25 @@ class PipelineConf:
 
 
 @dataclass
+class ToleranceConf:
+    """One output's tolerances; an unset one is ``verify.atol`` / ``verify.rtol``."""
+
+    atol: Optional[float] = None
+    rtol: Optional[float] = None
+
+
+@dataclass
 class VerifyConf:
     atol: float = 1e-5
     rtol: float = 1e-5
     batch_sizes: List[int] = field(default_factory=lambda: [1, 3])
+    inputs: Optional[str] = None  # a .npz of real examples, used instead of generated inputs
+    values: Dict[str, Any] = field(default_factory=dict)  # input -> {low, high} or a list of values
+    dims: Dict[str, List[int]] = field(default_factory=dict)  # <input>_<axis> or a jax2tf symbol -> sizes
+    dim_sizes: List[int] = field(default_factory=lambda: [2, 5])  # every other dynamic dimension
+    tolerances: Dict[str, ToleranceConf] = field(default_factory=dict)  # output -> {atol, rtol}
+    top1: Any = False  # true: every output whose last dim > 1; or a list of output names
+    steps: bool = True  # also verify the train/eval graphs against the source's own training API
 
 
 @dataclass
@@ -134,7 +149,24 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"verify.batch_sizes has {size}; batch sizes are positive integers")
     if cfg.verify.atol < 0 or cfg.verify.rtol < 0:
         raise ConfigError("verify.atol and verify.rtol must be >= 0")
+    validate_verify(cfg.verify)
     for name, path in cfg.custom_objects.items():
         if "." not in str(path):
             raise ConfigError(f"custom_objects.{name}={path!r} is not a dotted import path; "
                               f"write +custom_objects.{name}=package.module.{name}")
+
+
+def validate_verify(verify: DictConfig) -> None:
+    """``verify.dims``, ``dim_sizes``, ``tolerances`` and ``top1`` (``values`` and ``inputs`` need the
+    model's inputs: the verify stage checks them)."""
+    for key, sizes in [("dim_sizes", verify.dim_sizes)] + [(f"dims.{k}", v) for k, v in verify.dims.items()]:
+        if not sizes or any(size < 1 for size in sizes):
+            raise ConfigError(f"verify.{key}={list(sizes or [])}: give a non-empty list of positive sizes, "
+                              f"e.g. verify.{key}=[1,7,64]")
+    for name, tolerance in verify.tolerances.items():
+        if any(v is not None and v < 0 for v in (tolerance.atol, tolerance.rtol)):
+            raise ConfigError(f"verify.tolerances.{name}: atol and rtol must be >= 0")
+    top1 = verify.top1
+    if not isinstance(top1, bool) and not (OmegaConf.is_list(top1) and all(isinstance(n, str) for n in top1)):
+        raise ConfigError(f"verify.top1={top1!r}: give true (every output whose last dimension is > 1) "
+                          f"or a list of output names")
