@@ -78,7 +78,7 @@ def vocabulary_hint(layer, kind: str) -> Optional[Dict[str, Any]]:
     except Exception:  # noqa: BLE001 - a layer without a vocabulary yet says nothing
         return None
     special = {getattr(layer, "mask_token", None), getattr(layer, "oov_token", None), "", "[UNK]", -1}
-    words = [w.decode() if isinstance(w, bytes) else w for w in vocabulary]
+    words = [w.decode() if isinstance(w, bytes) else w.item() if hasattr(w, "item") else w for w in vocabulary]
     words = [w for w in words if w not in special]
     if not words:
         return None
