@@ -13,6 +13,7 @@ import pytest
 
 from exportkit.errors import ConfigError, VerificationError
 from exportkit.stages.trace import Trace
+from exportkit.stages.verify_worker import load_graph
 from tests.conftest import export, run_cli, serve
 
 
@@ -179,7 +180,7 @@ def test_embedding_gru_probes_every_length_and_verifies_train_and_eval(export_di
     import tensorflow as tf
 
     batch = {n: inputs[f"train/3/{n}"] for n in ("ids", "out_target")}
-    step = tf.saved_model.load(str(export_dir), tags=["train"]).signatures["train"]
+    step = load_graph(str(export_dir), "train").signatures["train"]
     loss = float(step(**{k: tf.constant(v) for k, v in batch.items()})["loss"])
     copy = gru_classifier()
     for mine, source in zip(copy.variables, model.variables):  # weights and dropout's seed state
@@ -243,7 +244,8 @@ def test_a_model_failing_on_its_inputs_is_one_line_naming_the_key(tmp_path):
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert lines[-1].startswith("exportkit: error: the source model failed on verify's inputs for serving_default")
-    assert "input ids got the dtype's defaults" in lines[-1] and "verify.values.ids=" in lines[-1]
+    assert "Lookup.call(): indices[" in lines[-1] and "is not in [0, 3)" in lines[-1]  # the model's own words
+    assert "input ids got integers 0-9 (the dtype's default)" in lines[-1] and "verify.values.ids=" in lines[-1]
     assert "Traceback" not in done.stderr
     # The key it names is the fix.
     result = export("model=keras", "model.build._target_=tests.test_verify_inputs.gather_model",

@@ -156,13 +156,29 @@ def generate(rng, spec, shape: List[int], rule: Mapping[str, Any]) -> np.ndarray
     return rng.standard_normal(size=shape).astype(dtype)
 
 
-def describe(rule: Mapping[str, Any]) -> str:
+def describe(rule: Mapping[str, Any], dtype) -> str:
+    """What an input's generated values were, for messages."""
     if "values" in rule:
         return f"values from {rule['origin']}"
     if "low" in rule:
         return f"[{rule['low']}, {rule['high']}) from {rule['origin']}"
-    return "0/1 (a padding mask)" if rule.get("mask") else f"the dtype's defaults (integers " \
-        f"{DEFAULT_INTS[0]}-{DEFAULT_INTS[1] - 1}, floats N(0, 1))"
+    if rule.get("mask"):
+        return "a 0/1 padding mask (from its name)"
+    kind = np.dtype(dtype).kind
+    return (f"integers {DEFAULT_INTS[0]}-{DEFAULT_INTS[1] - 1}" if kind in "iu" else
+            "N(0, 1) values" if kind == "f" else "random values") + " (the dtype's default)"
+
+
+def model_error(error: BaseException) -> str:
+    """The line of a model's exception that says what went wrong: past Keras' "Exception
+    encountered when calling X.call()." and TensorFlow's ``{{function_node ...}}`` prefix."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # Keras' bold
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(error).__name__]
+    where = ""
+    if lines[0].startswith("Exception encountered when calling") and len(lines) > 1:
+        where = lines[0][len("Exception encountered when calling "):].rstrip(".") + ": "
+        lines = lines[1:]
+    return where + re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", lines[0])
 
 
 def make_inputs(signatures, batch_sizes, seed, *, values: Optional[Mapping] = None,
@@ -317,10 +333,8 @@ def batch_of(arrays: Mapping[str, np.ndarray]) -> int:
 
 def source_failure(case: Case, arrays, error: BaseException, specs, verify, hints, tag: str = "serve") -> str:
     """One line for a source model that fails on verify's inputs: the input and the key to set."""
-    from exportkit.errors import first_line
-
     sig, label = case
-    message = first_line(error)
+    message = model_error(error)
     where = f"the source model failed on verify's inputs for {sig} (case {label}): {message}; "
     if verify.inputs and tag == "serve":
         return where + f"the inputs were the examples of verify.inputs={verify.inputs}: check their values and shapes"
@@ -329,11 +343,11 @@ def source_failure(case: Case, arrays, error: BaseException, specs, verify, hint
     named = [n for n in specs if re.search(rf"\b{re.escape(n)}\b", message)]
     unset = [n for n in specs if rules[n]["origin"] == "default" and not np.issubdtype(np.asarray(arrays[n]).dtype, np.floating)]
     suspect = (named or unset or list(specs))[0]
-    hint = (f"input {suspect} got {describe(rules[suspect])}: set verify.values.{suspect}={{low: 0, high: N}} "
+    hint = (f"input {suspect} got {describe(rules[suspect], np.asarray(arrays[suspect]).dtype)}: set +verify.values.{suspect}={{low: 0, high: N}} "
             f"or a list of values, or give real examples with verify.inputs=FILE.npz")
     probed = [p.split("=")[0] for p in label.split(",")[1:]]
     if probed:
-        hint += f"; if a length is the cause, set verify.dims.{probed[0]}=[...] (this case: {label})"
+        hint += f"; if a length is the cause, set +verify.dims.{probed[0]}=[...] (this case: {label})"
     if tag != "serve":
         hint += f"; or leave the {tag} graph unverified with verify.steps=false"
     return where + hint

@@ -89,10 +89,15 @@ def main() -> None:
 
 def load_graph(saved_model: str, tag: str):
     """One graph of the export, by its tag, with TF2's loader (each graph gets its own variables,
-    so a train step run here changes nothing the other graphs read)."""
+    so a train step run here changes nothing the other graphs read): from ``graphs/<tag>/`` when
+    the export keeps that graph in a SavedModel of its own, else from the export's root."""
+    from pathlib import Path
+
     import tensorflow as tf
 
-    return tf.saved_model.load(saved_model, tags=[tag])
+    nested = Path(saved_model) / "graphs" / tag
+    own = any((nested / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt"))
+    return tf.saved_model.load(str(nested if own else saved_model), tags=[tag])
 
 
 def peak_rss_kib() -> int:
