@@ -311,7 +311,7 @@ def test_generated_values_follow_config_hints_names_and_dtypes():
 
 
 def test_dims_plan_shares_lengths_and_takes_keys_and_symbols():
-    from exportkit.stages.verify_inputs import jax_symbols, plan
+    from exportkit.stages.verify_inputs import jax_symbols, make_inputs, plan
 
     specs = {"ids": spec([None, None], "int32"), "mask": spec([None, None], "int32"), "img": spec([None, None, 4])}
     cases = dict(plan(specs, [2], {}, [2, 5]))
@@ -327,6 +327,8 @@ def test_dims_plan_shares_lengths_and_takes_keys_and_symbols():
     symbols = jax_symbols({"ids": "(batch, seq)", "mask": "(batch, seq)"})
     cases = dict(plan({n: specs[n] for n in ("ids", "mask")}, [1], {"seq": [4]}, [2, 5], symbols))
     assert cases == {"1,seq=4": {"ids": [1, 4], "mask": [1, 4]}}
+    with pytest.raises(ConfigError, match=r"verify.dims.ids_2 names no dynamic dimension.*ids_1, img_1, mask_1"):
+        make_inputs({"serving_default": specs}, [1], seed=0, dims={"ids_2": [3]})
     # A fixed leading dimension is the only batch size.
     assert [label for label, _ in plan({"x": spec([4, 3])}, [1, 3], {}, [2, 5])] == ["4"]
 

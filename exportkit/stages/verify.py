@@ -57,10 +57,9 @@ class Verify(Stage):
             expected[case] = run_reference(reference, case, arrays, specs, verify, {}, tag)
             inputs[case], graph_of[key] = arrays, tag
         tolerances, top1 = checks(verify, expected)
-        labels = sorted({label for _, label in inputs}, key=lambda l: [int(p) if p.isdigit() else p for p in
-                                                                       l.replace("=", ",").split(",")])
-        ctx.reporter.progress(f"reloading in a fresh process on {device}: {len(inputs)} cases "
-                              f"({', '.join(graph_of)} x {', '.join(labels)})")
+        ctx.reporter.progress(f"reloading in a fresh process on {device}: {len(inputs)} cases ("
+                              + "; ".join(f"{key}: {' '.join(label for k, label in inputs if k == key)}"
+                                          for key in graph_of) + ")")
         actual, peak_kib = run_worker(ctx.work_dir, inputs, graph_of, device, list(cfg.custom_objects.values()),
                                       ctx.export_dir)
         ctx.extra["verify_worker"] = {"peak_rss_mib": peak_kib / 1024}

@@ -92,6 +92,17 @@ def plan(specs, batch_sizes, dims: Mapping[str, List[int]], dim_sizes: List[int]
     return cases
 
 
+def check_dims(signatures, dims: Mapping[str, List[int]], symbols) -> None:
+    """Every ``verify.dims`` key names a dynamic dimension (``<input>_<axis>`` or a jax2tf symbol)."""
+    names = {f"{n}_{a}" for specs in signatures.values() for n, s in specs.items()
+             for a, d in enumerate(dims_of(s)) if a > 0 and d is None}
+    names |= {symbol for axes in symbols.values() for a, symbol in axes.items() if a > 0}
+    for key in dims:
+        if key not in names:
+            raise ConfigError(f"verify.dims.{key} names no dynamic dimension of a signature; they are "
+                              f"{', '.join(sorted(names)) or 'none (every dimension but the batch is fixed)'}")
+
+
 # ---- value rules -----------------------------------------------------------------------------
 
 def parse_values(values: Mapping[str, Any], known: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
@@ -191,6 +202,7 @@ def make_inputs(signatures, batch_sizes, seed, *, values: Optional[Mapping] = No
     """
     rng = np.random.default_rng(seed)
     configured = parse_values(values)
+    check_dims(signatures, dims or {}, symbols or {})
     cases = {}
     for key, specs in signatures.items():
         for label, shapes in plan(specs, batch_sizes, dims or {}, list(dim_sizes), symbols):
@@ -257,7 +269,7 @@ def checked(path: str, key: str, array: np.ndarray, spec, what: str) -> np.ndarr
         return np.array([s.encode() if isinstance(s, str) else bytes(s) for s in array.ravel()],
                         dtype=object).reshape(array.shape)
     want = np.dtype(spec.dtype.as_numpy_dtype)
-    kinds = {"b": "b", "i": "iu", "u": "iu", "f": "f"}
+    kinds = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
     if array.dtype.kind not in kinds.get(want.kind, want.kind):
         raise ConfigError(f"{where} has dtype {array.dtype}, the input takes {want}; save it as {want}")
     cast = array.astype(want)
