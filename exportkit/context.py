@@ -73,6 +73,15 @@ class ExportContext:
     # variable group name ("model", "optimizer", ...) -> list of tf.Variable
     variables: Dict[str, List[Any]] = field(default_factory=dict)
     training: Optional[Training] = None  # set by a source whose model is compiled
+    # graph tag ("train", "eval") -> fn(dict of numpy step inputs) -> dict of numpy outputs the
+    # exported step must reproduce ("loss", "predictions/<output>"), from the source model's own
+    # training API on a copy of its state; verify checks each graph it has a reference for
+    training_reference: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = field(default_factory=dict)
+    # input name -> what its values may be, for verify's generated inputs (the source knows its
+    # model, verify does not): {"low": 0, "high": 50, "integer": True} (integers in [low, high)),
+    # or {"values": [...], "sentence": True} (drawn from these; sentence: words joined by spaces
+    # for a string input); each with "origin", the layer it came from, for messages
+    input_hints: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     graphs: Dict[str, Graph] = field(default_factory=dict)  # tag -> Graph
     # files written under the export's assets/ (relative name -> text), e.g. saved_model.json
     assets: Dict[str, str] = field(default_factory=dict)

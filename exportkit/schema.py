@@ -115,6 +115,15 @@ class VerifyConf:
     # Publish an export in which no verify case ran (the summary then says UNVERIFIED). Off:
     # such an export is never published.
     allow_unverified: bool = False
+    inputs: Optional[str] = None  # a .npz of real examples, used instead of generated inputs
+    values: Dict[str, Any] = field(default_factory=dict)  # input -> {low, high} or a list of values
+    dims: Dict[str, List[int]] = field(default_factory=dict)  # <input>_<axis> or a jax2tf symbol -> sizes
+    dim_sizes: List[int] = field(default_factory=lambda: [2, 5])  # every other dynamic dimension
+    # output -> {atol, rtol} (either may be left out: verify.atol / verify.rtol); a typed node
+    # could not be set from the command line (+verify.tolerances.out={atol: 1e-3})
+    tolerances: Dict[str, Any] = field(default_factory=dict)
+    top1: Any = False  # true: every output whose last dim > 1; or a list of output names
+    steps: bool = True  # also verify the train/eval graphs against the source's own training API
 
 
 @dataclass
@@ -191,7 +200,6 @@ def validate(cfg: DictConfig) -> None:
         _check_target(name, spec)
     if not 0 <= cfg.seed < SEED_LIMIT:
         raise ConfigError(f"seed={cfg.seed} is out of range; give an integer from 0 to {SEED_LIMIT - 1}")
-    _validate_verify(cfg.verify)
     _validate_target(cfg.target)
     for key, signature in (cfg.signatures or {}).items():
         if not isinstance(signature, DictConfig):
@@ -201,6 +209,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"layout={cfg.layout!r} is not a layout; use layout=serving (the default: serve "
                           f"alone in saved_model.pb, train/eval under graphs/) or layout=tf1 (TF 1.14's "
                           f"three MetaGraphDefs in one saved_model.pb)")
+    validate_verify(cfg.verify)
     for name, path in cfg.custom_objects.items():
         if "." not in str(path):
             raise ConfigError(f"custom_objects.{name}={path!r} is not a dotted import path; "
@@ -223,21 +232,6 @@ def _check_target(name: str, spec: Any) -> None:
                           f"{{shape: [null], dtype: int32}}") from e
     if node.dtype not in DTYPES:
         raise ConfigError(f"{where}.dtype={node.dtype!r} is not supported; use one of {', '.join(DTYPES)}")
-
-
-def _validate_verify(verify) -> None:
-    if not verify.batch_sizes:
-        raise ConfigError("verify.batch_sizes=[] would verify no case; give at least one batch size "
-                          "(verify.batch_sizes=[1,3]), or disable verification with pipeline.stages.verify=null")
-    for size in verify.batch_sizes:
-        if size < 1:
-            raise ConfigError(f"verify.batch_sizes has {size}; batch sizes are positive integers "
-                              f"(verify.batch_sizes=[1,3])")
-    for key in ("atol", "rtol"):
-        value = verify[key]
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(f"verify.{key}={value} is not a tolerance; give a finite number >= 0 "
-                              f"(verify.{key}=1e-5)")
 
 
 def _validate_target(target) -> None:
@@ -304,3 +298,32 @@ def expected_kind(full_key: str) -> Optional[str]:
     if dataclasses.is_dataclass(kind):
         return "a mapping"
     return _KINDS.get(kind)
+def validate_verify(verify: DictConfig) -> None:
+    """``verify``'s batch sizes, tolerances, ``dims``, ``dim_sizes``, ``tolerances`` and ``top1``
+    (``values`` and ``inputs`` need the model's inputs: the verify stage checks them). A
+    configuration that would verify no case is an error, never a pass."""
+    if not verify.batch_sizes:
+        raise ConfigError("verify.batch_sizes=[] would verify no case; give at least one batch size "
+                          "(verify.batch_sizes=[1,3]), or disable verification with pipeline.stages.verify=null")
+    for size in verify.batch_sizes:
+        if size < 1:
+            raise ConfigError(f"verify.batch_sizes has {size}; batch sizes are positive integers "
+                              f"(verify.batch_sizes=[1,3])")
+    for key in ("atol", "rtol"):
+        value = verify[key]
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"verify.{key}={value} is not a tolerance; give a finite number >= 0 "
+                              f"(verify.{key}=1e-5)")
+    for key, sizes in [("dim_sizes", verify.dim_sizes)] + [(f"dims.{k}", v) for k, v in verify.dims.items()]:
+        if not sizes or any(size < 1 for size in sizes):
+            raise ConfigError(f"verify.{key}={list(sizes or [])}: give a non-empty list of positive sizes, "
+                              f"e.g. verify.{key}=[1,7,64]")
+    for name, tolerance in verify.tolerances.items():
+        if not isinstance(tolerance, DictConfig) or not tolerance or set(tolerance) - {"atol", "rtol"} or \
+                any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in tolerance.values()):
+            raise ConfigError(f"verify.tolerances.{name}={tolerance!r}: give {{atol: A, rtol: R}} (either may be "
+                              f"left out), numbers >= 0, e.g. +verify.tolerances.{name}={{atol: 1e-3}}")
+    top1 = verify.top1
+    if not isinstance(top1, bool) and not (OmegaConf.is_list(top1) and all(isinstance(n, str) for n in top1)):
+        raise ConfigError(f"verify.top1={top1!r}: give true (every output whose last dimension is > 1) "
+                          f"or a list of output names")

@@ -10,6 +10,8 @@ from exportkit.context import ExportContext
 from exportkit.errors import ConfigError, ModelSourceError, SignatureError, one_line
 from exportkit.imports import instantiate
 from exportkit.keras.calls import build_from_signature, input_specs, predict, reference_fn
+from exportkit.keras.introspect import input_hints
+from exportkit.keras.step_reference import training_reference
 from exportkit.keras.training import training_for
 from exportkit.sources.base import Source
 
@@ -51,6 +53,8 @@ class KerasSource(Source):
         ctx.reference = {key: reference_fn(model) for key in ctx.signatures}
         ctx.variables["model"] = [v.value for v in model.variables]
         ctx.training = training_for(model, targets=cfg.compile.get("targets") or {})
+        ctx.training_reference = training_reference(model) if ctx.training is not None else {}
+        ctx.input_hints = input_hints(model)
         ctx.assets.update(model_assets(model))
         return ctx
 

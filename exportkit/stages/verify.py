@@ -1,5 +1,10 @@
-"""verify: reload the export in a fresh process and compare every signature, at every batch size,
-with the source model. Any output beyond ``verify.atol``/``verify.rtol`` fails the export."""
+"""verify: reload the export in a fresh process and compare every signature, on every case (batch
+size x probed dynamic dimensions), with the source model; and, for a compiled model, the train and
+eval graphs with the source's own training API. Any output beyond its tolerance
+(``verify.atol``/``verify.rtol``, ``verify.tolerances.<output>``), or a top-1 class that differs
+(``verify.top1``), fails the export. The cases' inputs (``verify_inputs``) and the source's
+outputs are kept under ``assets.extra/`` so the export can be verified again without the source."""
+import json
 import os
 import re
 import subprocess
@@ -12,9 +17,16 @@ import numpy as np
 
 from exportkit.artifact.leftovers import verify_temp_dir
 from exportkit.context import ExportContext
-from exportkit.errors import ConfigError, VerificationError
+from exportkit.errors import ConfigError, ExportkitError, VerificationError
 from exportkit.stages.base import Stage
+from exportkit.stages.verify_inputs import (flatten, jax_symbols, make_inputs, parse_values, portable, save_npz,  # noqa: F401
+                                            serve_cases, source_failure, step_case)
 from exportkit.stages.verify_worker import PEAK_RSS, decode, encode
+
+# What verify keeps inside the export (under assets.extra/) to verify it again later.
+KEPT_DIR, INDEX_FILE = "assets.extra", "verify.json"
+INPUTS_FILE, OUTPUTS_FILE = "verify_inputs.npz", "verify_outputs.npz"
+FORMAT = "exportkit-verify/1"
 
 
 # TensorFlow's and absl's C++ log lines (I0000 00:00:... port.cc:153] ...): not the reason a worker failed
@@ -28,19 +40,37 @@ class Verify(Stage):
     def __call__(self, ctx: ExportContext) -> ExportContext:
         cfg = ctx.cfg
         run_on, not_verified = verify_devices(list(cfg.target.devices))
-        inputs = make_inputs(ctx.signatures, list(cfg.verify.batch_sizes), cfg.seed)
+        verify = cfg.verify
+        steps = [] if not verify.steps or cfg.serving_only else [
+            (tag, key, fn) for tag, fn in ctx.training_reference.items() if tag in ctx.graphs
+            for key in ctx.graphs[tag].functions]
+        known = [n for specs in ctx.signatures.values() for n in specs]
+        parse_values(verify["values"], known + [n for tag, key, _ in steps
+                                                 for n in step_specs(ctx.graphs[tag].functions[key])])
+        inputs = serve_cases(ctx.signatures, verify, cfg.seed, ctx.input_hints, symbols_of(cfg))
+        graph_of = {key: "serve" for key in ctx.signatures}
+        expected = {case: run_reference(ctx.reference[case[0]], case, arrays, ctx.signatures[case[0]], verify,
+                                        ctx.input_hints) for case, arrays in inputs.items()}
+        for tag, key, reference in steps:
+            specs = step_specs(ctx.graphs[tag].functions[key])
+            case, arrays = step_case(key, specs, inputs, expected, verify, cfg.seed, ctx.signatures)
+            expected[case] = run_reference(reference, case, arrays, specs, verify, {}, tag)
+            inputs[case], graph_of[key] = arrays, tag
         if not inputs:
             raise ConfigError(f"verify would run no case for signatures {sorted(ctx.signatures)} at "
-                              f"verify.batch_sizes={list(cfg.verify.batch_sizes)}; give batch sizes to verify at")
-        expected = {case: ctx.reference[case[0]](arrays) for case, arrays in inputs.items()}
+                              f"verify.batch_sizes={list(verify.batch_sizes)}; give batch sizes to verify at")
+        tolerances, top1 = checks(verify, expected)
         failures = []
         for device in run_on:
-            ctx.reporter.progress(f"reloading in a fresh process on {device}: {len(inputs)} cases "
-                                  f"({', '.join(ctx.signatures)} x batch {list(cfg.verify.batch_sizes)})")
-            actual, peak_kib = run_worker(ctx.work_dir, inputs, device, list(cfg.custom_objects.values()),
-                                          ctx.export_dir)
+            ctx.reporter.progress(f"reloading in a fresh process on {device}: {len(inputs)} cases ("
+                                  + "; ".join(f"{key}: {' '.join(label for k, label in inputs if k == key)}"
+                                              for key in graph_of) + ")")
+            actual, peak_kib = run_worker(ctx.work_dir, inputs, graph_of, device,
+                                          list(cfg.custom_objects.values()), ctx.export_dir)
             ctx.extra["verify_worker"] = {"peak_rss_mib": peak_kib / 1024}
-            report, failed = compare(expected, actual, cfg.verify.atol, cfg.verify.rtol)
+            report, failed = compare(expected, actual, tolerances, top1,
+                                     partial=[k for k, tag in graph_of.items() if tag != "serve"],
+                                     ties=(verify.atol, verify.rtol))
             ctx.verify_report = ctx.verify_report or report  # the first device's; failures from all
             failures += [f"on {device}: {f}" if len(run_on) > 1 else f for f in failed]
             for line in summarize(report):
@@ -52,7 +82,9 @@ class Verify(Stage):
                 f"the reloaded SavedModel does not match the source model: {failures[0]}"
                 + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else "")
                 + "; nothing was written. If the model is stochastic at inference or the "
-                  "tolerance is too tight, fix the model or raise verify.atol / verify.rtol")
+                  "tolerance is too tight, fix the model or raise verify.atol / verify.rtol "
+                  "(or verify.tolerances.OUTPUT)")
+        keep(ctx.work_dir / KEPT_DIR, inputs, expected, graph_of, tolerances, top1, bool(verify.inputs))
         ctx.extra["verification"] = {"verified": True, "cases": len(inputs) * len(run_on),
                                      "devices_verified": run_on, "devices_not_verified": not_verified}
         return ctx
@@ -97,6 +129,54 @@ def require_verified(ctx: ExportContext) -> Dict[str, Any]:
     return state
 
 
+def symbols_of(cfg):
+    """The jax2tf stage's symbols per input, so ``verify.dims.<symbol>`` can name them."""
+    node = (cfg.pipeline.stages or {}).get("jax2tf") if "pipeline" in cfg else None
+    return jax_symbols(node.get("polymorphic_shapes") if node else None)
+
+
+def step_specs(function) -> Dict[str, Any]:
+    """A traced step's named input specs, as its SignatureDef takes them."""
+    args, kwargs = function.structured_input_signature
+    return {**{spec.name: spec for spec in args}, **dict(kwargs)}
+
+
+def run_reference(reference, case, arrays, specs, verify, hints, tag="serve") -> Dict[str, np.ndarray]:
+    """The source model's outputs; a model that fails on its inputs is a user's error naming the
+    input and the key to set, not a traceback."""
+    try:
+        return {name: portable(value) for name, value in reference(dict(arrays)).items()}
+    except ExportkitError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the model's own failure, reported in one line
+        raise VerificationError(source_failure(case, arrays, error, specs, verify, hints, tag)) from error
+
+
+def checks(verify, expected):
+    """Per output name ``(atol, rtol)``, and the outputs whose top-1 class is compared; an output
+    named in ``verify.tolerances`` or ``verify.top1`` that no graph has is a ``ConfigError``."""
+    names = {n for outputs in expected.values() for n in outputs}
+    bare = {n.split("/", 1)[1]: n for n in names if n.startswith("predictions/")}
+    for key, named in [("tolerances", list(verify.tolerances)),
+                       ("top1", [] if isinstance(verify.top1, bool) else list(verify.top1))]:
+        for name in named:
+            if name not in names and name not in bare:
+                raise ConfigError(f"verify.{key} names {name!r}, which no verified graph outputs; the outputs "
+                                  f"are {', '.join(sorted(names))}")
+    tolerances = {}
+    for name in names:
+        own = verify.tolerances.get(name) or verify.tolerances.get(name.split("/", 1)[-1]) or {}
+        tolerances[name] = (own.get("atol") if own.get("atol") is not None else verify.atol,
+                            own.get("rtol") if own.get("rtol") is not None else verify.rtol)
+    if verify.top1 is True:
+        top1 = {n for n in names if any(np.ndim(o.get(n)) >= 1 and np.shape(o[n])[-1] > 1 and
+                                        np.asarray(o[n]).dtype.kind == "f" for o in expected.values() if n in o)}
+    else:
+        wanted = set(verify.top1 or [])
+        top1 = {n for n in names if n in wanted or n.split("/", 1)[-1] in wanted}
+    return tolerances, top1
+
+
 def missing_devices(devices):
     import tensorflow as tf
 
@@ -110,30 +190,8 @@ def missing_devices(devices):
     return missing
 
 
-def make_inputs(signatures, batch_sizes, seed) -> Dict[Tuple[str, int], Dict[str, np.ndarray]]:
-    """Seeded random inputs per (signature, batch size); a fixed leading dim is used as given."""
-    rng = np.random.default_rng(seed)
-    cases = {}
-    for key, specs in signatures.items():
-        leading = {spec.shape[0] if spec.shape.rank else None for spec in specs.values()}
-        sizes = batch_sizes if leading == {None} else [next(iter(leading)) or 1]
-        for size in sizes:
-            cases[(key, size)] = {name: random_array(rng, spec, size) for name, spec in specs.items()}
-    return cases
-
-
-def random_array(rng, spec, batch: int) -> np.ndarray:
-    dims = spec.shape.as_list() if spec.shape.rank is not None else []
-    shape = [batch if i == 0 and d is None else (d if d is not None else 2) for i, d in enumerate(dims)]
-    dtype = spec.dtype
-    if dtype.is_bool:
-        return rng.integers(0, 2, size=shape).astype(bool)
-    if dtype.is_integer:
-        return rng.integers(0, 10, size=shape).astype(dtype.as_numpy_dtype)
-    return rng.standard_normal(size=shape).astype(dtype.as_numpy_dtype)
-
-
-def run_worker(saved_model: Path, inputs, device: str, custom_object_paths, export_dir: Path) -> Tuple[Dict, int]:
+def run_worker(saved_model: Path, inputs, graph_of, device: str, custom_object_paths,
+               export_dir: Path) -> Tuple[Dict, int]:
     """The worker's outputs per case, and its peak resident memory in KiB.
 
     Its files live beside ``export_dir`` (``.NAME.verify-PID-*``, removed here, or by the next
@@ -147,6 +205,7 @@ def run_worker(saved_model: Path, inputs, device: str, custom_object_paths, expo
         command = [sys.executable, "-m", "exportkit.stages.verify_worker", str(saved_model), str(in_path),
                    str(out_path), "--device", device, "--parent", str(os.getpid())]
         command += [a for m in modules for a in ("--import", m)]
+        command += [a for key, tag in graph_of.items() if tag != "serve" for a in ("--graph", f"{key}={tag}")]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -160,37 +219,83 @@ def run_worker(saved_model: Path, inputs, device: str, custom_object_paths, expo
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def compare(expected, actual, atol: float, rtol: float):
-    """Per signature and batch size: max abs and rel error per output, and the failures."""
+def compare(expected, actual, tolerances, top1=(), partial=(), ties=(1e-5, 1e-5)):
+    """Per signature and case: max abs and rel error per output (and top-1 agreement where
+    asked), and the failures. A signature in ``partial`` (a train/eval step) may output more
+    than its reference gives (its metrics). Strings and NaNs must match exactly. A row whose
+    top two source values lie within ``ties`` (verify.atol, verify.rtol: not an output's own,
+    looser tolerance) has no top-1 class to agree on."""
     result, failures = {}, []
-    for (key, size), want in expected.items():
-        got = actual.get((key, size), {})
-        case = result.setdefault(key, {})[str(size)] = {}
-        if set(got) != set(want):
-            failures.append(f"{key} at batch {size}: outputs {sorted(got)} != source {sorted(want)}")
+    for (key, label), want in expected.items():
+        got = actual.get((key, label), {})
+        case = result.setdefault(key, {})[label] = {}
+        if not set(want) <= set(got) or (set(got) != set(want) and key not in partial):
+            failures.append(f"{key} at {label}: outputs {sorted(got)} != source {sorted(want)}")
             case["error"] = "output names differ"
             continue
         for name, w in want.items():
-            g = got[name]
+            g, (atol, rtol) = got[name], tolerances.get(name, (0.0, 0.0))
+            where = f"{key}/{name} at {label}"
             if g.shape != w.shape:
-                failures.append(f"{key}/{name} at batch {size}: shape {g.shape} != source {w.shape}")
+                failures.append(f"{where}: shape {g.shape} != source {w.shape}")
                 case[name] = {"error": f"shape {list(g.shape)} != {list(w.shape)}"}
                 continue
+            if w.dtype.kind in "SUO" or g.dtype.kind in "SUO":
+                ok = bool(np.array_equal(g, w))
+                case[name] = {"max_abs_error": 0.0 if ok else float("inf"), "max_rel_error": 0.0 if ok else float("inf"), "ok": ok}
+                if not ok:
+                    failures.append(f"{where}: strings differ")
+                continue
             w64, g64 = w.astype(np.float64), g.astype(np.float64)
-            diff = np.abs(g64 - w64)
+            diff = np.where(np.isnan(w64) & np.isnan(g64), 0.0, np.abs(g64 - w64))
             abs_err = float(diff.max()) if diff.size else 0.0
-            rel_err = float((diff / np.maximum(np.abs(w64), 1e-12)).max()) if diff.size else 0.0
-            ok = bool(np.allclose(g64, w64, atol=atol, rtol=rtol))
+            rel_err = float((diff / np.maximum(np.abs(np.nan_to_num(w64)), 1e-12)).max()) if diff.size else 0.0
+            ok = bool(np.allclose(g64, w64, atol=atol, rtol=rtol, equal_nan=True))
             case[name] = {"max_abs_error": abs_err, "max_rel_error": rel_err, "ok": ok}
             if not ok:
-                failures.append(f"{key}/{name} at batch {size}: max abs error {abs_err:.3g} "
-                                f"(atol {atol:g}, rtol {rtol:g})")
+                failures.append(f"{where}: max abs error {abs_err:.3g} (atol {atol:g}, rtol {rtol:g})")
+            if name in top1 and w.ndim >= 1 and w.shape[-1] > 1:
+                agreement, rows = top1_agreement(w64, g64, *ties)
+                case[name].update(top1_agreement=agreement, top1_rows=rows)
+                if agreement < 1.0:
+                    case[name]["ok"] = False
+                    failures.append(f"{where}: top-1 class agrees on {agreement:.0%} of {rows} rows")
     return result, failures
 
 
+def top1_agreement(want, got, atol: float, rtol: float) -> Tuple[float, int]:
+    """The share of rows whose arg-max agrees, among rows where the source's top class leads the
+    runner-up by more than the tolerance (a tie within tolerance has no defined top class)."""
+    want2, got2 = want.reshape(-1, want.shape[-1]), got.reshape(-1, got.shape[-1])
+    top2 = np.sort(want2, axis=-1)[:, -2:]
+    decisive = (top2[:, 1] - top2[:, 0]) > atol + rtol * np.abs(top2[:, 1])
+    if not decisive.any():
+        return 1.0, 0
+    agree = np.argmax(want2, -1)[decisive] == np.argmax(got2, -1)[decisive]
+    return float(agree.mean()), int(decisive.sum())
+
+
 def summarize(verify_report):
-    for key, sizes in verify_report.items():
-        errors = [o.get("max_abs_error", float("inf")) for case in sizes.values() for o in case.values()
+    for key, cases in verify_report.items():
+        errors = [o.get("max_abs_error", float("inf")) for case in cases.values() for o in case.values()
                   if isinstance(o, dict)]
         worst = max(errors) if errors else 0.0
-        yield f"{key}: batch sizes {', '.join(sizes)}: max abs error {worst:.3g}"
+        yield f"{key}: {len(cases)} cases ({', '.join(cases)}): max abs error {worst:.3g}"
+
+
+def keep(directory: Path, inputs, expected, graph_of, tolerances, top1, real: bool) -> None:
+    """``verify_inputs.npz``, ``verify_outputs.npz`` and ``verify.json`` under ``assets.extra/``:
+    enough to verify the export again without the source model (see the README)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    save_npz(directory / INPUTS_FILE, flatten(inputs))
+    save_npz(directory / OUTPUTS_FILE, flatten(expected))
+    names = sorted({n for outputs in expected.values() for n in outputs})
+    index = {
+        "format": FORMAT, "inputs": INPUTS_FILE, "outputs": OUTPUTS_FILE,
+        "source": "verify.inputs" if real else "generated",
+        "cases": [{"graph": graph_of[key], "signature": key, "case": label, "inputs": list(inputs[(key, label)]),
+                   "outputs": list(outputs)} for (key, label), outputs in expected.items()],
+        "tolerances": {n: {"atol": tolerances[n][0], "rtol": tolerances[n][1]} for n in names},
+        "top1": sorted(top1),
+    }
+    (directory / INDEX_FILE).write_text(json.dumps(index, indent=1) + "\n")

@@ -1,8 +1,9 @@
 """Runs in a fresh process for the verify stage: it has the export and the custom objects'
-modules, nothing else of the exporting process. Loads the ``serve`` graph, runs each case.
+modules, nothing else of the exporting process. Loads each graph a case needs (``serve``, and
+``train``/``eval`` for the signatures named by ``--graph KEY=TAG``), runs each case.
 
-Cases travel as ``.npz`` files whose keys join signature key, batch size and tensor name with
-``::`` (``encode`` / ``decode``, used by both sides).
+Cases travel as ``.npz`` files whose keys join signature key, case label and tensor name with
+``::`` (``encode`` / ``decode``, used by both sides); strings travel as fixed-width bytes.
 """
 import argparse
 import importlib
@@ -14,20 +15,29 @@ SEP = "::"
 PEAK_RSS = "peak_rss_kib"  # the worker's own peak resident memory, beside the cases' outputs
 
 
-def encode(cases: Dict[Tuple[str, int], Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
-    """``{(key, batch): {name: array}}`` -> flat ``{"key::batch::name": array}`` for ``np.savez``."""
-    return {f"{key}{SEP}{size}{SEP}{name}": array
-            for (key, size), arrays in cases.items() for name, array in arrays.items()}
+def encode(cases: Dict[Tuple[str, str], Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+    """``{(key, label): {name: array}}`` -> flat ``{"key::label::name": array}`` for ``np.savez``."""
+    return {f"{key}{SEP}{label}{SEP}{name}": portable(array)
+            for (key, label), arrays in cases.items() for name, array in arrays.items()}
 
 
-def decode(flat) -> Dict[Tuple[str, int], Dict[str, np.ndarray]]:
+def portable(array) -> np.ndarray:
+    """String tensors (object arrays of bytes) as fixed-width bytes: loadable without pickle."""
+    array = np.asarray(array)
+    if array.dtype.kind in "OU":
+        return np.array([v if isinstance(v, bytes) else str(v).encode() for v in array.ravel()],
+                        dtype=bytes).reshape(array.shape)
+    return array
+
+
+def decode(flat) -> Dict[Tuple[str, str], Dict[str, np.ndarray]]:
     """The inverse of ``encode`` (from an open ``np.load``)."""
     cases = {}
     for joined, array in flat.items():
         if SEP not in joined:  # PEAK_RSS
             continue
-        key, size, name = joined.split(SEP)
-        cases.setdefault((key, int(size)), {})[name] = array
+        key, label, name = joined.split(SEP, 2)
+        cases.setdefault((key, label), {})[name] = array
     return cases
 
 
@@ -54,6 +64,7 @@ def main() -> None:
     parser.add_argument("--device", default="/CPU:0")
     parser.add_argument("--import", dest="imports", action="append", default=[])
     parser.add_argument("--parent", type=int, default=None, help="die with this process")
+    parser.add_argument("--graph", action="append", default=[], help="KEY=TAG: signature KEY is in graph TAG")
     args = parser.parse_args()
     if args.parent is not None:
         die_with_parent(args.parent)
@@ -61,15 +72,32 @@ def main() -> None:
         importlib.import_module(module)
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(args.saved_model, tags=["serve"])
+    graph_of = dict(g.split("=", 1) for g in args.graph)
+    loaded = {}
     with np.load(args.inputs) as data:
         cases = decode(data)
     results = {}
     with tf.device(args.device):
-        for (key, size), arrays in cases.items():
-            outputs = loaded.signatures[key](**{n: tf.constant(a) for n, a in arrays.items()})
-            results[(key, size)] = {name: value.numpy() for name, value in outputs.items()}
+        for (key, label), arrays in cases.items():
+            tag = graph_of.get(key, "serve")
+            if tag not in loaded:
+                loaded[tag] = load_graph(args.saved_model, tag)
+            outputs = loaded[tag].signatures[key](**{n: tf.constant(a) for n, a in arrays.items()})
+            results[(key, label)] = {name: value.numpy() for name, value in outputs.items()}
     np.savez(args.outputs, **encode(results), **{PEAK_RSS: np.int64(peak_rss_kib())})
+
+
+def load_graph(saved_model: str, tag: str):
+    """One graph of the export, by its tag, with TF2's loader (each graph gets its own variables,
+    so a train step run here changes nothing the other graphs read): from ``graphs/<tag>/`` when
+    the export keeps that graph in a SavedModel of its own, else from the export's root."""
+    from pathlib import Path
+
+    import tensorflow as tf
+
+    nested = Path(saved_model) / "graphs" / tag
+    own = any((nested / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt"))
+    return tf.saved_model.load(str(nested if own else saved_model), tags=[tag])
 
 
 def peak_rss_kib() -> int:
