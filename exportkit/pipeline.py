@@ -59,8 +59,8 @@ class Export:
         parsed = signatures.parse(cfg.signatures)
         source = instantiate_source(cfg)
         if source.takes_object != (self.model is not None):
-            raise ConfigError(f"model._target_={cfg.model._target_} takes a model object handed over by the "
-                              f"Python API (exportkit.export_saved_model); from the CLI use model=keras, "
+            raise ConfigError(f"{schema.model_option(cfg.model._target_)} takes a model object handed over by "
+                              f"the Python API (exportkit.export_saved_model); from the CLI use model=keras, "
                               f"model=keras_file, model=jax or model=tf_keras")
         if source.signatures_required and not parsed:
             raise SignatureError(source.signatures_required)

@@ -90,6 +90,14 @@ MODEL_SCHEMAS = {
 }
 
 
+def model_option(target: str) -> str:
+    """``model=NAME`` for the option whose source class is ``target``, else ``model._target_=...``."""
+    for name, node in MODEL_SCHEMAS.items():
+        if node._target_ == target:
+            return f"model={name[:-len('_schema')]}"
+    return f"model._target_={target}"
+
+
 @dataclass
 class TargetConf:
     """Where the export will run: verify runs there, JAX lowers for ``platforms``."""
