@@ -72,4 +72,8 @@ def in_multirun() -> bool:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in ("inspect", "verify"):  # subcommands for existing exports
+        from exportkit import commands
+
+        sys.exit(commands.main(sys.argv[1:]))
     app()

@@ -13,7 +13,7 @@ from exportkit.artifact.publish import verify_temp_dir
 from exportkit.context import ExportContext
 from exportkit.errors import StageSkipped, VerificationError
 from exportkit.stages.base import Stage
-from exportkit.stages.verify_worker import PEAK_RSS, decode, encode
+from exportkit.stages.verify_worker import PEAK_RSS, WARMUP_RECORDS, WARMUP_SECONDS, decode, encode
 
 
 class Verify(Stage):
@@ -32,9 +32,13 @@ class Verify(Stage):
         expected = {case: ctx.reference[case[0]](arrays) for case, arrays in inputs.items()}
         ctx.reporter.progress(f"reloading in a fresh process on {device}: {len(inputs)} cases "
                         f"({', '.join(ctx.signatures)} x batch {list(cfg.verify.batch_sizes)})")
+        replay = {}  # the warmup file's replay in the worker (exportkit.serving)
         actual, peak_kib = run_worker(ctx.work_dir, inputs, device, list(cfg.custom_objects.values()),
-                                      ctx.export_dir)
-        ctx.extra["verify_worker"] = {"peak_rss_mib": peak_kib / 1024}
+                                      ctx.export_dir, replay)
+        ctx.extra["verify_worker"] = {"peak_rss_mib": peak_kib / 1024, **replay}
+        if replay:
+            ctx.reporter.progress(f"warmup: {replay[WARMUP_RECORDS]} requests replayed through the TF1 session "
+                                  f"loader (TF Serving's load path) in {replay[WARMUP_SECONDS]:.2f}s")
         ctx.verify_report, failures = compare(expected, actual, cfg.verify.atol, cfg.verify.rtol)
         for line in summarize(ctx.verify_report):
             ctx.reporter.progress(line)
@@ -83,8 +87,10 @@ def random_array(rng, spec, batch: int) -> np.ndarray:
     return rng.standard_normal(size=shape).astype(dtype.as_numpy_dtype)
 
 
-def run_worker(saved_model: Path, inputs, device: str, custom_object_paths, export_dir: Path) -> Tuple[Dict, int]:
-    """The worker's outputs per case, and its peak resident memory in KiB.
+def run_worker(saved_model: Path, inputs, device: str, custom_object_paths, export_dir: Path,
+               replay: Dict = None) -> Tuple[Dict, int]:
+    """The worker's outputs per case, and its peak resident memory in KiB (``replay`` gets the
+    warmup records' count and replay seconds when the export has them).
 
     Its files live beside ``export_dir`` (``.NAME.verify-PID-*``, removed here, or by the next
     run if this process is killed) and the worker dies with this process (``--parent``).
@@ -104,6 +110,8 @@ def run_worker(saved_model: Path, inputs, device: str, custom_object_paths, expo
             tail = "\n".join(done.stderr.strip().splitlines()[-15:])
             raise VerificationError(f"the export could not be reloaded and run in a fresh process:\n{tail}")
         with np.load(out_path) as data:
+            if replay is not None:
+                replay.update({k: data[k].item() for k in (WARMUP_RECORDS, WARMUP_SECONDS) if k in data.files})
             return decode(data), int(data[PEAK_RSS]) if PEAK_RSS in data.files else 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

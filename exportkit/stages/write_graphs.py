@@ -11,6 +11,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
+from exportkit import serving
 from exportkit.artifact import canonical, files
 from exportkit.context import ExportContext, Graph
 from exportkit.errors import ModelSourceError
@@ -45,6 +46,7 @@ class WriteGraphs(Stage):
             (ctx.work_dir / "assets").mkdir(exist_ok=True)
             (ctx.work_dir / "assets" / name).write_text(text)
         write_fingerprint(ctx.work_dir, ctx.hashes)
+        serving.write_warmup(ctx)  # assets.extra/tf_serving_warmup_requests (serving.warmup)
         return ctx
 
 
