@@ -428,3 +428,14 @@ def test_inspect_json_of_a_base_path_and_an_export_without_importing_tensorflow(
     assert missing.returncode == 1
     assert missing.stderr.strip().endswith("is not a directory; give an export or a base path")
     assert run_cli("verify", base / "1").returncode == 1
+
+
+def test_reproduce_writes_a_versioned_export_at_out_not_as_a_new_version(release, tmp_path):
+    base = release["base"]
+    before = sorted(os.listdir(base))
+    done = subprocess.run([sys.executable, "-m", "exportkit.reproduce", str(base / "1"), "--out", str(tmp_path / "again")],
+                          env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "reproduced:" in done.stdout and sorted(os.listdir(base)) == before
+    warmup = Path("assets.extra") / "tf_serving_warmup_requests"
+    assert (tmp_path / "again" / warmup).read_bytes() == (base / "1" / warmup).read_bytes()  # model name "clf" kept
