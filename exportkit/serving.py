@@ -13,11 +13,12 @@ What happened lands in ``ctx.extra["serving"]``, which the manifest records as `
 """
 import contextlib
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from omegaconf import DictConfig
 
 from exportkit.artifact.publish import Slot, export_slot
+from exportkit.errors import ConfigError
 
 DEFAULT_MODEL_NAME = "default"  # tensorflow_model_server's own --model_name default
 
@@ -102,7 +103,7 @@ def check_contract(ctx) -> Optional[Dict[str, Any]]:
         return None
     if files.saved_model_file(ctx.work_dir) is None:
         return None
-    old, read_from = contract.reference(against)
+    old, read_from = reference_contract(against)
     found = contract.diff(old, contract.read(ctx.work_dir))
     record["contract_check"] = {"against": str(read_from), "status": found.status,
                                 "breaking": found.breaking, "compatible": found.compatible}
@@ -116,6 +117,25 @@ def check_contract(ctx) -> Optional[Dict[str, Any]]:
         ctx.reporter.progress(f"contract: {line}")
     ctx.reporter.progress(f"contract: {found.status} with {read_from}")
     return record["contract_check"]
+
+
+def reference_contract(path: Path) -> Tuple[Dict[str, Any], Path]:
+    """The contract to compare with, from ``path``: an export (its manifest's contract, else its
+    saved_model.pb), or a base path (its highest version). Returns (contract, the export read)."""
+    from exportkit.artifact import contract, files, manifest
+    from exportkit.artifact.versions import list_versions
+
+    path = Path(path).expanduser().absolute()
+    if files.saved_model_file(path) is None:
+        versions = list_versions(path)
+        if not versions:
+            raise ConfigError(f"serving.compare_to={path} is neither an export (no saved_model.pb) nor a "
+                              f"base path with numbered versions; give one of those, or null")
+        path = versions[max(versions)]
+    recorded = None
+    if (path / manifest.MANIFEST).is_file():
+        recorded = manifest.read(path).get("contract")
+    return (recorded if recorded is not None else contract.read(path)), path
 
 
 def finish(cfg: DictConfig, slot: Slot, notify: Callable[[str], None]) -> Optional[Dict[str, Any]]:

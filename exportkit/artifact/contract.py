@@ -165,21 +165,3 @@ def _shape_change(old: Optional[list], new: Optional[list]) -> Optional[str]:
 def _shape(shape: Optional[list]) -> str:
     return "unknown rank" if shape is None else "[" + ", ".join("null" if d is None else str(d) for d in shape) + "]"
 
-
-def reference(path: Path) -> Tuple[Contract, Path]:
-    """The contract to compare with, from ``path``: an export (its manifest's contract, else its
-    saved_model.pb), or a base path (its highest version). Returns (contract, the export read)."""
-    from exportkit.artifact import manifest
-    from exportkit.artifact.versions import list_versions
-
-    path = Path(path).expanduser().absolute()
-    if files.saved_model_file(path) is None:
-        versions = list_versions(path)
-        if not versions:
-            raise ExportkitError(f"serving.compare_to={path} is neither an export (no saved_model.pb) nor a "
-                                 f"base path with numbered versions; give one of those, or null")
-        path = versions[max(versions)]
-    recorded = None
-    if (path / manifest.MANIFEST).is_file():
-        recorded = manifest.read(path).get("contract")
-    return (recorded if recorded is not None else read(path)), path
