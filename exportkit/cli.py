@@ -133,6 +133,10 @@ def import_tensorflow_quietly() -> None:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in ("inspect", "verify"):  # subcommands for existing exports
+        from exportkit import commands
+
+        sys.exit(commands.main(sys.argv[1:]))
     from exportkit.composition import composition_error
     from exportkit.errors import ExportkitError, full_error_wanted, print_error
 

@@ -15,9 +15,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from exportkit import schema, signatures
+from exportkit import schema, serving, signatures
 from exportkit.artifact import manifest
-from exportkit.artifact.publish import export_slot
 from exportkit.context import ExportContext, StageRecord
 from exportkit.errors import ConfigError, SignatureError, StageSkipped, first_line
 from exportkit.imports import instantiate
@@ -64,22 +63,26 @@ class Export:
                               f"model=keras_file, model=jax or model=tf_keras")
         if source.signatures_required and not parsed:
             raise SignatureError(source.signatures_required)
-        export_dir = Path(cfg.export_dir).expanduser().absolute()
         stages = instantiate_stages(cfg, source)
-        with export_slot(export_dir, cfg.overwrite, notify=self.reporter.progress) as slot:
+        # export_dir, or with serving.base_path the version chosen (exportkit.serving)
+        with serving.open_slot(cfg, notify=self.reporter.progress) as slot:
+            export_dir = slot.export_dir
             ctx = ExportContext(cfg=cfg, export_dir=export_dir, work_dir=slot.work_dir, source=source,
                                 reporter=self.reporter, overrides=self.overrides, model=self.model,
                                 custom_objects=self.custom_objects, records=self.records)
             ctx.signatures = signatures.to_specs(parsed)
+            ctx.extra["serving"] = serving.release_info(cfg, slot)
             try:
                 for name, stage in stages:
                     ctx = run_stage(name, stage, ctx)
                 require_verified(ctx)  # nothing unverified is published unless the user said so
+                serving.check_contract(ctx)
             except BaseException:
                 self.reporter.summary(ctx.records, export_dir, published=False)
                 raise
             written = manifest.write(ctx)
             slot.publish()
+        serving.finish(cfg, slot, notify=self.reporter.progress)
         self.reporter.summary(ctx.records, export_dir, published=True)
         return ExportResult(export_dir, ctx.records, written, ctx)
 

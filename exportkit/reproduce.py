@@ -25,8 +25,10 @@ from typing import Any, Dict, List
 # TensorFlow's C++ start-up chatter is not the user's business (as in exportkit.cli).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Keys that say where and how the export was written, not what it is.
-PLACEMENT_KEYS = ("export_dir", "overwrite")
+# Keys that say where and how the export was written, not what it is. A reproduction is written
+# at --out: not as a new version under the recorded serving.base_path (exportkit.serving).
+PLACEMENT_KEYS = ("export_dir", "overwrite", "serving.base_path", "serving.version", "serving.keep",
+                  "serving.labels", "serving.model_config_file", "serving.compare_to", "serving.model_name")
 
 
 def main(argv: List[str] = None) -> int:
@@ -135,6 +137,10 @@ def rerun(recorded: Dict[str, Any], new_dir: Path):
 
     schema.register()
     config = dict(recorded["config"], export_dir=str(new_dir), overwrite=False)
+    if "serving" in config:  # the model name the warmup records carry stays the recorded one
+        config["serving"] = dict(config["serving"], base_path=None, version="auto", keep=None, labels={},
+                                 model_config_file=None, compare_to=None,
+                                 model_name=(recorded.get("serving") or {}).get("model_name"))
     # Through the schema, as Hydra composes it: a value the schema no longer accepts is named.
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(schema.ExportConfig), config)
@@ -201,7 +207,7 @@ def diff_configs(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> 
     """Dotted keys whose values differ (placement keys at the top level ignored)."""
     out = []
     for key in sorted(set(old) | set(new)):
-        if not prefix and key in PLACEMENT_KEYS:
+        if f"{prefix}{key}" in PLACEMENT_KEYS:
             continue
         a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
         if isinstance(a, dict) and isinstance(b, dict):

@@ -135,6 +135,25 @@ class VerifyConf:
 
 
 @dataclass
+class ServingConf:
+    """Releasing for TensorFlow Serving: versions under a model base path, warmup, the contract gate.
+
+    With ``base_path`` set, the export is published at ``base_path/VERSION`` (``export_dir`` is
+    not used); ``exportkit.artifact.versions`` picks the version and keeps the base path tidy.
+    """
+
+    base_path: Optional[str] = None  # a TF Serving model base path; null: publish at export_dir
+    version: Any = "auto"  # "auto" (one more than the highest on disk or reserved) or an integer
+    model_name: Optional[str] = None  # null: base_path's last component ("default" without one)
+    keep: Optional[int] = None  # keep the N highest versions (+ the new one and labelled ones)
+    labels: Dict[str, int] = field(default_factory=dict)  # e.g. {stable: 3, canary: 4}
+    model_config_file: Optional[str] = None  # a ModelServerConfig text file to write or update
+    warmup: bool = True  # assets.extra/tf_serving_warmup_requests for the serve graph
+    compare_to: Optional[str] = None  # an export (or a base path) whose contract this one must keep
+    allow_breaking: bool = False  # publish even if the contract breaks the previous version's
+
+
+@dataclass
 class CompileConf:
     """``model.compile`` arguments for a model built uncompiled (names or ``_target_`` nodes), and
     the target inputs of the ``train``/``eval`` graphs.
@@ -174,6 +193,7 @@ class ExportConfig:
     layout: str = "serving"
     seed: int = 0
     verify: VerifyConf = field(default_factory=VerifyConf)
+    serving: ServingConf = field(default_factory=ServingConf)
 
 
 def register() -> None:
@@ -218,6 +238,7 @@ def validate(cfg: DictConfig) -> None:
                           f"alone in saved_model.pb, train/eval under graphs/) or layout=tf1 (TF 1.14's "
                           f"three MetaGraphDefs in one saved_model.pb)")
     validate_verify(cfg.verify)
+    validate_serving(cfg.serving)
     for name, path in cfg.custom_objects.items():
         if "." not in str(path):
             raise ConfigError(f"custom_objects.{name}={path!r} is not a dotted import path; "
@@ -335,3 +356,27 @@ def validate_verify(verify: DictConfig) -> None:
     if not isinstance(top1, bool) and not (OmegaConf.is_list(top1) and all(isinstance(n, str) for n in top1)):
         raise ConfigError(f"verify.top1={top1!r}: give true (every output whose last dimension is > 1) "
                           f"or a list of output names")
+def validate_serving(serving: DictConfig) -> None:
+    """``serving.*``: a version is ``auto`` or an integer >= 0; keys that place versions need a base path."""
+    version = serving.version
+    if version != "auto" and (isinstance(version, bool) or not isinstance(version, int) or version < 0):
+        raise ConfigError(f"serving.version={version!r} is neither `auto` nor an integer >= 0; write "
+                          f"serving.version=auto (the next free version) or serving.version=3")
+    if serving.base_path is None:
+        for key, value in (("version", None if version == "auto" else version), ("keep", serving.keep),
+                           ("labels", dict(serving.labels) or None),
+                           ("model_config_file", serving.model_config_file)):
+            if value is not None:
+                raise ConfigError(f"serving.{key} needs serving.base_path: set serving.base_path=/srv/models/NAME "
+                                  f"(versions are published as its numbered subdirectories)")
+        return
+    if not str(serving.base_path).strip():
+        raise ConfigError("serving.base_path is empty: set serving.base_path=/srv/models/NAME or null")
+    if serving.keep is not None and serving.keep < 1:
+        raise ConfigError(f"serving.keep={serving.keep} keeps no version; give serving.keep=N with N >= 1, "
+                          f"or null to keep every version")
+    for label, number in serving.labels.items():
+        if number < 0:
+            raise ConfigError(f"serving.labels.{label}={number} is not a version number (an integer >= 0)")
+    if serving.model_name is not None and not str(serving.model_name).strip():
+        raise ConfigError("serving.model_name is empty: give a name or null (base_path's last component)")

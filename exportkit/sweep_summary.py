@@ -104,7 +104,7 @@ def job_row(config: DictConfig, job_return: Any) -> Dict[str, Any]:
         "overrides": list(job_return.overrides or []),
         "status": "ok", "reason": "", "export_dir": "",
         "saved_model_bytes": None, "checkpoint_bytes": None,
-        "stages": {}, "verify_max_abs_error": None, "verify": "",
+        "stages": {}, "verify_max_abs_error": None, "verify": "", "contract": "-",
         "fingerprint": "", "digest": "",
     }
     value = job_return._return_value
@@ -141,6 +141,8 @@ def export_facts(export_dir: Path) -> Dict[str, Any]:
         "stages": {name: s["seconds"] for name, s in stages.items()},
         "verify_max_abs_error": max(errors) if errors else None,
         "verify": verify_state,
+        # same / compatible / breaking against the previous version (or serving.compare_to); - when none
+        "contract": ((recorded.get("serving") or {}).get("contract_check") or {}).get("status", "-"),
         "fingerprint": str(recorded.get("fingerprint", {}).get("saved_model_checksum", "")),
         "digest": recorded.get("digest", ""),
     }
@@ -161,7 +163,7 @@ def columns(rows: List[Dict[str, Any]]) -> List[str]:
         stage_names += [s for s in row["stages"] if s not in stage_names]
     return (["job", "overrides", "status", "reason", "export_dir", "saved_model_bytes",
              "checkpoint_bytes"] + [f"{s}_s" for s in stage_names]
-            + ["verify", "verify_max_abs_error", "fingerprint", "digest"])
+            + ["verify", "verify_max_abs_error", "contract", "fingerprint", "digest"])
 
 
 def flat(row: Dict[str, Any], names: List[str]) -> Dict[str, Any]:
@@ -200,7 +202,7 @@ def display_rows(rows: List[Dict[str, Any]]):
     """Header and human-readable cells shared by the terminal table and summary.md."""
     stage_names = [n[:-2] for n in columns(rows) if n.endswith("_s")]
     header = (["job", "overrides", "status", "saved_model", "checkpoint"]
-              + [f"{s} (s)" for s in stage_names] + ["verify max err", "fingerprint", "digest",
+              + [f"{s} (s)" for s in stage_names] + ["verify max err", "contract", "fingerprint", "digest",
                                                      "export / reason"])
     _, varying = varying_overrides(rows)
     cells = []
@@ -210,7 +212,7 @@ def display_rows(rows: List[Dict[str, Any]]):
                       _size(row["saved_model_bytes"]), _size(row["checkpoint_bytes"])]
                      + [f"{row['stages'][s]:.2f}" if s in row["stages"] else "-" for s in stage_names]
                      + [f"{error:.3g}" if error is not None else (row["verify"] or "-"),
-                        row["fingerprint"] or "-", row["digest"][:12] or "-",
+                        row.get("contract") or "-", row["fingerprint"] or "-", row["digest"][:12] or "-",
                         row["export_dir"] if row["status"] == "ok" else row["reason"]])
     return header, cells
 

@@ -70,6 +70,22 @@ def input_files(cfg) -> Dict[str, Dict[str, str]]:
     return found
 
 
+def contract(root: Path) -> Optional[Dict[str, Any]]:
+    """Per tag-set and signature: method name, inputs' and outputs' dtypes and shapes (None: no graph)."""
+    from exportkit.artifact import contract as signature_contract, files
+
+    return signature_contract.read(root) if files.saved_model_file(root) else None
+
+
+def serving_record(ctx) -> Dict[str, Any]:
+    """Model name, version (under a base path), warmup records and their replay, the contract check."""
+    record = dict(ctx.extra.get("serving") or {})
+    replayed = (ctx.extra.get("verify_worker") or {}).get("warmup_records")
+    if "warmup" in record and replayed is not None:
+        record["warmup"] = dict(record["warmup"], replayed=replayed)
+    return record
+
+
 def write(ctx) -> Dict[str, Any]:
     """Write the manifest of the export staged in ``ctx.work_dir`` (an ``ExportContext``)."""
     files = file_hashes(ctx.work_dir, ctx.hashes)
@@ -86,6 +102,8 @@ def write(ctx) -> Dict[str, Any]:
         "verify": ctx.verify_report,
         # verified (cases, devices verified and not) or not, and why: see stages.verify.require_verified
         "verification": ctx.extra.get("verification", {}),
+        "contract": contract(ctx.work_dir),
+        "serving": serving_record(ctx),
     }
     path = ctx.work_dir / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from exportkit.errors import ConfigError, ExportkitError, VerificationError
 from exportkit.stages.base import Stage
 from exportkit.stages.verify_inputs import (flatten, jax_symbols, make_inputs, parse_values, portable, save_npz,  # noqa: F401
                                             serve_cases, source_failure, step_case)
-from exportkit.stages.verify_worker import PEAK_RSS, decode, encode
+from exportkit.stages.verify_worker import PEAK_RSS, WARMUP_RECORDS, WARMUP_SECONDS, decode, encode
 
 # What verify keeps inside the export (under assets.extra/) to verify it again later.
 KEPT_DIR, INDEX_FILE = "assets.extra", "verify.json"
@@ -65,9 +65,13 @@ class Verify(Stage):
             ctx.reporter.progress(f"reloading in a fresh process on {device}: {len(inputs)} cases ("
                                   + "; ".join(f"{key}: {' '.join(label for k, label in inputs if k == key)}"
                                               for key in graph_of) + ")")
+            replay = {}  # the warmup file's replay in the worker (exportkit.serving)
             actual, peak_kib = run_worker(ctx.work_dir, inputs, graph_of, device,
-                                          list(cfg.custom_objects.values()), ctx.export_dir)
-            ctx.extra["verify_worker"] = {"peak_rss_mib": peak_kib / 1024}
+                                          list(cfg.custom_objects.values()), ctx.export_dir, replay)
+            ctx.extra["verify_worker"] = {"peak_rss_mib": peak_kib / 1024, **replay}
+            if replay:
+                ctx.reporter.progress(f"warmup: {replay[WARMUP_RECORDS]} requests replayed through the TF1 "
+                                      f"session loader (TF Serving's load path) in {replay[WARMUP_SECONDS]:.2f}s")
             report, failed = compare(expected, actual, tolerances, top1,
                                      partial=[k for k, tag in graph_of.items() if tag != "serve"],
                                      ties=(verify.atol, verify.rtol))
@@ -191,8 +195,9 @@ def missing_devices(devices):
 
 
 def run_worker(saved_model: Path, inputs, graph_of, device: str, custom_object_paths,
-               export_dir: Path) -> Tuple[Dict, int]:
-    """The worker's outputs per case, and its peak resident memory in KiB.
+               export_dir: Path, replay: Dict = None) -> Tuple[Dict, int]:
+    """The worker's outputs per case, and its peak resident memory in KiB (``replay`` gets the
+    warmup records' count and replay seconds when the export has them).
 
     Its files live beside ``export_dir`` (``.NAME.verify-PID-*``, removed here, or by the next
     run if this process is killed) and the worker dies with this process (``--parent``).
@@ -214,6 +219,8 @@ def run_worker(saved_model: Path, inputs, graph_of, device: str, custom_object_p
             tail = "\n".join(lines[-15:])
             raise VerificationError(f"the export could not be reloaded and run in a fresh process:\n{tail}")
         with np.load(out_path) as data:
+            if replay is not None:
+                replay.update({k: data[k].item() for k in (WARMUP_RECORDS, WARMUP_SECONDS) if k in data.files})
             return decode(data), int(data[PEAK_RSS]) if PEAK_RSS in data.files else 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

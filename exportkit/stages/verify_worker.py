@@ -13,6 +13,7 @@ import numpy as np
 
 SEP = "::"
 PEAK_RSS = "peak_rss_kib"  # the worker's own peak resident memory, beside the cases' outputs
+WARMUP_RECORDS, WARMUP_SECONDS = "warmup_records", "warmup_seconds"  # the warmup file's replay
 
 
 def encode(cases: Dict[Tuple[str, str], Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
@@ -84,7 +85,27 @@ def main() -> None:
                 loaded[tag] = load_graph(args.saved_model, tag)
             outputs = loaded[tag].signatures[key](**{n: tf.constant(a) for n, a in arrays.items()})
             results[(key, label)] = {name: value.numpy() for name, value in outputs.items()}
-    np.savez(args.outputs, **encode(results), **{PEAK_RSS: np.int64(peak_rss_kib())})
+    replayed = replay_warmup(args.saved_model)
+    np.savez(args.outputs, **encode(results), **replayed, **{PEAK_RSS: np.int64(peak_rss_kib())})
+
+
+def replay_warmup(saved_model: str) -> dict:
+    """TF Serving's load path: the warmup records (if the export has them) through the TF1 session
+    loader; a record that does not run ends the worker with its reason, as it fails TF Serving's load."""
+    import sys
+    import time
+    from pathlib import Path
+
+    from exportkit.artifact import warmup
+
+    if not (Path(saved_model) / warmup.WARMUP).is_file():
+        return {}
+    start = time.perf_counter()
+    try:
+        count = len(warmup.replay(Path(saved_model)))
+    except warmup.WarmupError as error:
+        sys.exit(f"{warmup.WARMUP}: {error}")
+    return {WARMUP_RECORDS: np.int64(count), WARMUP_SECONDS: np.float64(time.perf_counter() - start)}
 
 
 def load_graph(saved_model: str, tag: str):

@@ -17,6 +17,7 @@ from typing import Any, Dict
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
+from exportkit import serving
 from exportkit.artifact import canonical, files
 from exportkit.context import ExportContext, Graph
 from exportkit.errors import ModelSourceError
@@ -48,6 +49,7 @@ class WriteGraphs(Stage):
             (ctx.work_dir / "assets" / name).write_text(text)
         ctx.saved_model_file = write_layout(meta_graphs, version, ctx.work_dir, ctx.cfg.layout, ctx.cfg.as_text)
         write_fingerprint(ctx.work_dir, ctx.hashes)
+        serving.write_warmup(ctx)  # assets.extra/tf_serving_warmup_requests (serving.warmup)
         return ctx
 
 

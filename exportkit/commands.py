@@ -1,0 +1,190 @@
+"""Subcommands for exports that already exist: ``exportkit inspect PATH [--json]`` (and, to come,
+``exportkit verify PATH``). ``exportkit.cli.main`` dispatches here before Hydra sees the command line.
+
+``inspect`` reads the manifest only, so it never imports TensorFlow for an export exportkit
+wrote; PATH may be an export or a TF Serving base path (then its versions are listed and the
+highest is inspected)::
+
+    exportkit inspect /srv/models/clf            # versions 3, 4; version 4's signatures, sizes, ...
+    exportkit inspect /srv/models/clf/4 --json   # the same as one JSON object
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+PROG = "exportkit"
+
+
+def main(argv: List[str]) -> int:
+    """Run ``argv`` (``["inspect", PATH, ...]``); returns the exit status."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Commands for existing exports (an export "
+                                     "itself is `exportkit [KEY=VALUE ...]`).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    inspect = commands.add_parser("inspect", help="tags, signatures, sizes, versions, verify report, contract")
+    inspect.add_argument("path", help="an export directory, or a TF Serving base path holding numbered versions")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    verify = commands.add_parser("verify", help="re-run an export against the inputs kept at export time "
+                                 "(not available yet)")
+    verify.add_argument("path")
+    args = parser.parse_args(argv)
+
+    from exportkit.errors import ExportkitError, print_error
+
+    try:
+        if args.command == "inspect":
+            found = describe(Path(args.path))
+            print(json.dumps(found, indent=2) if args.json else "\n".join(text(found)))
+            return 0
+        raise ExportkitError("`exportkit verify PATH` needs the verification inputs kept inside the export "
+                             "(assets.extra/), which this exportkit does not write yet")
+    except ExportkitError as error:
+        print_error(error)
+        return 1
+
+
+def describe(path: Path) -> Dict[str, Any]:
+    """What ``inspect`` prints, as a dict: an export's facts, or a base path's versions and its newest."""
+    from exportkit.artifact import files
+    from exportkit.artifact.versions import list_versions
+    from exportkit.errors import ExportkitError
+
+    path = path.expanduser().absolute()
+    if not path.is_dir():
+        raise ExportkitError(f"inspect: {path} is not a directory; give an export or a base path")
+    if files.saved_model_file(path) is not None:
+        return {"path": str(path), "kind": "export", **export_facts(path)}
+    versions = list_versions(path)
+    if not versions:
+        raise ExportkitError(f"inspect: {path} holds no saved_model.pb and no numbered versions; give an "
+                             f"export directory or a TF Serving base path")
+    listing = []
+    for number, directory in versions.items():
+        facts = export_facts(directory) if files.saved_model_file(directory) else {}
+        listing.append({"version": number, "path": str(directory), "bytes": facts.get("sizes", {}).get("total"),
+                        "digest": facts.get("digest"), "verify": facts.get("verify", {}).get("status"),
+                        "contract": (facts.get("contract_check") or {}).get("status", "-")})
+    newest = max(versions)
+    return {"path": str(path), "kind": "base_path", "versions": listing, "latest_version": newest,
+            "latest": export_facts(versions[newest])}
+
+
+def export_facts(export_dir: Path) -> Dict[str, Any]:
+    """One export: from its manifest (no TensorFlow); the contract from saved_model.pb only without one."""
+    from exportkit.artifact import files, manifest
+    from exportkit.artifact.warmup import WARMUP
+
+    recorded: Dict[str, Any] = manifest.read(export_dir) if (export_dir / manifest.MANIFEST).is_file() else {}
+    contract = recorded.get("contract")
+    source = "manifest"
+    if contract is None:
+        from exportkit.artifact import contract as signature_contract
+
+        contract, source = signature_contract.read(export_dir), files.saved_model_file(export_dir).name
+    graph = files.saved_model_file(export_dir)
+    warmup_file = export_dir / WARMUP
+    serving = recorded.get("serving") or {}
+    return {
+        "signatures": contract,
+        "signatures_from": source,
+        "sizes": {
+            "saved_model": graph.stat().st_size,
+            "variables": _bytes(export_dir / "variables"),
+            "warmup": warmup_file.stat().st_size if warmup_file.is_file() else None,
+            "total": _bytes(export_dir),
+        },
+        "warmup_records": (serving.get("warmup") or {}).get("records"),
+        "serving": {k: v for k, v in serving.items() if k not in ("contract_check", "warmup")},
+        "verify": _verify(recorded),
+        "contract_check": serving.get("contract_check"),
+        "digest": recorded.get("digest"),
+        "versions": recorded.get("versions", {}),
+        "stages": [{k: s.get(k) for k in ("name", "status", "seconds")} for s in recorded.get("stages", [])],
+    }
+
+
+def _bytes(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) if directory.is_dir() else 0
+
+
+def _verify(recorded: Dict[str, Any]) -> Dict[str, Any]:
+    """The verify report, and its status: ok / failed / skipped / off (no manifest: unknown)."""
+    if not recorded:
+        return {"status": "unknown (no manifest)"}
+    report = recorded.get("verify") or {}
+    if "skipped" in report:
+        return {"status": "skipped", "reason": report["skipped"]}
+    if not report:
+        return {"status": "off"}
+    cases = [o for sizes in report.values() for case in sizes.values() for o in case.values() if isinstance(o, dict)]
+    errors = [o["max_abs_error"] for o in cases if "max_abs_error" in o]
+    ok = all(o.get("ok", False) for o in cases)
+    return {"status": "ok" if ok else "failed", "max_abs_error": max(errors) if errors else None,
+            "batch_sizes": {key: sorted(map(int, sizes)) for key, sizes in report.items()}}
+
+
+def text(found: Dict[str, Any]) -> List[str]:
+    """The human-readable form of ``describe``'s dict."""
+    lines = [f"{found['path']}"]
+    if found["kind"] == "base_path":
+        lines.append(f"base path: {len(found['versions'])} version(s)")
+        lines.append(f"  {'version':>8}  {'size':>10}  {'verify':<8}  {'contract':<10}  digest")
+        for v in found["versions"]:
+            lines.append(f"  {v['version']:>8}  {_size(v['bytes']):>10}  {v['verify'] or '-':<8}  "
+                         f"{v['contract']:<10}  {(v['digest'] or '-')[:12]}")
+        lines.append(f"version {found['latest_version']} (the highest):")
+        lines += ["  " + line for line in _export_lines(found["latest"])]
+    else:
+        lines += _export_lines(found)
+    return lines
+
+
+def _export_lines(facts: Dict[str, Any]) -> List[str]:
+    sizes = facts["sizes"]
+    lines = [f"size: {_size(sizes['total'])} (saved_model {_size(sizes['saved_model'])}, variables "
+             f"{_size(sizes['variables'])}" + (f", warmup {_size(sizes['warmup'])} / {facts['warmup_records']} "
+                                               f"requests" if sizes["warmup"] is not None else "") + ")"]
+    serving = facts["serving"]
+    if serving.get("version") is not None:
+        lines.append(f"serving: model {serving['model_name']}, version {serving['version']} under {serving['base_path']}")
+    for tags, signatures in facts["signatures"].items():
+        lines.append(f"tag-set {tags}:")
+        for key, signature in signatures.items():
+            lines.append(f"  {key} ({signature['method_name']})")
+            for kind in ("inputs", "outputs"):
+                for name, tensor in signature[kind].items():
+                    lines.append(f"    {kind[:-1]:<6} {name}: {tensor['dtype']} {_shape(tensor['shape'])}")
+    verify = facts["verify"]
+    lines.append("verify: " + verify["status"] + (
+        f", max abs error {verify['max_abs_error']:.3g}, batch sizes {verify['batch_sizes']}"
+        if verify["status"] in ("ok", "failed") and verify.get("max_abs_error") is not None else
+        f" ({verify['reason']})" if verify.get("reason") else ""))
+    check = facts["contract_check"]
+    if check:
+        lines.append(f"contract: {check['status']} against {check['against']}")
+        lines += [f"  breaking: {line}" for line in check["breaking"]]
+        lines += [f"  compatible: {line}" for line in check["compatible"]]
+    else:
+        lines.append("contract: not compared (no previous version, no serving.compare_to)")
+    if facts["digest"]:
+        lines.append(f"digest: {facts['digest']}")
+    return lines
+
+
+def _shape(shape: Optional[list]) -> str:
+    return "(unknown rank)" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _size(value: Optional[int]) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
