@@ -1,5 +1,12 @@
 """``load_from_saved_model``: the Keras model back from ``assets/saved_model.json`` and the
-checkpoint, compiled with its optimizer state when the export has a ``train`` graph."""
+checkpoint, compiled with its optimizer state when the export has a ``train`` graph.
+
+The model's variables are assigned from the checkpoint, then Keras' own per-layer state loading
+runs on ``assets/keras_state.json`` (``exportkit.keras.state``): ``load_own_variables`` and
+``load_assets`` restore what variables alone do not (an adapted ``Normalization``'s statistics,
+a lookup layer's vocabulary), as ``keras.saving.load_model`` does. Compiling comes last, as in
+Keras' own loader order: the state is the uncompiled model's.
+"""
 import json
 from pathlib import Path
 from typing import Any, Dict, List
@@ -9,6 +16,7 @@ import tensorflow as tf
 
 from exportkit.artifact import files
 from exportkit.errors import LoadError, first_line
+from exportkit.keras import state
 
 VALUE = ".ATTRIBUTES/VARIABLE_VALUE"
 
@@ -24,6 +32,7 @@ def load(path: Path, custom_objects: Dict[str, Any], safe_mode: bool, compile: b
             f"(and from_config() if needed) and export again, or serve the SavedModel as it is "
             f"(tf.saved_model.load or keras.layers.TFSMLayer)")
     config = json.loads(json_path.read_text())
+    compile_config = config.pop("compile_config", None)  # compiled below, once the state is in
     missing = missing_classes(config, custom_objects)
     if missing:
         names = ", ".join(missing)
@@ -41,11 +50,19 @@ def load(path: Path, custom_objects: Dict[str, Any], safe_mode: bool, compile: b
     if not model.built or len(model.variables) != len(weights):
         _build_from_serving_signature(model, path)
     assign(model.variables, weights, "model")
+    state_path = path / "assets" / state.STATE_ASSET
+    if state_path.exists():
+        failures = state.restore(model, state_path.read_text(), weights)
+        if failures:
+            raise LoadError(f"the rebuilt model refused the exported state of its layers: "
+                            f"{'; '.join(failures)}; was the export written from a different model?")
     training_config = path / "assets" / "training_config.json"
     if compile and training_config.exists():
         model.compile_from_config(json.loads(training_config.read_text()))
         model.optimizer.build(model.trainable_variables)
         assign(model.optimizer.variables, group_values(reader, "optimizer"), "optimizer")
+    elif compile and compile_config:
+        model.compile_from_config(compile_config)
     return model
 
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import shutil
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class Verify(Stage):
             reason = f"target {cfg.target.name}: device {', '.join(missing)} not present on this machine"
             ctx.verify_report = {"skipped": reason}
             raise StageSkipped(reason)
-        inputs = make_inputs(ctx.signatures, list(cfg.verify.batch_sizes), cfg.seed)
+        inputs = make_inputs(ctx.signatures, list(cfg.verify.batch_sizes), cfg.seed, vocabulary(ctx.model))
         expected = {case: ctx.reference[case[0]](arrays) for case, arrays in inputs.items()}
         ctx.reporter.progress(f"reloading in a fresh process on {device}: {len(inputs)} cases "
                         f"({', '.join(ctx.signatures)} x batch {list(cfg.verify.batch_sizes)})")
@@ -60,22 +60,51 @@ def missing_devices(devices):
     return missing
 
 
-def make_inputs(signatures, batch_sizes, seed) -> Dict[Tuple[str, int], Dict[str, np.ndarray]]:
-    """Seeded random inputs per (signature, batch size); a fixed leading dim is used as given."""
+def make_inputs(signatures, batch_sizes, seed, words=()) -> Dict[Tuple[str, int], Dict[str, np.ndarray]]:
+    """Seeded random inputs per (signature, batch size); a fixed leading dim is used as given.
+    String inputs are drawn from ``words`` (the model's lookup vocabularies), else made up."""
     rng = np.random.default_rng(seed)
     cases = {}
     for key, specs in signatures.items():
         leading = {spec.shape[0] if spec.shape.rank else None for spec in specs.values()}
         sizes = batch_sizes if leading == {None} else [next(iter(leading)) or 1]
         for size in sizes:
-            cases[(key, size)] = {name: random_array(rng, spec, size) for name, spec in specs.items()}
+            cases[(key, size)] = {name: random_array(rng, spec, size, words) for name, spec in specs.items()}
     return cases
 
 
-def random_array(rng, spec, batch: int) -> np.ndarray:
+def vocabulary(model) -> List[str]:
+    """The string tokens of the model's lookup layers (``StringLookup``, ``TextVectorization``:
+    whatever has ``get_vocabulary``), special tokens aside, in layer order; [] for other models."""
+    words: List[str] = []
+    for layer in getattr(model, "_flatten_layers", lambda: [])():
+        get = getattr(layer, "get_vocabulary", None)
+        if get is None:
+            continue
+        try:
+            tokens = get(include_special_tokens=False)
+        except Exception:  # a lookup layer not adapted yet, or another get_vocabulary
+            continue
+        words += [t for t in tokens if isinstance(t, str) and t and t not in words]
+    return words
+
+
+def random_strings(rng, shape, words) -> np.ndarray:
+    """One or two words per element: vocabulary words (known tokens and, joined, unknown ones),
+    or short made-up lowercase words when the model has no vocabulary."""
+    pool = list(words) or ["".join(rng.choice(list("abcdefghij"), size=rng.integers(1, 6)))
+                           for _ in range(16)]
+    count = int(np.prod(shape))
+    texts = [" ".join(rng.choice(pool, size=rng.integers(1, 3))) for _ in range(count)]
+    return np.array([t.encode() for t in texts], dtype=object).astype(bytes).reshape(shape)
+
+
+def random_array(rng, spec, batch: int, words=()) -> np.ndarray:
     dims = spec.shape.as_list() if spec.shape.rank is not None else []
     shape = [batch if i == 0 and d is None else (d if d is not None else 2) for i, d in enumerate(dims)]
     dtype = spec.dtype
+    if dtype.name == "string":
+        return random_strings(rng, shape, words)
     if dtype.is_bool:
         return rng.integers(0, 2, size=shape).astype(bool)
     if dtype.is_integer:
