@@ -67,15 +67,32 @@ def untracked_captures(functions: Iterable, variables: Iterable) -> List[Tuple[A
             if not isinstance(owner, CapturableResource) and id(owner) not in known]
 
 
-def holder(root, tensor, owner=None, depth: int = 6) -> Optional[str]:
-    """Where ``root`` (the source model) holds a captured resource: ``"layer 'lookup'
-    (TableLayer), attribute table"``, or None. Walks plain attributes, lists and dicts; an
-    attribute matches when it is the tensor, its owner, or an object whose handle it is."""
-    seen = set()
+def holder(root, tensor, owner=None, depth: int = 4) -> Optional[str]:
+    """Which layer of ``root`` (the source model) holds a captured resource: ``"layer 'lookup'
+    (TableLayer), attribute table"``, or None. Each layer (``root`` itself when it has no
+    sublayers) is searched through its plain attributes, lists and dicts, not into other named
+    objects (layers); an attribute matches when it is the tensor, its owner, or an unnamed object
+    whose handle it is."""
+    flatten = getattr(root, "_flatten_layers", None)
+    for layer in (list(flatten()) if callable(flatten) else [root]):
+        path = _attribute_path(layer, tensor, owner, depth)
+        if path:
+            return f"layer {getattr(layer, 'name', '?')!r} ({type(layer).__name__}), attribute {path}"
+    return None
+
+
+def _named(value) -> bool:
+    return isinstance(getattr(value, "name", None), str)
+
+
+def _attribute_path(layer, tensor, owner, depth: int) -> Optional[str]:
+    seen = {id(layer)}
 
     def matches(value) -> bool:
         if value is tensor or (owner is not None and value is owner):
             return True
+        if _named(value):
+            return False
         for attribute in ("handle", "resource_handle", "_resource_handle"):
             try:
                 if getattr(value, attribute, None) is tensor:
@@ -84,30 +101,23 @@ def holder(root, tensor, owner=None, depth: int = 6) -> Optional[str]:
                 pass
         return False
 
-    def walk(obj, named, path, level):
-        if id(obj) in seen or level > depth:
-            return None
-        seen.add(id(obj))
-        if isinstance(getattr(obj, "name", None), str) and hasattr(obj, "__dict__"):
-            named, path = obj, []
-        items = (obj.items() if isinstance(obj, dict)
-                 else enumerate(obj) if isinstance(obj, (list, tuple))
+    def walk(obj, path, level):
+        items = (obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple))
                  else vars(obj).items() if hasattr(obj, "__dict__") else ())
-        for key, value in list(items):
-            here = path + [str(key)]
+        # public attributes first: TF's tracking keeps its own private references too
+        for key, value in sorted(items, key=lambda item: str(item[0]).startswith("_")):
+            here = f"{path}.{key}" if path else str(key)
             if matches(value):
-                return named, here
-            if isinstance(value, (list, tuple, dict)) or hasattr(value, "__dict__"):
-                found = walk(value, named, here, level + 1)
+                return here
+            descend = isinstance(value, (list, tuple, dict)) or (hasattr(value, "__dict__") and not _named(value))
+            if descend and level < depth and id(value) not in seen:
+                seen.add(id(value))
+                found = walk(value, here, level + 1)
                 if found:
                     return found
         return None
 
-    found = walk(root, root, [], 0)
-    if not found:
-        return None
-    named, path = found
-    return f"layer {named.name!r} ({type(named).__name__}), attribute {'.'.join(path) or '?'}"
+    return walk(layer, "", 0)
 
 
 def nbytes(variables: Iterable) -> int:

@@ -14,6 +14,9 @@ from tests.conftest import export, run_cli, serve
 CASES = {
     "keras_compiled": (("model=keras", "model.build._target_=tests.models.sequential", "+model.build.compiled=true"),
                        ["serve", "train", "eval"]),
+    # lookup tables in all three graphs: table names and initializer names carry process counters
+    "keras_text": (("model=keras", "model.build._target_=tests.test_resources.text_vectorization",
+                    "+model.build.compiled=true"), ["serve", "train", "eval"]),
     "jax": (("model=jax", "model.build._target_=tests.jax_models.two_inputs",
              "+signatures.serving_default={inputs: {image: {shape: [null, 5], dtype: float32}, "
              "meta: {shape: [null, 3], dtype: float32}}}"), ["serve"]),
@@ -45,7 +48,7 @@ def tf1_serve(export_dir, inputs, key="serving_default"):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_two_fresh_processes_write_identical_bytes(tmp_path, case):
-    from exportkit.stages.verify import make_inputs
+    from exportkit.stages.verify import make_inputs, vocabulary
 
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -76,7 +79,8 @@ def test_two_fresh_processes_write_identical_bytes(tmp_path, case):
     # and an export in this (long-lived, much-traced) test process writes the same bytes again.
     result = export(*overrides, f"export_dir={tmp_path / 'in_process'}", "pipeline.stages.verify=null")
     assert contents(tmp_path / "in_process") == a
-    for (key, _), inputs in make_inputs(result.context.signatures, [3], seed=7).items():
+    words = vocabulary(result.context.model)
+    for (key, _), inputs in make_inputs(result.context.signatures, [3], seed=7, words=words).items():
         want = result.context.reference[key](inputs)
         for got in (serve(first, inputs, key), tf1_serve(first, inputs, key)):
             assert set(got) == set(want)
