@@ -36,7 +36,7 @@ class _WeightsStore(saving_lib.NpzIOStore):
     """Keras' in-memory weights store (an ``NpzIOStore``, which Keras' walk requires), holding
     ``{layer path: {key: value}}`` and never touching a file."""
 
-    def __init__(self, contents: Dict[str, Dict[str, Any]]) -> None:  # noqa: D107 (no file)
+    def __init__(self, contents: Dict[str, Dict[str, Any]]) -> None:
         self.contents, self.mode, self.archive = contents, "memory", None
 
     def get(self, path):
