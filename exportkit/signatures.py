@@ -20,7 +20,7 @@ from exportkit.errors import ConfigError, ModelSourceError, SignatureError, firs
 
 DTYPES = (
     "float16", "bfloat16", "float32", "float64",
-    "int8", "int16", "int32", "int64", "uint8", "bool",
+    "int8", "int16", "int32", "int64", "uint8", "bool", "string",
 )
 
 

@@ -16,6 +16,11 @@ CASES = {
     "keras_compiled": (KERAS_COMPILED, {"saved_model.pb": ["serve"], "graphs/train/saved_model.pb": ["train"],
                                         "graphs/eval/saved_model.pb": ["eval"]}),
     "keras_compiled_tf1": ((*KERAS_COMPILED, "layout=tf1"), {"saved_model.pb": ["serve", "train", "eval"]}),
+    # lookup tables in all three graphs: table names and initializer names carry process counters
+    "keras_text": (("model=keras", "model.build._target_=tests.test_resources.text_vectorization",
+                    "+model.build.compiled=true"),
+                   {"saved_model.pb": ["serve"], "graphs/train/saved_model.pb": ["train"],
+                    "graphs/eval/saved_model.pb": ["eval"]}),
     "jax": (("model=jax", "model.build._target_=tests.jax_models.two_inputs",
              "+signatures.serving_default={inputs: {image: {shape: [null, 5], dtype: float32}, "
              "meta: {shape: [null, 3], dtype: float32}}}"), {"saved_model.pb": ["serve"]}),
@@ -47,7 +52,7 @@ def tf1_serve(export_dir, inputs, key="serving_default"):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_two_fresh_processes_write_identical_bytes(tmp_path, case):
-    from exportkit.stages.verify import make_inputs
+    from exportkit.stages.verify_inputs import make_inputs
 
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -80,7 +85,8 @@ def test_two_fresh_processes_write_identical_bytes(tmp_path, case):
     # and an export in this (long-lived, much-traced) test process writes the same bytes again.
     result = export(*overrides, f"export_dir={tmp_path / 'in_process'}", "pipeline.stages.verify=null")
     assert contents(tmp_path / "in_process") == a
-    for (key, _), inputs in make_inputs(result.context.signatures, [3], seed=7).items():
+    hints = result.context.input_hints  # string inputs drawn from the model's vocabularies
+    for (key, _), inputs in make_inputs(result.context.signatures, [3], seed=7, hints=hints).items():
         want = result.context.reference[key](inputs)
         for got in (serve(first, inputs, key), tf1_serve(first, inputs, key)):
             assert set(got) == set(want)

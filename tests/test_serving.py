@@ -272,7 +272,7 @@ def published(release):
 
 
 def test_every_version_the_poller_loads_is_whole_and_answers(release, tmp_path):
-    from exportkit.stages.verify import make_inputs
+    from exportkit.stages.verify_inputs import make_inputs
 
     for name, done in release["done"].items():
         assert done.returncode == 0, (name, done.stderr[-3000:])
@@ -282,7 +282,7 @@ def test_every_version_the_poller_loads_is_whole_and_answers(release, tmp_path):
     assert sorted(r["version"] for r in loaded) == sorted(published(release).values())
     # every answer is the source model's output for the request's inputs (seeded: one model for all)
     reference = export(*MODEL, f"export_dir={tmp_path / 'reference'}", "pipeline.stages.verify=null")
-    want_inputs = make_inputs(reference.context.signatures, [1, 3], seed=0)
+    want_inputs = make_inputs(reference.context.signatures, [1, 3], seed=0, hints=reference.context.input_hints)
     for record in loaded:
         assert len(record["answers"]) == 2
         for answer, ((key, batch), inputs) in zip(record["answers"], want_inputs.items()):
@@ -290,7 +290,7 @@ def test_every_version_the_poller_loads_is_whole_and_answers(release, tmp_path):
             np.testing.assert_array_equal(np.array(answer["inputs"]["x"], np.float32), inputs["x"])
             want = reference.context.reference[key](inputs)["out"]
             got = np.array(answer["outputs"]["out"], np.float32)
-            assert got.shape == (batch, 2)
+            assert got.shape == (int(batch), 2)
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()))
 
 

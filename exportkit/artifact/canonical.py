@@ -18,6 +18,12 @@ this module does about it:
   gradients and the stripped op list are sorted by name. Map fields (signatures, collections,
   ``concrete_functions``) are sorted by ``SerializeToString(deterministic=True)`` and by
   ``text_format`` (which always sorts map keys).
+* **Lookup tables**: a table's ``shared_name`` is a process counter (``"76"``), a uuid, or the
+  absolute path of its vocabulary file, and a ``KeyValueTensorInitializer`` names its ops
+  ``key_value_init<counter>``. Table-creating ops get ``table_<i>_<content>`` instead (numbered
+  in the graph's order; the content part is derived from the whole MetaGraphDef, so two different
+  exports loaded into one process or TF1 session never share a table), and initializer names are
+  numbered in creation order (``key_value_init_0``...).
 * **fingerprint.pb** gets a random ``uuid`` on every save; it is replaced by one derived from
   the export's content, so it still tells different exports apart.
 
@@ -41,6 +47,11 @@ from exportkit.artifact.digests import file_sha256
 _UID = re.compile(r"^(?P<base>.+?)(?P<uids>(?:_\d+)+)$")
 _GRADIENT_TYPE = re.compile(r"^(?P<base>[A-Za-z_]+)-(?P<uid>\d+)$")
 _DIGITS = re.compile(r"^\d+$")
+_INITIALIZER_NAME = re.compile(r"key_value_init(\d+)(?![0-9])")
+# Ops creating a lookup table (their ``shared_name`` varies from one process to the next).
+_TABLE_OPS = frozenset({"HashTable", "HashTableV2", "MutableHashTable", "MutableHashTableV2",
+                        "MutableHashTableOfTensors", "MutableHashTableOfTensorsV2",
+                        "MutableDenseHashTable", "MutableDenseHashTableV2"})
 
 
 def saved_model(proto) -> None:
@@ -59,6 +70,8 @@ def meta_graph_def(meta_graph) -> None:
     library = meta_graph.graph_def.library
     for function in library.function:
         _number_captured_arguments(function)
+    _number_initializer_names(meta_graph)
+    tables = _number_table_names(meta_graph)
     # Gradient op types first: they are part of the content the function names are hashed from.
     _rename_strings(meta_graph, _gradient_type_renames(meta_graph))
     renames = _function_renames(library)
@@ -68,6 +81,10 @@ def meta_graph_def(meta_graph) -> None:
     _sort(library.gradient, key=lambda g: (g.function_name, g.gradient_func))
     _sort(library.registered_gradients, key=lambda g: (g.registered_op_type, g.gradient_func))
     _sort(meta_graph.meta_info_def.stripped_op_list.op, key=lambda op: op.name)
+    if tables:
+        # Last, once every other name is canonical: the content the table names are derived from.
+        content = hashlib.sha256(meta_graph.SerializeToString(deterministic=True)).hexdigest()[:16]
+        _set_table_names(meta_graph, {name: f"{name}_{content}" for name in tables})
 
 
 def _number_captured_arguments(function) -> None:
@@ -76,6 +93,101 @@ def _number_captured_arguments(function) -> None:
         name = attrs.attr.get("_user_specified_name")
         if name is not None and _DIGITS.match(name.s.decode("utf-8", "replace")):
             name.s = str(index).encode()
+
+
+def _table_nodes(meta_graph, in_graph: bool) -> Iterable:
+    """Nodes creating a lookup table: the graph's own (in the graph's order), or the functions'."""
+    if in_graph:
+        nodes = meta_graph.graph_def.node
+    else:
+        nodes = (node for function in meta_graph.graph_def.library.function for node in function.node_def)
+    for node in nodes:
+        if node.op in _TABLE_OPS and "shared_name" in node.attr:
+            yield node
+
+
+def _number_table_names(meta_graph) -> List[str]:
+    """Each table's ``shared_name`` -> ``table_<i>``: in the order the graph creates them, then
+    (tables only a function creates) in their counters' order. Returns the new names."""
+    ordered = []
+    for node in _table_nodes(meta_graph, in_graph=True):
+        name = node.attr["shared_name"].s.decode("utf-8", "replace")
+        if name not in ordered:
+            ordered.append(name)
+    in_functions = {node.attr["shared_name"].s.decode("utf-8", "replace")
+                    for node in _table_nodes(meta_graph, in_graph=False)}
+    ordered += sorted(in_functions - set(ordered), key=_counter_order)
+    renames = {old: f"table_{i}" for i, old in enumerate(ordered)}
+    _set_table_names(meta_graph, renames)
+    return list(renames.values())
+
+
+def _set_table_names(meta_graph, renames: Dict[str, str]) -> None:
+    for in_graph in (True, False):
+        for node in _table_nodes(meta_graph, in_graph):
+            old = node.attr["shared_name"].s.decode("utf-8", "replace")
+            if old in renames:
+                node.attr["shared_name"].s = renames[old].encode()
+
+
+def _counter_order(name: str):
+    return (0, int(name), "") if _DIGITS.match(name) else (1, 0, name)
+
+
+def _number_initializer_names(meta_graph) -> None:
+    """``key_value_init75`` (a process counter in op, argument and output names) ->
+    ``key_value_init_0``..., numbered in the counters' order (the initializers' creation order)."""
+    found = set()
+    _substitute(meta_graph, _INITIALIZER_NAME, lambda m: found.add(int(m.group(1))) or m.group(0))
+    if not found:
+        return
+    numbers = {n: i for i, n in enumerate(sorted(found))}
+    _substitute(meta_graph, _INITIALIZER_NAME, lambda m: f"key_value_init_{numbers[int(m.group(1))]}")
+
+
+def _substitute(message, pattern, replace) -> None:
+    """``pattern.sub(replace, ...)`` on every string field, string map key and string attr value
+    (``AttrValue.s``), recursively; never inside a tensor (a vocabulary is data, not a name)."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    def sub_bytes(raw: bytes) -> bytes:
+        try:
+            return pattern.sub(replace, raw.decode("utf-8")).encode("utf-8")
+        except UnicodeDecodeError:
+            return raw
+
+    attr_value = message.DESCRIPTOR.full_name in ("tensorflow.AttrValue", "tensorflow.AttrValue.ListValue")
+    for field, value in message.ListFields():
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type.full_name == "tensorflow.TensorProto":
+                continue
+            if _is_map(field):
+                key_field = field.message_type.fields_by_name["key"]
+                entry_value = field.message_type.fields_by_name["value"]
+                for key in list(value):
+                    if entry_value.type == FieldDescriptor.TYPE_MESSAGE:
+                        _substitute(value[key], pattern, replace)
+                    elif entry_value.type == FieldDescriptor.TYPE_STRING:
+                        value[key] = pattern.sub(replace, value[key])
+                    new_key = pattern.sub(replace, key) if key_field.type == FieldDescriptor.TYPE_STRING else key
+                    if new_key != key:
+                        if entry_value.type == FieldDescriptor.TYPE_MESSAGE:
+                            value[new_key].CopyFrom(value[key])
+                        else:
+                            value[new_key] = value[key]
+                        del value[key]
+            elif _repeated(field):
+                for item in value:
+                    _substitute(item, pattern, replace)
+            else:
+                _substitute(value, pattern, replace)
+        elif field.type == FieldDescriptor.TYPE_STRING or (attr_value and field.type == FieldDescriptor.TYPE_BYTES):
+            sub = (lambda v: pattern.sub(replace, v)) if field.type == FieldDescriptor.TYPE_STRING else sub_bytes
+            if _repeated(field):
+                for i, item in enumerate(value):
+                    value[i] = sub(item)
+            else:
+                setattr(message, field.name, sub(value))
 
 
 def _function_renames(library) -> Dict[str, str]:

@@ -4,6 +4,12 @@ checkpoint, compiled with its optimizer state when the export has a ``train`` gr
 Both layouts (``exportkit.artifact.files``) keep the one checkpoint in ``variables/`` and the
 JSON configs in ``assets/`` at the export's root; only the graphs move (``layout=serving`` puts
 ``train``/``eval`` under ``graphs/``), and ``files.graph_dir`` finds the ``serve`` graph in either.
+
+The model's variables are assigned from the checkpoint, then Keras' own per-layer state loading
+runs on ``assets/keras_state.json`` (``exportkit.keras.state``): ``load_own_variables`` and
+``load_assets`` restore what variables alone do not (an adapted ``Normalization``'s statistics,
+a lookup layer's vocabulary), as ``keras.saving.load_model`` does. Compiling comes last, as in
+Keras' own loader order: the state is the uncompiled model's.
 """
 import json
 from pathlib import Path
@@ -14,6 +20,7 @@ import tensorflow as tf
 
 from exportkit.artifact import files
 from exportkit.errors import LoadError, first_line
+from exportkit.keras import state
 
 VALUE = ".ATTRIBUTES/VARIABLE_VALUE"
 
@@ -38,8 +45,7 @@ def load(path: Path, custom_objects: Dict[str, Any], safe_mode: bool, compile: b
         raise LoadError(f"{json_path} names {', '.join(refused)}, which is not a Keras class, not registered "
                         f"and not in custom_objects: refused (exportkit never imports what an export names; "
                         f"the file may have been tampered with)")
-    if not compile:
-        config.pop("compile_config", None)  # Keras compiles a model whose JSON carries one
+    compile_config = config.pop("compile_config", None)  # compiled below, once the state is in
     missing = missing_classes(config, custom_objects)
     if missing:
         names = ", ".join(missing)
@@ -59,7 +65,7 @@ def load(path: Path, custom_objects: Dict[str, Any], safe_mode: bool, compile: b
     if not isinstance(model, keras.Model):
         raise LoadError(f"{json_path} describes a {type(model).__name__}, not a Keras model")
     try:
-        return _restore(model, path, compile, custom_objects)
+        return _restore(model, path, compile, custom_objects, compile_config)
     except tf.errors.OpError as e:  # NotFoundError, DataLossError...: a missing or damaged checkpoint
         raise LoadError(f"{path / 'variables'}: the checkpoint cannot be read ({type(e).__name__}: "
                         f"{first_line(e)})") from e
@@ -108,18 +114,27 @@ def refused_class_paths(config, custom_objects) -> List[str]:
     return refused
 
 
-def _restore(model, path: Path, compile: bool, custom_objects):
+def _restore(model, path: Path, compile: bool, custom_objects, compile_config):
     reader = tf.train.load_checkpoint(str(path / "variables" / "variables"))
     weights = group_values(reader, "model")
     if not model.built or len(model.variables) != len(weights):
         _build_from_serving_signature(model, path)
     assign(model.variables, weights, "model")
+    state_path = path / "assets" / state.STATE_ASSET
+    if state_path.exists():
+        failures = state.restore(model, state_path.read_text(), weights)
+        if failures:
+            raise LoadError(f"the rebuilt model refused the exported state of its layers: "
+                            f"{'; '.join(failures)}; was the export written from a different model?")
     training_config = path / "assets" / "training_config.json"
     if compile and training_config.exists():
         with keras.saving.custom_object_scope(custom_objects):  # a function loss or metric
             model.compile_from_config(read_json(training_config, dict))
         model.optimizer.build(model.trainable_variables)
         assign(model.optimizer.variables, group_values(reader, "optimizer"), "optimizer")
+    elif compile and compile_config:
+        with keras.saving.custom_object_scope(custom_objects):
+            model.compile_from_config(compile_config)
     return model
 
 

@@ -192,8 +192,9 @@ def compile_model(model, compile_cfg) -> None:
 
 
 def model_assets(model) -> Dict[str, str]:
-    """``saved_model.json`` (the model's JSON config) and, for a compiled model,
-    ``training_config.json`` (its compile arguments), for ``load_from_saved_model``."""
+    """``saved_model.json`` (the model's JSON config), ``keras_state.json`` (its layers' own
+    state) and, for a compiled model, ``training_config.json`` (its compile arguments), for
+    ``load_from_saved_model``."""
     import json
     import logging
 
@@ -205,9 +206,27 @@ def model_assets(model) -> Dict[str, str]:
             "%s has no get_config(): assets/saved_model.json is not written, so "
             "load_from_saved_model cannot rebuild it (the SavedModel itself serves as usual)",
             type(model).__name__)
+    if "saved_model.json" in assets:
+        assets.update(keras_state(model))
     if getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None:
         assets["training_config.json"] = json.dumps(model.get_compile_config())
     return assets
+
+
+def keras_state(model) -> Dict[str, str]:
+    """``keras_state.json``: the layers' own state as Keras' saving sees it (adapted statistics,
+    vocabularies), which ``load_from_saved_model`` restores (see exportkit.keras.state)."""
+    import logging
+
+    from exportkit.keras import state
+
+    try:
+        return {state.STATE_ASSET: state.state_json(model)}
+    except Exception as e:  # a layer whose save_own_variables/save_assets fails: serving is unaffected
+        logging.getLogger("exportkit").warning(
+            "the layers' own state could not be recorded (%s); load_from_saved_model will restore "
+            "variables only", e)
+        return {}
 
 
 def infer_signatures(model) -> Dict[str, Dict[str, Any]]:

@@ -19,7 +19,7 @@ from exportkit.artifact.leftovers import verify_temp_dir
 from exportkit.context import ExportContext
 from exportkit.errors import ConfigError, ExportkitError, VerificationError
 from exportkit.stages.base import Stage
-from exportkit.stages.verify_inputs import (flatten, jax_symbols, make_inputs, parse_values, portable, save_npz,  # noqa: F401
+from exportkit.stages.verify_inputs import (flatten, jax_symbols, parse_values, portable, save_npz,  # noqa: F401
                                             serve_cases, source_failure, step_case)
 from exportkit.stages.verify_worker import PEAK_RSS, WARMUP_RECORDS, WARMUP_SECONDS, decode, encode
 

@@ -3,7 +3,7 @@ import tensorflow as tf
 
 from exportkit.context import ExportContext
 from exportkit.stages.base import Stage
-from exportkit.variables import mib, nbytes, trackable_root
+from exportkit.variables import all_graph_resources, mib, nbytes, trackable_root
 
 
 class WriteCheckpoint(Stage):
@@ -13,9 +13,11 @@ class WriteCheckpoint(Stage):
         groups = list(ctx.variables)
         count = sum(len(ctx.variables[g]) for g in groups)
         size = nbytes(v for g in groups for v in ctx.variables[g])
-        ctx.reporter.progress(f"{count} variables, {mib(size)} ({', '.join(groups)})")
+        resources = all_graph_resources(ctx.graphs)
+        ctx.reporter.progress(f"{count} variables, {mib(size)} ({', '.join(groups)})"
+                              + (f", {len(resources)} other resources" if resources else ""))
         # The root is the same object layout every MetaGraphDef is saved from (see
         # exportkit.variables.trackable_root), so checkpoint keys match for the TF2 and TF1 loaders.
-        checkpoint = tf.train.Checkpoint(trackable_root(ctx.variables, groups))
+        checkpoint = tf.train.Checkpoint(trackable_root(ctx.variables, groups, resources))
         checkpoint.write(str(ctx.work_dir / "variables" / "variables"))
         return ctx

@@ -22,7 +22,7 @@ from exportkit.artifact import canonical, files
 from exportkit.context import ExportContext, Graph
 from exportkit.errors import ModelSourceError
 from exportkit.stages.base import Stage
-from exportkit.variables import trackable_root
+from exportkit.variables import all_graph_resources, holder, trackable_root, untracked_captures
 
 
 # SignatureDef method names per graph, as TF 1.14 wrote them.
@@ -75,10 +75,12 @@ def write_layout(meta_graphs: Dict[str, Any], version: int, root: Path, layout: 
 
 def save_meta_graph(ctx: ExportContext, graph: Graph, directory: Path):
     # The graph alone: the variables are already in the export's checkpoint (write_checkpoint),
-    # so TF's save is told not to write them again.
+    # so TF's save is told not to write them again. The root also holds every lookup table (and
+    # other non-variable resource) the export's graphs capture, as the checkpoint's root does.
     from tensorflow.python.saved_model.save import save_and_return_nodes
 
-    root = trackable_root(ctx.variables, graph.variable_groups)
+    check_resources_tracked(ctx, graph)
+    root = trackable_root(ctx.variables, graph.variable_groups, all_graph_resources(ctx.graphs))
     for name, endpoint in graph.endpoints.items():  # e.g. the positional `serve` TFSMLayer calls
         setattr(root, name, endpoint)
     try:
@@ -88,10 +90,10 @@ def save_meta_graph(ctx: ExportContext, graph: Graph, directory: Path):
         if "untracked" not in str(e):
             raise
         raise ModelSourceError(
-            f"the {graph.tag} graph uses a TensorFlow resource that is not one of the model's "
-            f"variables (a global random generator, or a variable created outside a layer): "
-            f"{str(e).splitlines()[-1].strip()}; create it inside a layer (e.g. "
-            f"keras.random.SeedGenerator as a layer attribute)") from e
+            f"the {graph.tag} graph uses a TensorFlow resource that exportkit cannot track: "
+            f"{str(e).splitlines()[-1].strip()}; create it inside a layer (a variable with "
+            f"add_weight, a table as a tf.lookup table attribute)") from e
+    copy_table_assets(directory, ctx.work_dir)
     single = saved_model_pb2.SavedModel()
     single.ParseFromString((directory / "saved_model.pb").read_bytes())
     meta_graph = single.meta_graphs[0]
@@ -101,6 +103,38 @@ def save_meta_graph(ctx: ExportContext, graph: Graph, directory: Path):
         if not key.startswith("__"):  # leave TF's own __saved_model_init_op alone
             signature.method_name = METHOD_NAMES.get(graph.tag, signature.method_name)
     return meta_graph, single.saved_model_schema_version
+
+
+def check_resources_tracked(ctx: ExportContext, graph: Graph) -> None:
+    """A captured resource that is neither a variable of the graph's groups nor a trackable
+    resource (a table) cannot be restored by a loader: name the layer holding it."""
+    held = [v for group in graph.variable_groups for v in ctx.variables[group]]
+    untracked = untracked_captures(graph.functions.values(), held)
+    if not untracked:
+        return
+    tensor, owner = untracked[0]
+    where = holder(ctx.model, tensor, owner) if ctx.model is not None else None
+    what = f"a {type(owner).__name__}" if owner is not None else "a raw resource handle"
+    if where:
+        raise ModelSourceError(
+            f"the {graph.tag} graph uses {what} held by {where}, which is not one of the model's "
+            f"variables nor a TensorFlow resource object (tf.lookup table), so it cannot be "
+            f"exported; create state with add_weight / keras.Variable (or "
+            f"keras.random.SeedGenerator), tables as tf.lookup tables")
+    raise ModelSourceError(
+        f"the {graph.tag} graph uses {what} that no layer of the model holds (a global random "
+        f"generator, or a variable created outside a layer); create it inside a layer (e.g. "
+        f"keras.random.SeedGenerator as a layer attribute)")
+
+
+def copy_table_assets(directory: Path, work_dir: Path) -> None:
+    """Files a table is initialized from (``tf.lookup.TextFileInitializer``): TF's save copied
+    them to ``assets/``, and the MetaGraphDef names them relative to it."""
+    import shutil
+
+    for source in sorted((directory / "assets").glob("*")) if (directory / "assets").is_dir() else []:
+        (work_dir / "assets").mkdir(exist_ok=True)
+        shutil.copyfile(source, work_dir / "assets" / source.name)
 
 
 def write_saved_model(saved_model, directory: Path, as_text: bool) -> Path:
