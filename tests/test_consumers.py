@@ -39,8 +39,16 @@ OUTCOMES: Dict[tuple, tuple] = {}  # (model, consumer) -> (outcome, first line o
 
 
 def first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return f"{type(error).__name__}: {text.splitlines()[0][:300]}"
+    """The error's first line; for TF's and Keras' wrappers ("in user code:", "Exception
+    encountered when calling X.call()."), the line that says what went wrong."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # Keras' bold
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(error).__name__]
+    line = lines[0]
+    if line.startswith("Exception encountered when calling") and len(lines) > 1:
+        line = f"{line} {lines[1]}"
+    elif line == "in user code:":
+        line = f"in user code: {lines[-1]}"
+    return f"{type(error).__name__}: {line[:300]}"
 
 
 # --- the source model, its exports, its reference outputs --------------------------------------
@@ -80,11 +88,23 @@ class Subject:
             raise RuntimeError(f"the control export failed: {first_line(self._control)}") from self._control
         return self._control
 
+    def structured(self, inputs):
+        """The inputs as the model itself takes them (one tensor, a list, a dict), as a user
+        passes them to a layer standing in for the model."""
+        import keras
+
+        from exportkit.keras.calls import input_name
+
+        tensors = tf_inputs(inputs)
+        if self.case.source == "jax":
+            return Case.tensors(inputs)
+        return keras.tree.map_structure(lambda t: tensors[input_name(t)], self.source.input)
+
     def call_source(self, inputs):
         if self.case.source == "jax":
             apply_fn, params = self.source
             return numpy_outputs(apply_fn(params, *inputs.values()))
-        return numpy_outputs(self.source(Case.tensors(inputs), training=False))
+        return numpy_outputs(self.source(self.structured(inputs), training=False))
 
 
 def numpy_outputs(outputs) -> Dict[str, np.ndarray]:
@@ -264,13 +284,16 @@ def cli_run(path: Path, s: Subject) -> None:
 
 
 def tfsm_layer(endpoint=None):
-    """``keras.layers.TFSMLayer``, as Keras documents it: the one tensor, or the dict of inputs,
-    passed positionally to the endpoint (the default one is ``serve``)."""
+    """``keras.layers.TFSMLayer``, as Keras documents it; it passes what it is called with
+    positionally to the endpoint. The default endpoint (``serve``) is called as the model is (one
+    tensor, a list or a dict); a signature (``serving_default``) with the one tensor, or the dict
+    of named inputs."""
     def consume(path: Path, s: Subject) -> None:
         import keras
 
         layer = keras.layers.TFSMLayer(str(path), **({"call_endpoint": endpoint} if endpoint else {}))
-        assert_matches(numpy_outputs(layer(Case.tensors(s.inputs))), s.want)
+        inputs = Case.tensors(s.inputs) if endpoint else s.structured(s.inputs)
+        assert_matches(numpy_outputs(layer(inputs)), s.want)
 
     return consume
 
@@ -310,7 +333,7 @@ def load_from_saved_model(path: Path, s: Subject) -> None:
     import exportkit
 
     loaded = exportkit.load_from_saved_model(str(path))
-    assert_matches(numpy_outputs(loaded(Case.tensors(s.inputs), training=False)), s.want)
+    assert_matches(numpy_outputs(loaded(s.structured(s.inputs), training=False)), s.want)
     if not s.case.compiled:
         return
     x, y = {k: v for k, v in s.inputs.items()}, s.case.targets(BATCH, seed=7)
@@ -406,3 +429,32 @@ def matrix_markdown(outcomes: Dict[tuple, tuple]) -> str:
     notes = [f"- {model} x {consumer}: {outcome}: {reason[:400]}"
              for (model, consumer), (outcome, reason) in outcomes.items() if outcome != OK]
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+# --- the harness itself (no TensorFlow) ---------------------------------------------------------
+
+
+def test_comparison_is_relative_to_the_outputs_scale():
+    """Random-weight deep nets output values near 1e-11: an error of 10% of that must fail
+    although it is far below any absolute tolerance; float noise at that scale passes."""
+    want = {"out": np.array([[1e-11, -3e-11]], "float32")}
+    assert_matches({"out": want["out"] * (1 + 1e-6)}, want)
+    with pytest.raises(AssertionError, match="max abs error"):
+        assert_matches({"out": want["out"] * 1.1}, want)
+    with pytest.raises(AssertionError, match="shape"):
+        assert_matches({"out": want["out"][0]}, want)
+    with pytest.raises(AssertionError, match="outputs"):
+        assert_matches({"a": want["out"], "b": want["out"]}, {"a": want["out"], "c": want["out"]})
+    with pytest.raises(AssertionError, match="non-finite"):
+        assert_matches({"out": np.full((1, 2), np.nan, "float32")}, want)
+    assert_matches({"output_0:0": want["out"]}, want)  # one output against one, whatever its name
+
+
+def test_matrix_table_lists_every_model_and_consumer():
+    text = matrix_markdown({("bert_tiny", "tflite"): (OK, ""), ("lookup_dict", "onnx"): (LIMIT, "why"),
+                            ("bn_dropout_sparse", "export"): (FAIL, "ValueError: x")})
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert set(CASES) <= set(rows) and all(c in rows["model"] for c in CONSUMERS)
+    assert "| n/a |" in rows["flax_cnn"]
+    assert "- lookup_dict x onnx: consumer limit: why" in text
+    assert "- bn_dropout_sparse x export: FAIL: ValueError: x" in text
