@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-slow test-ray bench bench-jax clean
+.PHONY: install run test test-slow test-consumers test-ray bench bench-jax consumer-matrix clean
 
 install: $(STAMP)
 
@@ -22,6 +22,14 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow
+
+# Every cell of the consumer matrix (models x the tools that read SavedModels); `make test` runs a subset.
+test-consumers: install
+	$(BIN)/python -m pytest tests/test_consumers.py -m "not slow and not ray"
+
+# The same run, printing the matrix as a markdown table (model x consumer: ok / consumer limit / FAIL).
+consumer-matrix: install
+	$(BIN)/python bench/consumer_matrix.py
 
 # The Ray launcher in its own environment (see the `ray` extra in pyproject.toml).
 RAY_VENV := .venv-ray
