@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
-from exportkit.artifact import publish
+from exportkit.artifact import leftovers, lock
+from exportkit.artifact.filesystem import filesystem_error, make_parents
 from exportkit.artifact.publish import Slot, export_slot
 from exportkit.errors import ConfigError, ExportDirBusyError, ExportDirExistsError
 
@@ -73,7 +74,7 @@ def _lock_is_live(path: Path) -> bool:
     except OSError:
         return False
     if text.isdigit():
-        return publish._alive(int(text))
+        return leftovers.alive(int(text))
     return age < _YOUNG_LOCK_S
 
 
@@ -85,13 +86,13 @@ def base_lock(base: Path) -> Iterator[None]:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as error:
-            raise publish.filesystem_error(error, f"lock serving.base_path {base} ({BASE_LOCK})", base) from error
+            raise filesystem_error(error, f"lock serving.base_path {base} ({BASE_LOCK})", base) from error
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except BaseException:
             os.close(fd)
             raise
-        if publish._same_file(fd, path):
+        if lock._same_file(fd, path):
             break
         os.close(fd)  # removed by a run that gave up on a base path it had created: take the new one
     try:
@@ -107,20 +108,20 @@ def sweep_dead(base: Path, notify: Callable[[str], None] = lambda line: None) ->
     with contextlib.suppress(OSError):
         for entry in os.scandir(base):
             leftover, lock = _LEFTOVER.match(entry.name), _VERSION_LOCK.fullmatch(entry.name)
-            if leftover and not publish._alive(int(leftover.group(3))):
+            if leftover and not leftovers.alive(int(leftover.group(3))):
                 numbers.add(int(leftover.group(1)))
             elif lock and not _lock_is_live(Path(entry.path)):
                 numbers.add(int(lock.group(1)))
     for number in sorted(numbers):
         export_dir = base / str(number)
         try:
-            fd = publish._acquire_lock(export_dir)
+            fd = lock.acquire(export_dir)
         except (ExportDirBusyError, OSError):
             continue  # a live run holds it: its leftovers are its own business
         try:
-            publish._clean_leftovers(export_dir, notify)
+            leftovers.clean(export_dir, notify)
         finally:
-            publish._release_lock(fd, publish.lock_path(export_dir))
+            lock.release(fd, lock.lock_path(export_dir))
 
 
 def choose_version(base: Path, version, overwrite: bool, labels: Mapping[str, int]) -> Tuple[int, Optional[int]]:
@@ -163,7 +164,7 @@ def version_slot(base: Path, version, overwrite: bool, labels: Optional[Mapping[
     ...     slot.publish()
     """
     base = Path(base).expanduser().absolute()
-    created = publish._make_parents(base)
+    created = make_parents(base)
     slot = None
     try:
         with contextlib.ExitStack() as stack:
@@ -220,7 +221,7 @@ def finish(slot: Slot, keep: Optional[int] = None, labels: Optional[Mapping[str,
                    + (f", labels {', '.join(f'{k}={v}' for k, v in sorted(labels.items()))}" if labels else ""))
         asides = []
         for number in removed:
-            aside = publish._sibling(on_disk[number], "old")  # a dot-name: TF Serving unloads it whole
+            aside = leftovers.sibling(on_disk[number], "old")  # a dot-name: TF Serving unloads it whole
             try:
                 os.rename(on_disk[number], aside)
             except OSError:
