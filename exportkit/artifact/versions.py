@@ -107,11 +107,11 @@ def sweep_dead(base: Path, notify: Callable[[str], None] = lambda line: None) ->
     numbers = set()
     with contextlib.suppress(OSError):
         for entry in os.scandir(base):
-            leftover, lock = _LEFTOVER.match(entry.name), _VERSION_LOCK.fullmatch(entry.name)
+            leftover, lock_file = _LEFTOVER.match(entry.name), _VERSION_LOCK.fullmatch(entry.name)
             if leftover and not leftovers.alive(int(leftover.group(3))):
                 numbers.add(int(leftover.group(1)))
-            elif lock and not _lock_is_live(Path(entry.path)):
-                numbers.add(int(lock.group(1)))
+            elif lock_file and not _lock_is_live(Path(entry.path)):
+                numbers.add(int(lock_file.group(1)))
     for number in sorted(numbers):
         export_dir = base / str(number)
         try:
