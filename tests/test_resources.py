@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 import exportkit
+from exportkit.artifact.files import graph_dir
 from exportkit.errors import ModelSourceError
 from tests.conftest import export, serve
 
@@ -181,7 +182,7 @@ def predict(model, inputs):
 def tf1_serve(export_dir, inputs, tag="serve", key="serving_default"):
     """The signature run by the TF1 loader in a Session: tables are initialized by its init op."""
     with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
-        meta = tf.compat.v1.saved_model.load(sess, [tag], str(export_dir))
+        meta = tf.compat.v1.saved_model.load(sess, [tag], str(graph_dir(export_dir, tag)))
         sig = meta.signature_def[key]
         names = sorted(sig.outputs)
         values = sess.run([sig.outputs[n].name for n in names], {sig.inputs[k].name: v for k, v in inputs.items()})

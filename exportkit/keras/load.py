@@ -45,8 +45,8 @@ def load(path: Path, custom_objects: Dict[str, Any], safe_mode: bool, compile: b
         raise LoadError(f"{json_path} names {', '.join(refused)}, which is not a Keras class, not registered "
                         f"and not in custom_objects: refused (exportkit never imports what an export names; "
                         f"the file may have been tampered with)")
+    missing = missing_classes(config, custom_objects)  # the compile config's functions too
     compile_config = config.pop("compile_config", None)  # compiled below, once the state is in
-    missing = missing_classes(config, custom_objects)
     if missing:
         names = ", ".join(missing)
         raise LoadError(f"the model uses {names}, which is not among custom_objects; pass "

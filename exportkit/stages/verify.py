@@ -237,12 +237,12 @@ def compare(expected, actual, tolerances, top1=(), partial=(), ties=(1e-5, 1e-5)
         got = actual.get((key, label), {})
         case = result.setdefault(key, {})[label] = {}
         if not set(want) <= set(got) or (set(got) != set(want) and key not in partial):
-            failures.append(f"{key} at {label}: outputs {sorted(got)} != source {sorted(want)}")
+            failures.append(f"{key} at batch {label}: outputs {sorted(got)} != source {sorted(want)}")
             case["error"] = "output names differ"
             continue
         for name, w in want.items():
             g, (atol, rtol) = got[name], tolerances.get(name, (0.0, 0.0))
-            where = f"{key}/{name} at {label}"
+            where = f"{key}/{name} at batch {label}"
             if g.shape != w.shape:
                 failures.append(f"{where}: shape {g.shape} != source {w.shape}")
                 case[name] = {"error": f"shape {list(g.shape)} != {list(w.shape)}"}
