@@ -56,10 +56,8 @@ def main(argv: List[str]) -> int:
 
 def verify_command(args) -> int:
     from exportkit import verify_existing
-    from exportkit.cli import quiet_frameworks
     from exportkit.errors import VerificationError
 
-    quiet_frameworks()  # the worker inherits TF_CPP_MIN_LOG_LEVEL
     report = verify_existing.verify(Path(args.path), version=args.version, devices=args.device,
                                     latency_runs=args.latency_runs)
     if args.json:
