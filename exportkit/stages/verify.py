@@ -3,7 +3,9 @@ size x probed dynamic dimensions), with the source model; and, for a compiled mo
 eval graphs with the source's own training API. Any output beyond its tolerance
 (``verify.atol``/``verify.rtol``, ``verify.tolerances.<output>``), or a top-1 class that differs
 (``verify.top1``), fails the export. The cases' inputs (``verify_inputs``) and the source's
-outputs are kept under ``assets.extra/`` so the export can be verified again without the source."""
+outputs are kept under ``assets.extra/`` so the export can be verified again without the source
+(``exportkit verify PATH``). The worker also times each serve signature per case (``verify.latency``:
+load, first call, warm p50/p90/p99), recorded as ``verification.latency.<device>`` in the manifest."""
 import json
 import os
 import re
