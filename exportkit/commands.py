@@ -1,5 +1,6 @@
-"""Subcommands for exports that already exist: ``exportkit inspect PATH [--json]`` (and, to come,
-``exportkit verify PATH``). ``exportkit.cli.main`` dispatches here before Hydra sees the command line.
+"""Subcommands for exports that already exist: ``exportkit inspect PATH [--json]`` and
+``exportkit verify PATH`` (``exportkit.verify_existing``). ``exportkit.cli.main`` dispatches here
+before Hydra sees the command line.
 
 ``inspect`` reads the manifest only, so it never imports TensorFlow for an export exportkit
 wrote; PATH may be an export or a TF Serving base path (then its versions are listed and the
@@ -7,6 +8,7 @@ highest is inspected)::
 
     exportkit inspect /srv/models/clf            # versions 3, 4; version 4's signatures, sizes, ...
     exportkit inspect /srv/models/clf/4 --json   # the same as one JSON object
+    exportkit verify /srv/models/clf             # version 4 run again here, against its kept outputs
 """
 import argparse
 import json
@@ -18,16 +20,25 @@ PROG = "exportkit"
 
 
 def main(argv: List[str]) -> int:
-    """Run ``argv`` (``["inspect", PATH, ...]``); returns the exit status."""
+    """Run ``argv`` (``["inspect", PATH, ...]`` or ``["verify", PATH, ...]``); returns the exit status."""
     parser = argparse.ArgumentParser(prog=PROG, description="Commands for existing exports (an export "
                                      "itself is `exportkit [KEY=VALUE ...]`).")
     commands = parser.add_subparsers(dest="command", required=True)
     inspect = commands.add_parser("inspect", help="tags, signatures, sizes, versions, verify report, contract")
     inspect.add_argument("path", help="an export directory, or a TF Serving base path holding numbered versions")
     inspect.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    verify = commands.add_parser("verify", help="re-run an export against the inputs kept at export time "
-                                 "(not available yet)")
-    verify.add_argument("path")
+    verify = commands.add_parser(
+        "verify", help="run an export again here against the inputs and outputs kept at export time",
+        description="Run an existing export again in a fresh process, on this machine's devices, against the "
+                    "inputs and outputs kept inside it at export time (assets.extra/verify*.{json,npz}); replay "
+                    "its warmup file; time each serve signature. Exit status 1 on a mismatch.")
+    verify.add_argument("path", help="an export directory, or a TF Serving base path (its highest version)")
+    verify.add_argument("--version", type=int, default=None, help="with a base path: this version")
+    verify.add_argument("--device", action="append", default=None,
+                        help="a device to run on, e.g. /GPU:0 (repeatable); default: every GPU, else /CPU:0")
+    verify.add_argument("--latency-runs", type=int, default=20, metavar="N",
+                        help="warm calls timed per signature and case (0: no latency); default 20")
+    verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
     args = parser.parse_args(argv)
 
     from exportkit.errors import ExportkitError, print_error
@@ -37,11 +48,25 @@ def main(argv: List[str]) -> int:
             found = describe(Path(args.path))
             print(json.dumps(found, indent=2) if args.json else "\n".join(text(found)))
             return 0
-        raise ExportkitError("`exportkit verify PATH` needs the verification inputs kept inside the export "
-                             "(assets.extra/), which this exportkit does not write yet")
+        return verify_command(args)
     except ExportkitError as error:
         print_error(error)
         return 1
+
+
+def verify_command(args) -> int:
+    from exportkit import verify_existing
+    from exportkit.errors import VerificationError
+
+    report = verify_existing.verify(Path(args.path), version=args.version, devices=args.device,
+                                    latency_runs=args.latency_runs)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    if not report["ok"]:
+        raise VerificationError(verify_existing.failure_message(report))
+    if not args.json:
+        print("\n".join(verify_existing.text(report)))
+    return 0
 
 
 def describe(path: Path) -> Dict[str, Any]:
@@ -97,6 +122,8 @@ def export_facts(export_dir: Path) -> Dict[str, Any]:
         "warmup_records": (serving.get("warmup") or {}).get("records"),
         "serving": {k: v for k, v in serving.items() if k not in ("contract_check", "warmup")},
         "verify": _verify(recorded),
+        # per device: load_s per graph, and per serve signature and case first_ms, p50_ms, p90_ms, p99_ms
+        "latency": (recorded.get("verification") or {}).get("latency"),
         "contract_check": serving.get("contract_check"),
         "digest": recorded.get("digest"),
         "versions": recorded.get("versions", {}),
@@ -160,6 +187,11 @@ def _export_lines(facts: Dict[str, Any]) -> List[str]:
         f", max abs error {verify['max_abs_error']:.3g}, batch sizes {verify['batch_sizes']}"
         if verify["status"] in ("ok", "failed") and verify.get("max_abs_error") is not None else
         f" ({verify['reason']})" if verify.get("reason") else ""))
+    for device, record in (facts.get("latency") or {}).items():
+        from exportkit.stages.verify import latency_lines
+
+        lines.append(f"latency at export, on {device}:")
+        lines += [f"  {line[len('latency '):]}" for line in latency_lines(record)]
     check = facts["contract_check"]
     if check:
         lines.append(f"contract: {check['status']} against {check['against']}")

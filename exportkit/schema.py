@@ -116,6 +116,17 @@ class PipelineConf:
 
 
 @dataclass
+class LatencyConf:
+    """Latency measured by verify's fresh process, per serve signature and case (``verify.latency``):
+    the first call, then up to ``runs`` warm calls (median / p90 / p99), stopping once ``budget_s``
+    seconds of warm calls are spent on one case."""
+
+    enabled: bool = True
+    runs: int = 20
+    budget_s: float = 5.0
+
+
+@dataclass
 class VerifyConf:
     atol: float = 1e-5
     rtol: float = 1e-5
@@ -132,6 +143,7 @@ class VerifyConf:
     tolerances: Dict[str, Any] = field(default_factory=dict)
     top1: Any = False  # true: every output whose last dim > 1; or a list of output names
     steps: bool = True  # also verify the train/eval graphs against the source's own training API
+    latency: LatencyConf = field(default_factory=LatencyConf)  # verify.latency.enabled=false: not measured
 
 
 @dataclass
@@ -352,6 +364,10 @@ def validate_verify(verify: DictConfig) -> None:
                 any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in tolerance.values()):
             raise ConfigError(f"verify.tolerances.{name}={tolerance!r}: give {{atol: A, rtol: R}} (either may be "
                               f"left out), numbers >= 0, e.g. +verify.tolerances.{name}={{atol: 1e-3}}")
+    latency = verify.get("latency")
+    if latency is not None and (latency.runs < 1 or not latency.budget_s > 0):
+        raise ConfigError(f"verify.latency: runs={latency.runs}, budget_s={latency.budget_s}; give runs >= 1 and "
+                          f"budget_s > 0 (verify.latency.runs=20), or turn it off with verify.latency.enabled=false")
     top1 = verify.top1
     if not isinstance(top1, bool) and not (OmegaConf.is_list(top1) and all(isinstance(n, str) for n in top1)):
         raise ConfigError(f"verify.top1={top1!r}: give true (every output whose last dimension is > 1) "

@@ -104,7 +104,7 @@ def job_row(config: DictConfig, job_return: Any) -> Dict[str, Any]:
         "overrides": list(job_return.overrides or []),
         "status": "ok", "reason": "", "export_dir": "",
         "saved_model_bytes": None, "checkpoint_bytes": None,
-        "stages": {}, "verify_max_abs_error": None, "verify": "", "contract": "-",
+        "stages": {}, "verify_max_abs_error": None, "verify": "", "p50_ms": {}, "contract": "-",
         "fingerprint": "", "digest": "",
     }
     value = job_return._return_value
@@ -141,11 +141,30 @@ def export_facts(export_dir: Path) -> Dict[str, Any]:
         "stages": {name: s["seconds"] for name, s in stages.items()},
         "verify_max_abs_error": max(errors) if errors else None,
         "verify": verify_state,
+        "p50_ms": warm_medians(recorded),
         # same / compatible / breaking against the previous version (or serving.compare_to); - when none
         "contract": ((recorded.get("serving") or {}).get("contract_check") or {}).get("status", "-"),
         "fingerprint": str(recorded.get("fingerprint", {}).get("saved_model_checksum", "")),
         "digest": recorded.get("digest", ""),
     }
+
+
+def warm_medians(recorded: Dict[str, Any]) -> Dict[str, float]:
+    """Batch size -> verify's warm median latency in ms (the slowest serve signature and case at
+    that batch, on the first device verified): the ``p50_ms_b<N>`` columns."""
+    by_device = (recorded.get("verification") or {}).get("latency") or {}
+    if not by_device:
+        return {}
+    found: Dict[str, float] = {}
+    for cases in next(iter(by_device.values()))["signatures"].values():
+        for case in cases.values():
+            batch = str(case["batch"])
+            found[batch] = max(found.get(batch, 0.0), case["p50_ms"])
+    return dict(sorted(found.items(), key=lambda item: int(item[0])))
+
+
+def _batches(rows: List[Dict[str, Any]]) -> List[str]:
+    return sorted({b for row in rows for b in row.get("p50_ms") or {}}, key=int)
 
 
 def collect(sweep_dir: Path, sweep_id: Optional[str]) -> List[Dict[str, Any]]:
@@ -163,7 +182,8 @@ def columns(rows: List[Dict[str, Any]]) -> List[str]:
         stage_names += [s for s in row["stages"] if s not in stage_names]
     return (["job", "overrides", "status", "reason", "export_dir", "saved_model_bytes",
              "checkpoint_bytes"] + [f"{s}_s" for s in stage_names]
-            + ["verify", "verify_max_abs_error", "contract", "fingerprint", "digest"])
+            + ["verify", "verify_max_abs_error"] + [f"p50_ms_b{b}" for b in _batches(rows)]
+            + ["contract", "fingerprint", "digest"])
 
 
 def flat(row: Dict[str, Any], names: List[str]) -> Dict[str, Any]:
@@ -173,6 +193,9 @@ def flat(row: Dict[str, Any], names: List[str]) -> Dict[str, Any]:
             out[name] = row["stages"][name[:-2]]
         elif name.endswith("_s"):
             out[name] = ""
+        elif name.startswith("p50_ms_b"):
+            value = (row.get("p50_ms") or {}).get(name[len("p50_ms_b"):])
+            out[name] = "" if value is None else value
         elif name == "overrides":
             out[name] = " ".join(row["overrides"])
         else:
@@ -202,8 +225,8 @@ def display_rows(rows: List[Dict[str, Any]]):
     """Header and human-readable cells shared by the terminal table and summary.md."""
     stage_names = [n[:-2] for n in columns(rows) if n.endswith("_s")]
     header = (["job", "overrides", "status", "saved_model", "checkpoint"]
-              + [f"{s} (s)" for s in stage_names] + ["verify max err", "contract", "fingerprint", "digest",
-                                                     "export / reason"])
+              + [f"{s} (s)" for s in stage_names] + ["verify max err"]
+              + [f"p50 b{b} (ms)" for b in _batches(rows)] + ["contract", "fingerprint", "digest", "export / reason"])
     _, varying = varying_overrides(rows)
     cells = []
     for row, own in zip(rows, varying):
@@ -211,8 +234,9 @@ def display_rows(rows: List[Dict[str, Any]]):
         cells.append([str(row["job"]), " ".join(own) or "(none)", row["status"].upper(),
                       _size(row["saved_model_bytes"]), _size(row["checkpoint_bytes"])]
                      + [f"{row['stages'][s]:.2f}" if s in row["stages"] else "-" for s in stage_names]
-                     + [f"{error:.3g}" if error is not None else (row["verify"] or "-"),
-                        row.get("contract") or "-", row["fingerprint"] or "-", row["digest"][:12] or "-",
+                     + [f"{error:.3g}" if error is not None else (row["verify"] or "-")]
+                     + [_ms((row.get("p50_ms") or {}).get(b)) for b in _batches(rows)]
+                     + [row.get("contract") or "-", row["fingerprint"] or "-", row["digest"][:12] or "-",
                         row["export_dir"] if row["status"] == "ok" else row["reason"]])
     return header, cells
 
@@ -266,3 +290,7 @@ def _size(value: Optional[int]) -> str:
         value /= 1024
     return str(value)
 
+
+
+def _ms(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.3g}"

@@ -254,6 +254,46 @@ def test_api_tf_keras_compiled_sequential_serves_trains_and_loads(tmp_path):
     assert_close(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
+def test_tf_keras_sparse_loss_takes_class_ids_in_train_and_eval(tmp_path):
+    import tensorflow as tf
+    import tf_keras
+
+    import exportkit
+
+    model = tf_keras_mlp(compiled=False)
+    model.compile(optimizer=tf_keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    result = exportkit.export_saved_model(model, tmp_path / "mlp", verbose=False)
+    assert stage_status(result)["verify"] == "ok"
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((5, 6)).astype("float32")
+    y = rng.integers(0, 3, 5).astype("int64")  # class ids, as fit takes them for this loss
+    twin = tf_keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    twin.compile(optimizer=tf_keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy",
+                 metrics=["accuracy"])
+    want = [twin.train_on_batch(x, y) for _ in range(3)]
+    for tag in ("train", "eval"):
+        with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+            meta = tf.compat.v1.saved_model.load(sess, [tag], str(graph_dir(tmp_path / "mlp", tag)))
+            sig = meta.signature_def[tag]
+            target = sig.inputs["probabilities_target"]
+            assert tf.dtypes.as_dtype(target.dtype) == tf.int64
+            assert [d.size for d in target.tensor_shape.dim] == [-1]
+            feed = {sig.inputs["features"].name: x, target.name: y}
+            fetch = [sig.outputs["loss"].name, sig.outputs["metrics/accuracy/value"].name]
+            got = [sess.run(fetch, feed) for _ in range(3 if tag == "train" else 1)]
+        if tag == "train":  # loss and accuracy of each of 3 steps, as train_on_batch reports them
+            np.testing.assert_allclose(np.array(got, dtype=np.float64), np.array(want, dtype=np.float64),
+                                       rtol=1e-5)
+            assert got[2][0] < got[0][0]
+        else:  # eval of the exported (untrained) weights: the model's own evaluate
+            fresh = tf_keras.models.clone_model(model)
+            fresh.set_weights(model.get_weights())
+            fresh.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            np.testing.assert_allclose(got[0], fresh.evaluate(x, y, verbose=0), rtol=1e-5)
+
+
 def test_tf_keras_h5_through_model_tf_keras(tmp_path):
     import exportkit
 

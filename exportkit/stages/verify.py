@@ -3,7 +3,9 @@ size x probed dynamic dimensions), with the source model; and, for a compiled mo
 eval graphs with the source's own training API. Any output beyond its tolerance
 (``verify.atol``/``verify.rtol``, ``verify.tolerances.<output>``), or a top-1 class that differs
 (``verify.top1``), fails the export. The cases' inputs (``verify_inputs``) and the source's
-outputs are kept under ``assets.extra/`` so the export can be verified again without the source."""
+outputs are kept under ``assets.extra/`` so the export can be verified again without the source
+(``exportkit verify PATH``). The worker also times each serve signature per case (``verify.latency``:
+load, first call, warm p50/p90/p99), recorded as ``verification.latency.<device>`` in the manifest."""
 import json
 import os
 import re
@@ -21,12 +23,13 @@ from exportkit.errors import ConfigError, ExportkitError, VerificationError
 from exportkit.stages.base import Stage
 from exportkit.stages.verify_inputs import (flatten, jax_symbols, parse_values, portable, save_npz,  # noqa: F401
                                             serve_cases, source_failure, step_case)
-from exportkit.stages.verify_worker import PEAK_RSS, WARMUP_RECORDS, WARMUP_SECONDS, decode, encode
+from exportkit.stages.verify_worker import PEAK_RSS, WARMUP_RECORDS, WARMUP_SECONDS, WORKER_JSON, decode, encode
 
 # What verify keeps inside the export (under assets.extra/) to verify it again later.
 KEPT_DIR, INDEX_FILE = "assets.extra", "verify.json"
 INPUTS_FILE, OUTPUTS_FILE = "verify_inputs.npz", "verify_outputs.npz"
 FORMAT = "exportkit-verify/1"
+WORKER = "worker"  # run_worker's facts: what the worker measured (device, GPUs, load times, latency)
 
 
 # TensorFlow's and absl's C++ log lines (I0000 00:00:... port.cc:153] ...): not the reason a worker failed
@@ -60,15 +63,22 @@ class Verify(Stage):
             raise ConfigError(f"verify would run no case for signatures {sorted(ctx.signatures)} at "
                               f"verify.batch_sizes={list(verify.batch_sizes)}; give batch sizes to verify at")
         tolerances, top1 = checks(verify, expected)
-        failures = []
+        failures, latency = [], {}
         for device in run_on:
             ctx.reporter.progress(f"reloading in a fresh process on {device}: {len(inputs)} cases ("
                                   + "; ".join(f"{key}: {' '.join(label for k, label in inputs if k == key)}"
                                               for key in graph_of) + ")")
-            replay = {}  # the warmup file's replay in the worker (exportkit.serving)
+            facts = {}  # the warmup file's replay (exportkit.serving), load times and latency
             actual, peak_kib = run_worker(ctx.work_dir, inputs, graph_of, device,
-                                          list(cfg.custom_objects.values()), ctx.export_dir, replay)
+                                          list(cfg.custom_objects.values()), ctx.export_dir, facts,
+                                          latency=latency_settings(verify))
+            measured = facts.pop(WORKER, {})
+            replay = facts
             ctx.extra["verify_worker"] = {"peak_rss_mib": peak_kib / 1024, **replay}
+            if measured.get("latency"):
+                latency[device] = latency_record(measured)
+                for line in latency_lines(latency[device]):
+                    ctx.reporter.progress(line)
             if replay:
                 ctx.reporter.progress(f"warmup: {replay[WARMUP_RECORDS]} requests replayed through the TF1 "
                                       f"session loader (TF Serving's load path) in {replay[WARMUP_SECONDS]:.2f}s")
@@ -91,6 +101,8 @@ class Verify(Stage):
         keep(ctx.work_dir / KEPT_DIR, inputs, expected, graph_of, tolerances, top1, bool(verify.inputs))
         ctx.extra["verification"] = {"verified": True, "cases": len(inputs) * len(run_on),
                                      "devices_verified": run_on, "devices_not_verified": not_verified}
+        if latency:
+            ctx.extra["verification"]["latency"] = latency
         return ctx
 
 
@@ -195,14 +207,17 @@ def missing_devices(devices):
 
 
 def run_worker(saved_model: Path, inputs, graph_of, device: str, custom_object_paths,
-               export_dir: Path, replay: Dict = None) -> Tuple[Dict, int]:
-    """The worker's outputs per case, and its peak resident memory in KiB (``replay`` gets the
-    warmup records' count and replay seconds when the export has them).
+               export_dir: Path, facts: Dict = None, latency: Dict = None, temp_dir: Path = None) -> Tuple[Dict, int]:
+    """The worker's outputs per case, and its peak resident memory in KiB. ``facts`` gets the
+    warmup records' count and replay seconds when the export has them, and ``worker``: the device
+    it ran on (``device="auto"``: the first GPU, else /CPU:0), the GPUs it saw, each graph's load
+    seconds and, with ``latency`` (``{"runs", "budget_s"}``), each serve case's latency.
 
-    Its files live beside ``export_dir`` (``.NAME.verify-PID-*``, removed here, or by the next
-    run if this process is killed) and the worker dies with this process (``--parent``).
+    Its files live in ``temp_dir`` (made by the caller), else beside ``export_dir``
+    (``.NAME.verify-PID-*``, removed here, or by the next run if this process is killed); the
+    worker dies with this process (``--parent``).
     """
-    tmp = verify_temp_dir(export_dir)
+    tmp = Path(temp_dir) if temp_dir is not None else verify_temp_dir(export_dir)
     try:
         in_path, out_path = tmp / "inputs.npz", tmp / "outputs.npz"
         np.savez(in_path, **encode(inputs))
@@ -211,6 +226,8 @@ def run_worker(saved_model: Path, inputs, graph_of, device: str, custom_object_p
                    str(out_path), "--device", device, "--parent", str(os.getpid())]
         command += [a for m in modules for a in ("--import", m)]
         command += [a for key, tag in graph_of.items() if tag != "serve" for a in ("--graph", f"{key}={tag}")]
+        if latency:
+            command += ["--latency-runs", str(latency["runs"]), "--latency-budget", str(latency["budget_s"])]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -219,11 +236,44 @@ def run_worker(saved_model: Path, inputs, graph_of, device: str, custom_object_p
             tail = "\n".join(lines[-15:])
             raise VerificationError(f"the export could not be reloaded and run in a fresh process:\n{tail}")
         with np.load(out_path) as data:
-            if replay is not None:
-                replay.update({k: data[k].item() for k in (WARMUP_RECORDS, WARMUP_SECONDS) if k in data.files})
+            if facts is not None:
+                facts.update({k: data[k].item() for k in (WARMUP_RECORDS, WARMUP_SECONDS) if k in data.files})
+                if WORKER_JSON in data.files:
+                    facts[WORKER] = json.loads(data[WORKER_JSON].item())
             return decode(data), int(data[PEAK_RSS]) if PEAK_RSS in data.files else 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def latency_settings(verify) -> Dict[str, Any]:
+    """``verify.latency`` as ``run_worker`` takes it; None when turned off."""
+    latency = verify.get("latency")
+    if latency is None or not latency.enabled:
+        return None
+    return {"runs": int(latency.runs), "budget_s": float(latency.budget_s)}
+
+
+def latency_record(measured: Dict[str, Any]) -> Dict[str, Any]:
+    """What the manifest keeps of the worker's measurements (``verification.latency.<device>``):
+    ``load_s`` per graph, and per serve signature and case ``{batch, first_ms, p50_ms, p90_ms,
+    p99_ms, runs}``, rounded to microseconds."""
+    return {"load_s": {tag: round(s, 4) for tag, s in measured.get("load_s", {}).items()},
+            "signatures": {key: {label: {k: round(v, 3) if isinstance(v, float) else v for k, v in case.items()}
+                                 for label, case in cases.items()}
+                           for key, cases in measured["latency"].items()}}
+
+
+def latency_lines(record: Dict[str, Any]) -> List[str]:
+    """One line per signature: ``latency serving_default: load 0.12s; b1 first 3.1 ms, warm p50 0.21 /
+    p90 0.25 / p99 0.31 ms (20 runs); b3 ...``."""
+    load = record.get("load_s", {}).get("serve")
+    lines = []
+    for key, cases in record["signatures"].items():
+        parts = [f"{'b' + label if label.isdigit() else label} first {c['first_ms']:.3g} ms, warm p50 "
+                 f"{c['p50_ms']:.3g} / p90 {c['p90_ms']:.3g} / p99 {c['p99_ms']:.3g} ms ({c['runs']} runs)"
+                 for label, c in cases.items()]
+        lines.append(f"latency {key}: " + (f"load {load:.2f}s; " if load is not None else "") + "; ".join(parts))
+    return lines
 
 
 def compare(expected, actual, tolerances, top1=(), partial=(), ties=(1e-5, 1e-5)):

@@ -1,12 +1,19 @@
 """Runs in a fresh process for the verify stage: it has the export and the custom objects'
 modules, nothing else of the exporting process. Loads each graph a case needs (``serve``, and
-``train``/``eval`` for the signatures named by ``--graph KEY=TAG``), runs each case.
+``train``/``eval`` for the signatures named by ``--graph KEY=TAG``), runs each case; with
+``--latency-runs N``, also times each serve case (``measure_latency``). ``exportkit verify PATH``
+runs the same worker on an export that already exists.
+
+``--device auto`` runs on the first GPU TensorFlow sees, else ``/CPU:0``; a named device that is
+not present ends the worker with a one-line reason (soft placement would silently use the CPU).
 
 Cases travel as ``.npz`` files whose keys join signature key, case label and tensor name with
 ``::`` (``encode`` / ``decode``, used by both sides); strings travel as fixed-width bytes.
 """
 import argparse
 import importlib
+import json
+import time
 from typing import Dict, Tuple
 
 import numpy as np
@@ -14,6 +21,7 @@ import numpy as np
 SEP = "::"
 PEAK_RSS = "peak_rss_kib"  # the worker's own peak resident memory, beside the cases' outputs
 WARMUP_RECORDS, WARMUP_SECONDS = "warmup_records", "warmup_seconds"  # the warmup file's replay
+WORKER_JSON = "worker_json"  # {"device", "gpus", "load_s", "latency"}: what the worker measured, as JSON
 
 
 def encode(cases: Dict[Tuple[str, str], Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
@@ -35,7 +43,7 @@ def decode(flat) -> Dict[Tuple[str, str], Dict[str, np.ndarray]]:
     """The inverse of ``encode`` (from an open ``np.load``)."""
     cases = {}
     for joined, array in flat.items():
-        if SEP not in joined:  # PEAK_RSS
+        if SEP not in joined:  # PEAK_RSS, the warmup replay, WORKER_JSON
             continue
         key, label, name = joined.split(SEP, 2)
         cases.setdefault((key, label), {})[name] = array
@@ -62,10 +70,12 @@ def main() -> None:
     parser.add_argument("saved_model")
     parser.add_argument("inputs")
     parser.add_argument("outputs")
-    parser.add_argument("--device", default="/CPU:0")
+    parser.add_argument("--device", default="/CPU:0", help="a device, or auto: the first GPU, else /CPU:0")
     parser.add_argument("--import", dest="imports", action="append", default=[])
     parser.add_argument("--parent", type=int, default=None, help="die with this process")
     parser.add_argument("--graph", action="append", default=[], help="KEY=TAG: signature KEY is in graph TAG")
+    parser.add_argument("--latency-runs", type=int, default=0, help="warm calls timed per serve case (0: none)")
+    parser.add_argument("--latency-budget", type=float, default=5.0, help="seconds of warm calls per case, at most")
     args = parser.parse_args()
     if args.parent is not None:
         die_with_parent(args.parent)
@@ -73,27 +83,80 @@ def main() -> None:
         importlib.import_module(module)
     import tensorflow as tf
 
+    gpus = [short_name(d.name) for d in tf.config.list_logical_devices("GPU")]
+    device = resolve_device(args.device, gpus, [short_name(d.name) for d in tf.config.list_logical_devices()])
     graph_of = dict(g.split("=", 1) for g in args.graph)
-    loaded = {}
+    loaded, load_s, latency = {}, {}, {}
     with np.load(args.inputs) as data:
         cases = decode(data)
     results = {}
-    with tf.device(args.device):
+    with tf.device(device):
         for (key, label), arrays in cases.items():
             tag = graph_of.get(key, "serve")
             if tag not in loaded:
+                start = time.perf_counter()
                 loaded[tag] = load_graph(args.saved_model, tag)
-            outputs = loaded[tag].signatures[key](**{n: tf.constant(a) for n, a in arrays.items()})
-            results[(key, label)] = {name: value.numpy() for name, value in outputs.items()}
+                load_s[tag] = time.perf_counter() - start
+            function = loaded[tag].signatures[key]
+            feed = {n: tf.constant(a) for n, a in arrays.items()}
+            start = time.perf_counter()
+            results[(key, label)] = {name: value.numpy() for name, value in function(**feed).items()}
+            first = time.perf_counter() - start
+            if tag == "serve" and args.latency_runs > 0:  # a train step would change the weights it times
+                latency.setdefault(key, {})[label] = measure_latency(function, feed, first, args.latency_runs,
+                                                                     args.latency_budget)
     replayed = replay_warmup(args.saved_model)
-    np.savez(args.outputs, **encode(results), **replayed, **{PEAK_RSS: np.int64(peak_rss_kib())})
+    measured = {"device": device, "gpus": gpus, "load_s": load_s, "latency": latency}
+    np.savez(args.outputs, **encode(results), **replayed, **{PEAK_RSS: np.int64(peak_rss_kib())},
+             **{WORKER_JSON: np.array(json.dumps(measured))})
+
+
+def short_name(name: str) -> str:
+    """``/device:GPU:0`` (or ``/job:localhost/replica:0/task:0/device:GPU:0``) -> ``/GPU:0``."""
+    kind, index = name.rsplit(":", 2)[-2:]
+    return f"/{kind.rsplit('/', 1)[-1]}:{index}"
+
+
+def resolve_device(asked: str, gpus, present) -> str:
+    """The device the cases run on: ``auto`` -> the first GPU, else ``/CPU:0``; a device this
+    machine lacks ends the worker (``tf.device`` would fall back to the CPU without a word)."""
+    import sys
+
+    import tensorflow as tf
+
+    if asked == "auto":
+        return gpus[0] if gpus else "/CPU:0"
+    try:
+        spec = tf.DeviceSpec.from_string(asked)
+    except ValueError:
+        spec = tf.DeviceSpec()
+    wanted = f"/{spec.device_type}:{spec.device_index or 0}"
+    if spec.device_type is None or wanted not in present:
+        sys.exit(f"device {asked} is not present on this machine (TensorFlow sees {', '.join(present)})")
+    return wanted
+
+
+def measure_latency(function, feed, first_s: float, runs: int, budget_s: float) -> dict:
+    """Warm calls of one signature at one case: up to ``runs``, stopping once ``budget_s`` is
+    spent (one at least). Each call ends when its outputs are on the host (``.numpy()``), so a
+    GPU's queue is counted. Milliseconds: first call, warm median / p90 / p99 (interpolated)."""
+    times = []
+    spent = time.perf_counter()
+    while len(times) < runs and (not times or time.perf_counter() - spent < budget_s):
+        start = time.perf_counter()
+        for value in function(**feed).values():
+            value.numpy()
+        times.append(time.perf_counter() - start)
+    p50, p90, p99 = (float(v) * 1e3 for v in np.percentile(times, [50, 90, 99]))
+    batch = next((int(np.shape(t)[0]) for t in feed.values() if len(np.shape(t))), 1)
+    return {"batch": batch, "first_ms": first_s * 1e3, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99,
+            "runs": len(times)}
 
 
 def replay_warmup(saved_model: str) -> dict:
     """TF Serving's load path: the warmup records (if the export has them) through the TF1 session
     loader; a record that does not run ends the worker with its reason, as it fails TF Serving's load."""
     import sys
-    import time
     from pathlib import Path
 
     from exportkit.artifact import warmup
