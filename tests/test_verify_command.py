@@ -95,7 +95,7 @@ def test_perturbed_kept_outputs_fail_with_one_line(exported):
     assert done.returncode == 1 and done.stdout == ""
     (line,) = error_lines(done)
     assert line.startswith(f"exportkit: error: {export_dir} does not reproduce the outputs recorded at export "
-                           f"time: on /CPU:0: serving_default/out at 3: max abs error ")
+                           f"time: on /CPU:0: serving_default/out at batch 3: max abs error ")
     assert "(and" not in line and len(done.stderr.strip().splitlines()) == 1
     report = json.loads(run_cli("verify", export_dir, "--json", "--latency-runs", "0").stdout)
     assert report["ok"] is False and len(report["failures"]) == 1 and report["devices"][0]["latency"] is None
@@ -121,7 +121,7 @@ def test_a_changed_weight_in_the_checkpoint_fails_verify(exported):
     done = run_cli("verify", export_dir)
     assert done.returncode == 1
     (line,) = error_lines(done)
-    assert "does not reproduce the outputs recorded at export time: on /CPU:0: serving_default/out at 1: " \
+    assert "does not reproduce the outputs recorded at export time: on /CPU:0: serving_default/out at batch 1: " \
            "max abs error" in line and "more)" in line
 
 
