@@ -259,18 +259,10 @@ def validate(cfg: DictConfig) -> None:
 
 def _check_target(name: str, spec: Any) -> None:
     """``compile.targets.NAME`` is ``{shape: [null], dtype: int32}`` (dtype float32 if omitted)."""
-    from omegaconf.errors import OmegaConfBaseException
-
-    from exportkit.errors import first_line
-    from exportkit.signatures import DTYPES, TensorSpecConf
+    from exportkit.signatures import DTYPES, TensorSpecConf, checked_node
 
     where = f"compile.targets.{name}"
-    try:
-        node = OmegaConf.merge(OmegaConf.structured(TensorSpecConf), spec)
-        OmegaConf.to_container(node, throw_on_missing=True)
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"{where} is malformed ({first_line(e)}); write it as "
-                          f"{{shape: [null], dtype: int32}}") from e
+    node = checked_node(TensorSpecConf, spec, where, "{shape: [null], dtype: int32}")
     if node.dtype not in DTYPES:
         raise ConfigError(f"{where}.dtype={node.dtype!r} is not supported; use one of {', '.join(DTYPES)}")
 

@@ -42,19 +42,26 @@ class SignatureConf:
 def parse(signatures: Optional[Mapping]) -> Dict[str, SignatureConf]:
     """The config's ``signatures`` checked (defaults filled in), by key; ``ConfigError`` naming
     the key and the fix for anything malformed."""
-    from omegaconf.errors import OmegaConfBaseException
-
     checked = {}
     for key, sig in (signatures or {}).items():
-        try:
-            node = OmegaConf.merge(OmegaConf.structured(SignatureConf), sig)
-            OmegaConf.to_container(node, throw_on_missing=True)
-        except OmegaConfBaseException as e:
-            raise ConfigError(f"signatures.{key} is malformed ({first_line(e)}); write it as "
-                              f"{{inputs: {{NAME: {{shape: [null, 8], dtype: float32}}}}}}") from e
+        node = checked_node(SignatureConf, sig, f"signatures.{key}",
+                            "{inputs: {NAME: {shape: [null, 8], dtype: float32}}}")
         _check(key, node)
         checked[key] = node
     return checked
+
+
+def checked_node(schema, value, where: str, example: str):
+    """``value`` merged onto the structured ``schema`` (defaults filled in, nothing missing), or a
+    ``ConfigError`` naming ``where`` and showing ``example``."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(schema), value)
+        OmegaConf.to_container(node, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{where} is malformed ({first_line(e)}); write it as {example}") from e
+    return node
 
 
 def _check(key: str, sig: SignatureConf) -> None:

@@ -127,3 +127,29 @@ def nbytes(variables: Iterable) -> int:
 def mib(size: int) -> str:
     """``"12.3 MiB"``."""
     return f"{size / 2**20:.1f} MiB"
+
+
+VALUE = ".ATTRIBUTES/VARIABLE_VALUE"
+
+
+def group_values(reader, group: str) -> List[Any]:
+    """The checkpoint values of one variable group, in the order they were exported (the keys
+    ``trackable_root`` gives them: ``<group>_variables/<i>``)."""
+    prefix = f"{group}_variables/"
+    keys = {k for k in reader.get_variable_to_shape_map() if k.startswith(prefix) and k.endswith(VALUE)}
+    return [reader.get_tensor(f"{prefix}{i}/{VALUE}") for i in range(len(keys))]
+
+
+def assign(variables, values, group: str) -> None:
+    """Assign a group's checkpoint values to a rebuilt model's variables, checking count and shapes."""
+    from exportkit.errors import LoadError
+
+    if len(variables) != len(values):
+        raise LoadError(f"the checkpoint holds {len(values)} {group} variables but the rebuilt model has "
+                        f"{len(variables)}; was the export written from a different model?")
+    for variable, value in zip(variables, values):
+        if tuple(variable.shape) != tuple(value.shape):
+            name = getattr(variable, "path", None) or variable.name
+            raise LoadError(f"{group} variable {name} has shape {tuple(variable.shape)} but the "
+                            f"checkpoint holds {tuple(value.shape)}")
+        variable.assign(value)

@@ -20,10 +20,8 @@ import tensorflow as tf
 
 from exportkit.artifact import files
 from exportkit.errors import LoadError, first_line
+from exportkit.variables import assign, group_values
 from exportkit.keras import state
-
-VALUE = ".ATTRIBUTES/VARIABLE_VALUE"
-
 
 def load(path: Path, custom_objects: Dict[str, Any], safe_mode: bool, compile: bool):
     if not path.exists():
@@ -93,24 +91,16 @@ def refused_class_paths(config, custom_objects) -> List[str]:
     known = set(custom_objects) | set(keras.saving.get_custom_objects())
     refused: List[str] = []
 
-    def walk(node):
-        if isinstance(node, dict):
-            module, name = node.get("module"), node.get("class_name")
-            if (isinstance(name, str) and isinstance(module, str) and not module.startswith("keras")
-                    and name not in known and (node.get("registered_name") or name) not in known):
-                path = f"{module}.{name}"
-                well_formed = name.isidentifier() and all(p.isidentifier() for p in module.split("."))
-                target = getattr(sys.modules.get(module), name, None) if well_formed else None
-                if (not well_formed or (target is not None and not isinstance(target, type))) \
-                        and path not in refused:
-                    refused.append(path)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(config)
+    for node in _objects(config):
+        module, name = node.get("module"), node.get("class_name")
+        if (isinstance(name, str) and isinstance(module, str) and not module.startswith("keras")
+                and name not in known and (node.get("registered_name") or name) not in known):
+            path = f"{module}.{name}"
+            well_formed = name.isidentifier() and all(p.isidentifier() for p in module.split("."))
+            target = getattr(sys.modules.get(module), name, None) if well_formed else None
+            if (not well_formed or (target is not None and not isinstance(target, type))) \
+                    and path not in refused:
+                refused.append(path)
     return refused
 
 
@@ -138,24 +128,6 @@ def _restore(model, path: Path, compile: bool, custom_objects, compile_config):
     return model
 
 
-def group_values(reader, group: str) -> List[Any]:
-    """The checkpoint values of one variable group, in the order they were exported."""
-    prefix = f"{group}_variables/"
-    keys = {k for k in reader.get_variable_to_shape_map() if k.startswith(prefix) and k.endswith(VALUE)}
-    return [reader.get_tensor(f"{prefix}{i}/{VALUE}") for i in range(len(keys))]
-
-
-def assign(variables, values, group: str) -> None:
-    if len(variables) != len(values):
-        raise LoadError(f"the checkpoint holds {len(values)} {group} variables but the rebuilt model has "
-                        f"{len(variables)}; was the export written from a different model?")
-    for variable, value in zip(variables, values):
-        if tuple(variable.shape) != tuple(value.shape):
-            raise LoadError(f"{group} variable {variable.path} has shape {tuple(variable.shape)} but the "
-                            f"checkpoint holds {tuple(value.shape)}")
-        variable.assign(value)
-
-
 def missing_classes(config, custom_objects) -> List[str]:
     """Classes and functions in the JSON config that are neither Keras's, registered, nor in
     custom_objects. A serialized function (``{"class_name": "function", "config": "my_loss"}``)
@@ -164,25 +136,28 @@ def missing_classes(config, custom_objects) -> List[str]:
     known = set(custom_objects) | set(keras.saving.get_custom_objects())
     missing = []
 
-    def walk(node):
-        if isinstance(node, dict):
-            module, name = node.get("module"), node.get("class_name")
-            registered = node.get("registered_name") or name
-            if name == "function" and isinstance(node.get("config"), str):
-                function = node["config"]
-                if not _function_known(function, module, node, custom_objects) and function not in missing:
-                    missing.append(function)
-            elif (isinstance(name, str) and isinstance(module, str) and not module.startswith("keras")
-                    and name not in known and registered not in known and name not in missing):
-                missing.append(name)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(config)
+    for node in _objects(config):
+        module, name = node.get("module"), node.get("class_name")
+        registered = node.get("registered_name") or name
+        if name == "function" and isinstance(node.get("config"), str):
+            function = node["config"]
+            if not _function_known(function, module, node, custom_objects) and function not in missing:
+                missing.append(function)
+        elif (isinstance(name, str) and isinstance(module, str) and not module.startswith("keras")
+                and name not in known and registered not in known and name not in missing):
+            missing.append(name)
     return missing
+
+
+def _objects(node):
+    """Every dict in a JSON config, depth first: the serialized objects to look at."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _objects(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _objects(value)
 
 
 def _function_known(name: str, module, node, custom_objects) -> bool:

@@ -4,13 +4,11 @@ checkpoint's weights, compiled with its optimizer state when the export has a ``
 TensorFlow and tf_keras are imported when a model is loaded: asking ``is_keras2_config`` is cheap."""
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 from exportkit.errors import LoadError, first_line
+from exportkit.variables import assign, group_values
 from exportkit.tf_keras import INSTALL_HINT
-
-VALUE = ".ATTRIBUTES/VARIABLE_VALUE"
-
 
 def is_keras2_config(config_json: str) -> bool:
     """Whether ``assets/saved_model.json`` holds a Keras 2 model (tf_keras's, or TF 1.14's tf.keras)."""
@@ -50,19 +48,3 @@ def load(path: Path, custom_objects: Dict[str, Any], compile: bool):
     return model
 
 
-def group_values(reader, group: str) -> List[Any]:
-    """The checkpoint values of one variable group, in the order they were exported."""
-    prefix = f"{group}_variables/"
-    keys = {k for k in reader.get_variable_to_shape_map() if k.startswith(prefix) and k.endswith(VALUE)}
-    return [reader.get_tensor(f"{prefix}{i}/{VALUE}") for i in range(len(keys))]
-
-
-def assign(variables, values, group: str) -> None:
-    if len(variables) != len(values):
-        raise LoadError(f"the checkpoint holds {len(values)} {group} variables but the rebuilt tf_keras model "
-                        f"has {len(variables)}; was the export written from a different model?")
-    for variable, value in zip(variables, values):
-        if tuple(variable.shape) != tuple(value.shape):
-            raise LoadError(f"{group} variable {variable.name} has shape {tuple(variable.shape)} but the "
-                            f"checkpoint holds {tuple(value.shape)}")
-        variable.assign(value)
