@@ -30,7 +30,7 @@ class Trace(Stage):
 def positional_endpoint(signature_fn, specs):
     """A ``tf.function`` calling ``signature_fn`` (a concrete signature function) with its inputs
     given positionally: one tensor (a single input), a list in the signature's order or a dict
-    by name (several inputs); it returns the one output as a tensor, several as the dict by name
+    by name (any number of inputs); it returns the one output as a tensor, several as the dict by name
     (what the signature returns). Each form is a small wrapper calling the signature's own
     function, so the model's graph is not copied.
 
@@ -53,10 +53,9 @@ def positional_endpoint(signature_fn, specs):
 
     function = tf.function(serve)
     function.get_concrete_function({n: specs[n] for n in names})
+    function.get_concrete_function([specs[n] for n in names])  # a list, even of one (a model built on [x])
     if len(names) == 1:
         function.get_concrete_function(specs[names[0]])
-    else:
-        function.get_concrete_function([specs[n] for n in names])
     return function
 
 
