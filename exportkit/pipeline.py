@@ -24,6 +24,9 @@ from exportkit.report import Reporter
 from exportkit.stages.verify import require_verified
 
 BASE_FIELDS = ("cfg", "export_dir", "work_dir", "model")
+# the stage of the default pipelines that adds a field, for the message when a user disabled it
+ADDED_BY = {"graphs": "trace", "saved_model_file": "write_graphs", "verify_report": "verify",
+            "serving_fn": "build", "reference": "build", "variables": "build", "custom_objects": "build"}
 
 
 @dataclass
@@ -135,7 +138,9 @@ def check_dependencies(stages, source) -> None:
     for name, stage in stages:
         for need in stage.needs:
             if need not in added:
-                hint = source.missing_hint(need) or "re-enable that stage"
+                hint = source.missing_hint(need) or (
+                    f"re-enable pipeline.stages.{ADDED_BY[need]}, which adds it" if need in ADDED_BY
+                    else "re-enable the stage that adds it")
                 raise ConfigError(f"pipeline.stages.{name} needs `{need}` from an earlier stage, "
                                   f"but no enabled stage before it adds it; {hint}")
         added.update(stage.adds)

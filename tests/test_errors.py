@@ -41,6 +41,10 @@ CASES = {
         "pipeline.stages.trace._target_='nowhere.Trace'"),
     "disabled stage needed later": (
         [*KERAS, "pipeline.stages.trace=null"], ConfigError, "pipeline.stages.write_graphs needs `graphs`"),
+    "disabled write_graphs is named": (
+        [*KERAS, "pipeline.stages.write_graphs=null"], ConfigError,
+        "pipeline.stages.verify needs `saved_model_file` from an earlier stage, but no enabled stage before "
+        "it adds it; re-enable pipeline.stages.write_graphs, which adds it"),
 }
 
 
