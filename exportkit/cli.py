@@ -22,6 +22,10 @@ schema.register()
 
 # Exceptions app() re-raised as bugs: main() must not turn them into a user's one line.
 _BUGS = set()
+# The verification process every job of a sweep run in this process shares (started by the first
+# job that verifies, ended at exit; see sweep_verifier). A module-level holder because Hydra's
+# launcher calls app() once per job with nothing that lives across the jobs but this process.
+_SWEEP_VERIFIER = []
 _NOISY_LOGGERS = ("absl", "tensorflow", "h5py", "jax._src.xla_bridge", "jax._src.xla_bridge.backends")
 
 
@@ -31,14 +35,17 @@ def app(cfg: DictConfig):
     from exportkit import pipeline, signatures
     from exportkit.errors import ExportkitError, print_error, show_traceback
 
-    export = pipeline.Export(pipeline.resolved(cfg), overrides=job_overrides())
     if in_multirun():
+        export = pipeline.Export(pipeline.resolved(cfg), overrides=job_overrides(), verifier=sweep_verifier())
+        export.start_verifier()  # its TensorFlow import beside this process's own (the first job's)
         import_tensorflow_quietly()
         return _sweep_job(export)
+    export = pipeline.Export(pipeline.resolved(cfg), overrides=job_overrides())
     try:
         # a config mistake is told before TensorFlow is imported (about 5 s)
         schema.validate(export.cfg)
         signatures.parse(export.cfg.signatures)
+        export.start_verifier()  # the verify process imports TensorFlow beside this one
         import_tensorflow_quietly()
         return str(export.run().export_dir)
     except Exception as error:  # noqa: BLE001 - a user's mistake is one line; a bug re-raised
@@ -48,6 +55,23 @@ def app(cfg: DictConfig):
             raise
         print_error(error)
         sys.exit(1)
+    finally:
+        export.close()
+
+
+def sweep_verifier():
+    """The verifier shared by this process's sweep jobs (None with ``EXPORTKIT_EARLY_VERIFIER=0``:
+    each job's verify stage then starts its own). Each job still loads its export afresh from disk."""
+    from exportkit.stages.verifier import Verifier, early_start_wanted
+
+    if not early_start_wanted():
+        return None
+    if not _SWEEP_VERIFIER:
+        import atexit
+
+        _SWEEP_VERIFIER.append(Verifier())
+        atexit.register(_SWEEP_VERIFIER[0].close)
+    return _SWEEP_VERIFIER[0]
 
 
 def _sweep_job(export):

@@ -132,6 +132,9 @@ class VerifyConf:
     tolerances: Dict[str, Any] = field(default_factory=dict)
     top1: Any = False  # true: every output whose last dim > 1; or a list of output names
     steps: bool = True  # also verify the train/eval graphs against the source's own training API
+    # seconds the verify process may take to answer (to load and run the export); past it the
+    # process is killed and the export fails
+    timeout_s: float = 600.0
 
 
 @dataclass
@@ -334,6 +337,10 @@ def validate_verify(verify: DictConfig) -> None:
     if not verify.batch_sizes:
         raise ConfigError("verify.batch_sizes=[] would verify no case; give at least one batch size "
                           "(verify.batch_sizes=[1,3]), or disable verification with pipeline.stages.verify=null")
+    timeout = verify.get("timeout_s", 600.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+        raise ConfigError(f"verify.timeout_s={timeout} is not a number of seconds; give a positive number "
+                          f"(verify.timeout_s=600)")
     for size in verify.batch_sizes:
         if size < 1:
             raise ConfigError(f"verify.batch_sizes has {size}; batch sizes are positive integers "
