@@ -339,8 +339,9 @@ def validate_verify(verify: DictConfig) -> None:
                           "(verify.batch_sizes=[1,3]), or disable verification with pipeline.stages.verify=null")
     timeout = verify.get("timeout_s", 600.0)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
-        raise ConfigError(f"verify.timeout_s={timeout} is not a number of seconds; give a positive number "
-                          f"(verify.timeout_s=600)")
+        shown = f"{timeout:g}" if isinstance(timeout, (int, float)) else repr(timeout)
+        raise ConfigError(f"verify.timeout_s={shown}: the verify process needs a positive number of seconds "
+                          f"to answer in (verify.timeout_s=600)")
     for size in verify.batch_sizes:
         if size < 1:
             raise ConfigError(f"verify.batch_sizes has {size}; batch sizes are positive integers "
