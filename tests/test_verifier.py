@@ -38,6 +38,8 @@ class Probe(Stage):
             wait_dead(pid)
         elif self.action == "stop":
             os.kill(pid, signal.SIGSTOP)
+        elif self.action == "corrupt":  # an export that cannot be loaded: the worker says why
+            (ctx.work_dir / "saved_model.pb").write_bytes(b"not a SavedModel")
         return ctx
 
 
@@ -109,6 +111,32 @@ def test_a_hung_verifier_hits_verify_timeout_s_and_nothing_is_published(export_d
     [seen] = SEEN
     assert wait_dead(seen["pid"], 5)  # killed (a stopped process too) and reaped
     assert leftovers(export_dir) == []
+
+
+def test_an_export_the_worker_cannot_load_fails_with_its_reason_and_the_worker_serves_on(export_dir):
+    from exportkit.stages.verifier import Verifier
+
+    with Verifier() as shared:
+        cfg = OmegaConf.to_container(pipeline.resolved(compose(*KERAS, f"export_dir={export_dir}")))
+        stages = dict(cfg["pipeline"]["stages"])
+        cfg["pipeline"]["stages"] = {**{k: v for k, v in stages.items() if k != "verify"},
+                                     "probe": {"_target_": "tests.test_verifier.Probe", "action": "corrupt"},
+                                     "verify": stages["verify"]}
+        SEEN.clear()
+        with pytest.raises(VerificationError) as raised:
+            pipeline.Export(pipeline.resolved(OmegaConf.create(cfg)), verifier=shared).run()
+        message = str(raised.value)
+        assert message.startswith("the export could not be reloaded and run in a fresh process:\n"), message
+        assert "saved_model.pb" in message or "parsing" in message.lower(), message
+        assert leftovers(export_dir) == []
+        # the same worker (not the exporting process's to end) verifies the next export
+        [seen] = SEEN
+        assert shared.alive() and shared.pid == seen["pid"]
+        result = pipeline.Export(pipeline.resolved(compose(*KERAS, f"export_dir={export_dir}")), verifier=shared).run()
+        worker = result.manifest["verification"]["worker"]
+        assert worker["pid"] == seen["pid"] and worker["served"] == 2
+        check_round_trip(export_dir)
+    assert not alive(seen["pid"])
 
 
 def test_verify_timeout_s_must_be_a_positive_number(export_dir):
