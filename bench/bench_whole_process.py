@@ -19,8 +19,10 @@ printed with them).
     .venv/bin/python bench/bench_whole_process.py [--repeats 5] [--only verified,unverified,sweep,help,before]
 """
 import argparse
+import functools
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -37,6 +39,7 @@ from exportkit.example_model import build_example_model
 build_example_model().export(sys.argv[1], format="tf_saved_model", verbose=False)
 '''
 SEEDS = 8
+print = functools.partial(print, flush=True)  # progress shows in a log file as it comes
 
 
 def shown(command, env_note=""):
@@ -48,16 +51,20 @@ def shown(command, env_note=""):
 class Bench:
     def __init__(self, root: Path, env: dict) -> None:
         self.root, self.env, self.count = root, env, 0
+        self.cpu = []  # CPU seconds (user + sys) of each timed command, its children included
 
     def fresh(self, name: str) -> Path:
         self.count += 1
         return self.root / f"{name}-{self.count}"
 
     def time(self, command, extra_env=None) -> float:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         done = subprocess.run(command, cwd=self.root, env=dict(self.env, **(extra_env or {})),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         seconds = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
         if done.returncode != 0:
             raise SystemExit(f"failed ({done.returncode}): {shown(command)}\n{done.stderr[-3000:]}")
         return seconds
@@ -68,26 +75,48 @@ def exportkit_cmd(bench: Bench, *overrides):
     return [sys.executable, "-m", "exportkit", f"export_dir={run}/saved_model", f"hydra.run.dir={run}", *overrides]
 
 
+VERIFY_STAGE = {}  # label -> the verify stage's seconds in each run (from the manifest)
+
+
+def timed_export(bench: Bench, label: str, extra_env=None) -> float:
+    """A verified ``python -m exportkit``'s wall time; its verify stage's time kept in VERIFY_STAGE
+    (how long the export waited for the verify process: its start-up, unless started early)."""
+    command = exportkit_cmd(bench)
+    seconds = bench.time(command, extra_env)
+    recorded = json.loads((Path(command[3].split("=", 1)[1]) / "assets.extra" / "manifest.json").read_text())
+    VERIFY_STAGE.setdefault(label, []).extend(s["seconds"] for s in recorded["stages"] if s["name"] == "verify")
+    return seconds
+
+
 def alternate(bench: Bench, pair, repeats: int):
     """``pair``: [(label, fn() -> seconds, command shown)]; each run in turn, ``repeats`` times."""
     times = {label: [] for label, _, _ in pair}
     for _ in range(repeats):
         for label, fn, _ in pair:
+            first = len(bench.cpu)
             times[label].append(fn())
+            CPU.setdefault(label, []).append(sum(bench.cpu[first:]))
     return {label: statistics.median(values) for label, values in times.items()}, times
+
+
+CPU = {}  # label -> CPU seconds per run: what a machine without a free core pays in wall time
 
 
 def report(title, pair, medians, times, target=None, results=None):
     print(f"\n## {title}")
     for label, _, command in pair:
         runs = " ".join(f"{t:.2f}" for t in times[label])
-        print(f"  {label:>22}: median {medians[label]:6.2f} s  (runs: {runs})\n  {'':>22}  $ {command}")
+        print(f"  {label:>22}: median {medians[label]:6.2f} s  (runs: {runs}; CPU median "
+              f"{statistics.median(CPU[label]):.2f} s)\n  {'':>22}  $ {command}")
     if len(pair) == 2:
         (a, _, _), (b, _, _) = pair
         ratio = medians[a] / medians[b]
-        print(f"  ratio {a} / {b}: {ratio:.2f}x" + (f"  (target <= {target}x)" if target else ""))
+        cpu_ratio = statistics.median(CPU[a]) / statistics.median(CPU[b])
+        print(f"  ratio {a} / {b}: {ratio:.2f}x" + (f"  (target <= {target}x)" if target else "")
+              + f"; CPU time ratio {cpu_ratio:.2f}x")
         if results is not None:
-            results[title] = {"ratio": round(ratio, 3), **{k: round(v, 3) for k, v in medians.items()}}
+            results[title] = {"ratio": round(ratio, 3), "cpu_ratio": round(cpu_ratio, 3),
+                              **{k: round(v, 3) for k, v in medians.items()}}
 
 
 def main() -> None:
@@ -113,18 +142,22 @@ def main() -> None:
     try:
         keras = ("keras model.export()", lambda: bench.time([sys.executable, str(script), str(bench.fresh("keras"))]),
                  shown([sys.executable, "keras_export.py", "OUT"]))
-        verified = ("exportkit (verified)", lambda: bench.time(exportkit_cmd(bench)),
+        verified = ("exportkit (verified)", lambda: timed_export(bench, "early"),
                     shown([sys.executable, "-m", "exportkit", "export_dir=OUT"]))
         if "verified" in only or "before" in only:
             pair = [verified, keras]
             if "before" in only:
-                pair.append(("exportkit, late verifier", lambda: bench.time(exportkit_cmd(bench), before),
+                pair.append(("exportkit, late verifier", lambda: timed_export(bench, "late", before),
                              shown([sys.executable, "-m", "exportkit", "export_dir=OUT"], "EXPORTKIT_EARLY_VERIFIER=0")))
             medians, times = alternate(bench, pair, args.repeats)
             report("verified export / keras model.export()", pair[:2], medians, times, 1.3, results)
             if "before" in only:
                 report("before (late verifier) / keras model.export()", [pair[2], keras], medians, times, 1.3,
                        results)
+            for label, values in VERIFY_STAGE.items():
+                print(f"  verify stage, {label} verifier: median {statistics.median(values):.2f} s "
+                      f"(runs: {' '.join(f'{v:.2f}' for v in values)})")
+                results[f"verify_stage_{label}"] = round(statistics.median(values), 3)
         if "unverified" in only:
             pair = [("exportkit (verify off)",
                      lambda: bench.time(exportkit_cmd(bench, "pipeline.stages.verify=null")),
