@@ -89,8 +89,9 @@ def beside(export_dir: Path):
     return sorted(export_dir.parent.glob(f".{export_dir.name}.*"))
 
 
-def verify_workers(marker: str):
-    """Pids of live verify workers whose command line names this fuzz's directory."""
+def verify_workers(parent: int):
+    """Pids of live verify workers started by the exporting process ``parent`` (``--parent PID``:
+    the verifier is started with the export, before any path is known)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -99,7 +100,8 @@ def verify_workers(marker: str):
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "exportkit" in cmdline and "verify_worker" in cmdline and marker in cmdline:
+        words = cmdline.split()
+        if "exportkit.stages.verify_worker" in words and f"--parent {parent}" in " ".join(words):
             found.append(int(entry.name))
     return found
 
@@ -155,7 +157,7 @@ def main() -> int:
                 proc.wait()
                 counts["killed"] += 1
             time.sleep(2)
-            orphans = verify_workers(str(root))
+            orphans = verify_workers(proc.pid)
             for pid in orphans:
                 os.kill(pid, signal.SIGKILL)
             counts["orphaned verify workers"] += len(orphans)

@@ -22,6 +22,10 @@ schema.register()
 
 # Exceptions app() re-raised as bugs: main() must not turn them into a user's one line.
 _BUGS = set()
+# The verification process every job of a sweep run in this process shares (started by the first
+# job that verifies, ended at exit; see sweep_verifier). A module-level holder because Hydra's
+# launcher calls app() once per job with nothing that lives across the jobs but this process.
+_SWEEP_VERIFIER = []
 _NOISY_LOGGERS = ("absl", "tensorflow", "h5py", "jax._src.xla_bridge", "jax._src.xla_bridge.backends")
 
 
@@ -31,14 +35,17 @@ def app(cfg: DictConfig):
     from exportkit import pipeline, signatures
     from exportkit.errors import ExportkitError, print_error, show_traceback
 
-    export = pipeline.Export(pipeline.resolved(cfg), overrides=job_overrides())
     if in_multirun():
+        export = pipeline.Export(pipeline.resolved(cfg), overrides=job_overrides(), verifier=sweep_verifier())
+        export.start_verifier()  # its TensorFlow import beside this process's own (the first job's)
         import_tensorflow_quietly()
         return _sweep_job(export)
+    export = pipeline.Export(pipeline.resolved(cfg), overrides=job_overrides())
     try:
         # a config mistake is told before TensorFlow is imported (about 5 s)
         schema.validate(export.cfg)
         signatures.parse(export.cfg.signatures)
+        export.start_verifier()  # the verify process imports TensorFlow beside this one
         import_tensorflow_quietly()
         return str(export.run().export_dir)
     except Exception as error:  # noqa: BLE001 - a user's mistake is one line; a bug re-raised
@@ -48,6 +55,23 @@ def app(cfg: DictConfig):
             raise
         print_error(error)
         sys.exit(1)
+    finally:
+        export.close()
+
+
+def sweep_verifier():
+    """The verifier shared by this process's sweep jobs (None with ``EXPORTKIT_EARLY_VERIFIER=0``:
+    each job's verify stage then starts its own). Each job still loads its export afresh from disk."""
+    from exportkit.stages.verifier import Verifier, early_start_wanted
+
+    if not early_start_wanted():
+        return None
+    if not _SWEEP_VERIFIER:
+        import atexit
+
+        _SWEEP_VERIFIER.append(Verifier())
+        atexit.register(_SWEEP_VERIFIER[0].close)
+    return _SWEEP_VERIFIER[0]
 
 
 def _sweep_job(export):
@@ -132,6 +156,31 @@ def import_tensorflow_quietly() -> None:
     quiet_frameworks()  # absl's handler exists now
 
 
+def list_groups_once() -> None:
+    """For ``--help``: Hydra (1.3) lists the config groups by asking its config loader for each
+    group's options, about 70 times, and each answer deep-copies the whole config repository (0.3
+    of the 0.6 s ``--help`` took). Nothing changes the repository while the help is printed, so
+    one copy answers every question (same config name and overrides). Left alone if this Hydra's
+    loader is not the one this was written for."""
+    try:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+        from hydra.core.object_type import ObjectType
+    except ImportError:
+        return
+    create = getattr(ConfigLoaderImpl, "_parse_overrides_and_create_caching_repo", None)
+    if create is None or not hasattr(ConfigLoaderImpl, "get_group_options"):
+        return
+    repositories = {}
+
+    def get_group_options(self, group_name, results_filter=ObjectType.CONFIG, config_name=None, overrides=None):
+        key = (id(self), config_name, tuple(overrides or ()))
+        if key not in repositories:
+            repositories[key] = create(self, config_name, list(overrides or []))[1]
+        return repositories[key].get_group_options(group_name, results_filter)
+
+    ConfigLoaderImpl.get_group_options = get_group_options
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in ("inspect", "verify"):  # subcommands for existing exports
         from exportkit import commands
@@ -146,6 +195,8 @@ def main() -> None:
     os.environ["EXPORTKIT_FULL_ERROR"] = "1" if full_error_wanted() else "0"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     quiet_frameworks()
+    if any(arg in ("--help", "-h", "--hydra-help") for arg in sys.argv[1:]):
+        list_groups_once()
     try:
         app()
     except Exception as error:  # noqa: BLE001 - Hydra's errors become one line; a bug re-raised

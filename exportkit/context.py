@@ -86,6 +86,9 @@ class ExportContext:
     # files written under the export's assets/ (relative name -> text), e.g. saved_model.json
     assets: Dict[str, str] = field(default_factory=dict)
     saved_model_file: Optional[Path] = None
+    # the verification process (exportkit.stages.verifier.Verifier) the pipeline started with the
+    # export, for the verify stage; None: the verify stage starts its own
+    verifier: Any = None
     verify_report: Dict[str, Any] = field(default_factory=dict)
     records: List[StageRecord] = field(default_factory=list)
     extra: Dict[str, Any] = field(default_factory=dict)  # room for users' own stages

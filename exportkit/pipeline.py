@@ -5,6 +5,10 @@ A model server polling ``export_dir`` never sees a half-written or unverified ex
 write into a hidden sibling directory, which is swapped into place at the very end, under a
 lock that admits one writer per ``export_dir`` (``exportkit.artifact.publish``).
 
+The fresh verification process (``exportkit.stages.verifier``) is started when the export
+starts, so that its imports (TensorFlow, the custom objects' modules) overlap with the build,
+trace and write stages; it is handed to the verify stage through the context.
+
 >>> result = Export(cfg).run()           # cfg: a composed, resolved config
 >>> result.export_dir, result.records
 """
@@ -21,6 +25,7 @@ from exportkit.context import ExportContext, StageRecord
 from exportkit.errors import ConfigError, SignatureError, StageSkipped, first_line
 from exportkit.imports import instantiate
 from exportkit.report import Reporter
+from exportkit.stages.verifier import Verifier, early_start_wanted, modules_of
 from exportkit.stages.verify import require_verified
 
 BASE_FIELDS = ("cfg", "export_dir", "work_dir", "model")
@@ -42,22 +47,50 @@ class Export:
 
     ``model`` and ``custom_objects`` hand in-memory objects to the build stage (the Python API
     does this); the CLI builds them from ``cfg.model`` and ``cfg.custom_objects``. ``overrides``
-    are recorded in the manifest (the command line the export was asked for).
+    are recorded in the manifest (the command line the export was asked for). ``verifier`` is a
+    running ``exportkit.stages.verifier.Verifier`` to verify with (a sweep shares one across its
+    jobs; this export does not end it); without one, the export starts its own and ends it.
     """
 
     def __init__(self, cfg: DictConfig, model: Any = None, custom_objects: Optional[dict] = None,
-                 reporter: Optional[Reporter] = None, overrides: Sequence[str] = ()) -> None:
+                 reporter: Optional[Reporter] = None, overrides: Sequence[str] = (),
+                 verifier: Optional[Verifier] = None) -> None:
         self.cfg = cfg
         self.model = model
         self.custom_objects = dict(custom_objects or {})
         self.reporter = reporter or Reporter()
         self.overrides = list(overrides)
         self.records: List[StageRecord] = []
+        self.verifier, self._owns_verifier = verifier, verifier is None
+
+    def start_verifier(self) -> Optional[Verifier]:
+        """Start the verification process now if the pipeline verifies (idempotent), so that its
+        start-up runs beside this process's own; the CLI calls it before importing TensorFlow.
+        None without a verify stage, or with ``EXPORTKIT_EARLY_VERIFIER=0``."""
+        if self.cfg.pipeline.stages.get("verify") is None or not early_start_wanted():
+            return None
+        imports = modules_of(self.cfg.custom_objects.values())
+        if self.verifier is None:
+            self.verifier = Verifier(imports)
+        return self.verifier.start(imports)
+
+    def close(self) -> None:
+        """End the verification process this export started (not one handed in); idempotent."""
+        if self._owns_verifier and self.verifier is not None:
+            self.verifier.close()
+            self.verifier = None
 
     def run(self) -> ExportResult:
         """Run every enabled stage and publish; raises an ``ExportkitError`` for a user's mistake."""
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def _run(self) -> ExportResult:
         cfg = self.cfg
         schema.validate(cfg)
+        verifier = self.start_verifier()
         parsed = signatures.parse(cfg.signatures)
         source = instantiate_source(cfg)
         if source.takes_object != (self.model is not None):
@@ -72,7 +105,7 @@ class Export:
             export_dir = slot.export_dir
             ctx = ExportContext(cfg=cfg, export_dir=export_dir, work_dir=slot.work_dir, source=source,
                                 reporter=self.reporter, overrides=self.overrides, model=self.model,
-                                custom_objects=self.custom_objects, records=self.records)
+                                custom_objects=self.custom_objects, records=self.records, verifier=verifier)
             ctx.signatures = signatures.to_specs(parsed)
             ctx.extra["serving"] = serving.release_info(cfg, slot)
             try:

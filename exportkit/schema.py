@@ -144,6 +144,9 @@ class VerifyConf:
     top1: Any = False  # true: every output whose last dim > 1; or a list of output names
     steps: bool = True  # also verify the train/eval graphs against the source's own training API
     latency: LatencyConf = field(default_factory=LatencyConf)  # verify.latency.enabled=false: not measured
+    # seconds the verify process may take to answer (to load and run the export); past it the
+    # process is killed and the export fails
+    timeout_s: float = 600.0
 
 
 @dataclass
@@ -338,6 +341,11 @@ def validate_verify(verify: DictConfig) -> None:
     if not verify.batch_sizes:
         raise ConfigError("verify.batch_sizes=[] would verify no case; give at least one batch size "
                           "(verify.batch_sizes=[1,3]), or disable verification with pipeline.stages.verify=null")
+    timeout = verify.get("timeout_s", 600.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+        shown = f"{timeout:g}" if isinstance(timeout, (int, float)) else repr(timeout)
+        raise ConfigError(f"verify.timeout_s={shown}: the verify process needs a positive number of seconds "
+                          f"to answer in (verify.timeout_s=600)")
     for size in verify.batch_sizes:
         if size < 1:
             raise ConfigError(f"verify.batch_sizes has {size}; batch sizes are positive integers "

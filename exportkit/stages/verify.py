@@ -7,13 +7,9 @@ outputs are kept under ``assets.extra/`` so the export can be verified again wit
 (``exportkit verify PATH``). The worker also times each serve signature per case (``verify.latency``:
 load, first call, warm p50/p90/p99), recorded as ``verification.latency.<device>`` in the manifest."""
 import json
-import os
-import re
-import subprocess
-import sys
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -23,6 +19,7 @@ from exportkit.errors import ConfigError, ExportkitError, VerificationError
 from exportkit.stages.base import Stage
 from exportkit.stages.verify_inputs import (flatten, jax_symbols, parse_values, portable, save_npz,  # noqa: F401
                                             serve_cases, source_failure, step_case)
+from exportkit.stages.verifier import Verifier, modules_of
 from exportkit.stages.verify_worker import PEAK_RSS, WARMUP_RECORDS, WARMUP_SECONDS, WORKER_JSON, decode, encode
 
 # What verify keeps inside the export (under assets.extra/) to verify it again later.
@@ -31,9 +28,6 @@ INPUTS_FILE, OUTPUTS_FILE = "verify_inputs.npz", "verify_outputs.npz"
 FORMAT = "exportkit-verify/1"
 WORKER = "worker"  # run_worker's facts: what the worker measured (device, GPUs, load times, latency)
 
-
-# TensorFlow's and absl's C++ log lines (I0000 00:00:... port.cc:153] ...): not the reason a worker failed
-TF_LOG_LINE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\]|WARNING: All log messages before absl)")
 
 
 class Verify(Stage):
@@ -63,7 +57,7 @@ class Verify(Stage):
             raise ConfigError(f"verify would run no case for signatures {sorted(ctx.signatures)} at "
                               f"verify.batch_sizes={list(verify.batch_sizes)}; give batch sizes to verify at")
         tolerances, top1 = checks(verify, expected)
-        failures, latency = [], {}
+        failures, latency, worker = [], {}, {}  # worker: the verify process's pid and its peak memory
         for device in run_on:
             ctx.reporter.progress(f"reloading in a fresh process on {device}: {len(inputs)} cases ("
                                   + "; ".join(f"{key}: {' '.join(label for k, label in inputs if k == key)}"
@@ -71,7 +65,8 @@ class Verify(Stage):
             facts = {}  # the warmup file's replay (exportkit.serving), load times and latency
             actual, peak_kib = run_worker(ctx.work_dir, inputs, graph_of, device,
                                           list(cfg.custom_objects.values()), ctx.export_dir, facts,
-                                          latency=latency_settings(verify))
+                                          latency=latency_settings(verify), verifier=ctx.verifier,
+                                          timeout=verify.get("timeout_s", 600.0), worker=worker)
             measured = facts.pop(WORKER, {})
             replay = facts
             ctx.extra["verify_worker"] = {"peak_rss_mib": peak_kib / 1024, **replay}
@@ -100,7 +95,8 @@ class Verify(Stage):
                   "(or verify.tolerances.OUTPUT)")
         keep(ctx.work_dir / KEPT_DIR, inputs, expected, graph_of, tolerances, top1, bool(verify.inputs))
         ctx.extra["verification"] = {"verified": True, "cases": len(inputs) * len(run_on),
-                                     "devices_verified": run_on, "devices_not_verified": not_verified}
+                                     "devices_verified": run_on, "devices_not_verified": not_verified,
+                                     "worker": worker}
         if latency:
             ctx.extra["verification"]["latency"] = latency
         return ctx
@@ -207,42 +203,49 @@ def missing_devices(devices):
 
 
 def run_worker(saved_model: Path, inputs, graph_of, device: str, custom_object_paths,
-               export_dir: Path, facts: Dict = None, latency: Dict = None, temp_dir: Path = None) -> Tuple[Dict, int]:
+               export_dir: Path, facts: Dict = None, latency: Dict = None, temp_dir: Path = None, *,
+               verifier: Optional[Verifier] = None, timeout: float = 600.0,
+               worker: Optional[Dict] = None) -> Tuple[Dict, int]:
     """The worker's outputs per case, and its peak resident memory in KiB. ``facts`` gets the
     warmup records' count and replay seconds when the export has them, and ``worker``: the device
     it ran on (``device="auto"``: the first GPU, else /CPU:0), the GPUs it saw, each graph's load
-    seconds and, with ``latency`` (``{"runs", "budget_s"}``), each serve case's latency.
+    seconds and, with ``latency`` (``{"runs", "budget_s"}``), each serve case's latency. The
+    ``worker`` dict gets the verify process's pid, when it started and was ready, the requests it
+    has served and its peak memory.
 
-    Its files live in ``temp_dir`` (made by the caller), else beside ``export_dir``
+    ``verifier`` is the verification process the pipeline started early
+    (``exportkit.stages.verifier``); without one, a worker is started here and ended after. Its
+    files live in ``temp_dir`` (made by the caller), else beside ``export_dir``
     (``.NAME.verify-PID-*``, removed here, or by the next run if this process is killed); the
     worker dies with this process (``--parent``).
     """
+    own = verifier is None
     tmp = Path(temp_dir) if temp_dir is not None else verify_temp_dir(export_dir)
     try:
         in_path, out_path = tmp / "inputs.npz", tmp / "outputs.npz"
         np.savez(in_path, **encode(inputs))
-        modules = sorted({p.rpartition(".")[0] for p in custom_object_paths})
-        command = [sys.executable, "-m", "exportkit.stages.verify_worker", str(saved_model), str(in_path),
-                   str(out_path), "--device", device, "--parent", str(os.getpid())]
-        command += [a for m in modules for a in ("--import", m)]
-        command += [a for key, tag in graph_of.items() if tag != "serve" for a in ("--graph", f"{key}={tag}")]
-        if latency:
-            command += ["--latency-runs", str(latency["runs"]), "--latency-budget", str(latency["budget_s"])]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            lines = [line for line in done.stderr.strip().splitlines() if not TF_LOG_LINE.match(line)]
-            tail = "\n".join(lines[-15:])
-            raise VerificationError(f"the export could not be reloaded and run in a fresh process:\n{tail}")
+        modules = modules_of(custom_object_paths)
+        verifier = verifier or Verifier(modules)
+        request = {"saved_model": str(saved_model), "inputs": str(in_path), "outputs": str(out_path),
+                   "device": device, "imports": modules, "latency": latency or None,
+                   "graph": {key: tag for key, tag in graph_of.items() if tag != "serve"}}
+        reply = verifier.run(request, timeout)
         with np.load(out_path) as data:
             if facts is not None:
                 facts.update({k: data[k].item() for k in (WARMUP_RECORDS, WARMUP_SECONDS) if k in data.files})
                 if WORKER_JSON in data.files:
                     facts[WORKER] = json.loads(data[WORKER_JSON].item())
-            return decode(data), int(data[PEAK_RSS]) if PEAK_RSS in data.files else 0
+            peak = int(data[PEAK_RSS]) if PEAK_RSS in data.files else 0
+            if worker is not None:
+                worker.update(pid=reply.get("pid"), started_at=verifier.started_at,
+                              ready_at=reply.get("ready_at"), served=reply.get("served"),
+                              peak_rss_mib=round(peak / 1024, 1))
+            return decode(data), peak
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if own and verifier is not None:
+            verifier.close()
+        if temp_dir is None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def latency_settings(verify) -> Dict[str, Any]:

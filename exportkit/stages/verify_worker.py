@@ -7,6 +7,11 @@ runs the same worker on an export that already exists.
 ``--device auto`` runs on the first GPU TensorFlow sees, else ``/CPU:0``; a named device that is
 not present ends the worker with a one-line reason (soft placement would silently use the CPU).
 
+With ``--serve`` it is a long-lived verifier (``exportkit.stages.verifier.Verifier``): it imports
+TensorFlow and the custom objects' modules while the exporting process builds and writes the
+export, then answers one JSON request per line on stdin (``serve``), each run as the one-shot
+command line would run it (``main``), the SavedModel loaded afresh from disk for every request.
+
 Cases travel as ``.npz`` files whose keys join signature key, case label and tensor name with
 ``::`` (``encode`` / ``decode``, used by both sides); strings travel as fixed-width bytes.
 """
@@ -65,7 +70,7 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("saved_model")
     parser.add_argument("inputs")
@@ -76,7 +81,7 @@ def main() -> None:
     parser.add_argument("--graph", action="append", default=[], help="KEY=TAG: signature KEY is in graph TAG")
     parser.add_argument("--latency-runs", type=int, default=0, help="warm calls timed per serve case (0: none)")
     parser.add_argument("--latency-budget", type=float, default=5.0, help="seconds of warm calls per case, at most")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.parent is not None:
         die_with_parent(args.parent)
     for module in args.imports:
@@ -194,5 +199,81 @@ def peak_rss_kib() -> int:
     return 0
 
 
+def request_argv(request: dict) -> list:
+    """A serve request (``saved_model``, ``inputs``, ``outputs``, ``device``, ``graph``: {key: tag},
+    ``imports``, ``latency``: {runs, budget_s}) as the one-shot command line's arguments."""
+    argv = [request["saved_model"], request["inputs"], request["outputs"], "--device", request.get("device", "/CPU:0")]
+    argv += [a for module in request.get("imports", []) for a in ("--import", module)]
+    argv += [a for key, tag in request.get("graph", {}).items() for a in ("--graph", f"{key}={tag}")]
+    latency = request.get("latency")
+    if latency:
+        argv += ["--latency-runs", str(latency["runs"]), "--latency-budget", str(latency["budget_s"])]
+    return argv
+
+
+def serve(argv=None) -> None:
+    """``--serve [--parent PID] [--import MODULE ...]``: import TensorFlow and the modules now, then
+    answer each request line on stdin with one JSON line: ``{"ok": true}`` or ``{"ok": false,
+    "error": "..."}``, with this process's ``pid``, ``ready_at`` (wall time the imports were
+    done) and ``served`` (requests so far). Ends at EOF on stdin. The replies go to the original
+    stdout; anything else the frameworks or a model print goes to stderr, never into a reply."""
+    import gc
+    import json
+    import os
+    import sys
+    import time
+    import traceback
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--serve", action="store_true")
+    parser.add_argument("--parent", type=int, default=None, help="die with this process")
+    parser.add_argument("--import", dest="imports", action="append", default=[])
+    args = parser.parse_args(argv)
+    if args.parent is not None:
+        die_with_parent(args.parent)
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    for module in args.imports:  # a module that fails is reported by the request that needs it
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001
+            pass
+    import tensorflow as tf
+
+    from exportkit.artifact import warmup  # noqa: F401  (replay_warmup's, imported while idle)
+
+    tf.config.list_logical_devices()  # the devices' set-up, also paid before the first request
+    ready_at, served = time.time(), 0
+    for line in iter(sys.stdin.readline, ""):
+        if not line.strip():
+            continue
+        reset_peak_rss()
+        reply = {"ok": True}
+        try:
+            main(request_argv(json.loads(line)))
+        except SystemExit as error:  # argparse, or a warmup record that does not run
+            if error.code not in (None, 0):
+                reply = {"ok": False, "error": str(error.code)}
+        except Exception:  # noqa: BLE001 - the export's failure, told to the exporting process
+            reply = {"ok": False, "error": traceback.format_exc()}
+        served += 1
+        reply.update(pid=os.getpid(), ready_at=ready_at, served=served)
+        sys.stderr.flush()
+        replies.write(json.dumps(reply) + "\n")
+        gc.collect()  # the request's SavedModels, before the next export's
+
+
+def reset_peak_rss() -> None:
+    """Make ``VmHWM`` this request's peak (from the resident size now: TensorFlow's own memory,
+    as a one-shot worker counts it), not the highest of every request served before."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        pass
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    serve() if "--serve" in sys.argv[1:] else main()

@@ -1,0 +1,194 @@
+"""The verification process: a fresh Python process (``python -m exportkit.stages.verify_worker
+--serve``) that starts when the pipeline starts, imports TensorFlow and the custom objects' modules
+while the exporting process builds, traces and writes, and then verifies the staged export from
+disk. It gets nothing of the exporting process but the export's path and the cases' ``.npz``
+files (it never unpickles a model object), and loads the SavedModel afresh for every request.
+
+One ``Verifier`` serves every export of a process that makes several (a sweep: ``exportkit.cli``),
+each export loaded from disk anew. A worker that dies is replaced by a fresh one and the request
+sent again, once; one that does not answer within ``verify.timeout_s`` is killed, the export
+fails, and the next request gets a fresh process. The worker dies with the exporting process
+(``--parent``: Linux ``PR_SET_PDEATHSIG``). ``EXPORTKIT_EARLY_VERIFIER=0`` turns the early start
+off: each verify stage then starts its own worker when it needs it (the behaviour before the
+early start, for comparison and debugging).
+
+>>> verifier = Verifier(["my_layers"]).start()   # at the pipeline's start
+>>> reply = verifier.run({"saved_model": ..., "inputs": ..., "outputs": ...}, timeout=600)
+>>> verifier.close()
+"""
+import json
+import os
+import re
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Iterable, List, Optional
+
+from exportkit.errors import VerificationError
+
+# TensorFlow's and absl's C++ log lines (I0000 00:00:... port.cc:153] ...): not the reason a worker failed
+TF_LOG_LINE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\]|WARNING: All log messages before absl)")
+TAIL_LINES = 15
+RELOAD_FAILED = "the export could not be reloaded and run in a fresh process"
+
+
+def early_start_wanted() -> bool:
+    """Whether the pipeline starts the verifier early and a sweep shares one
+    (``EXPORTKIT_EARLY_VERIFIER=0``: no, each verify stage starts its own when it needs it)."""
+    return os.environ.get("EXPORTKIT_EARLY_VERIFIER", "1") not in ("0", "")
+
+
+def modules_of(custom_object_paths: Iterable[str]) -> List[str]:
+    """The modules to import for ``custom_objects``' dotted paths (``pkg.mod.Scale`` -> ``pkg.mod``)."""
+    return sorted({p.rpartition(".")[0] for p in custom_object_paths if "." in p})
+
+
+class _Died(Exception):
+    """The worker ended (or its pipe broke) before answering; ``args[0]`` is its stderr's tail."""
+
+
+class Verifier:
+    """At most one live verification process at a time, started early, replaced when it dies.
+
+    ``start`` is idempotent: it starts a worker when none is alive (importing ``imports``; more
+    modules may be named per request). ``run`` sends one request and returns the worker's reply;
+    ``close`` ends the worker (EOF on its stdin, then a kill if it lingers) and reaps it.
+    """
+
+    def __init__(self, imports: Iterable[str] = ()) -> None:
+        self.imports = sorted(set(imports))
+        self.process: Optional[subprocess.Popen] = None
+        self.started_at: Optional[float] = None  # wall time the live worker was started
+        self._stderr = None  # an unlinked temporary file: the worker's stderr, for failure reports
+        self._buffer = b""
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.process.pid if self.process is not None else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, imports: Iterable[str] = ()) -> "Verifier":
+        """Start a worker unless one is alive; returns ``self``."""
+        self.imports = sorted(set(self.imports) | set(imports))
+        if self.alive():
+            return self
+        self._discard()
+        command = [sys.executable, "-m", "exportkit.stages.verify_worker", "--serve", "--parent", str(os.getpid())]
+        command += [a for m in self.imports for a in ("--import", m)]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        self._stderr = tempfile.TemporaryFile()
+        self._buffer = b""
+        self.process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self._stderr, bufsize=0)
+        self.started_at = time.time()
+        return self
+
+    def run(self, request: dict, timeout: float) -> dict:
+        """The worker's reply to ``request`` (``{"ok": ..., "pid": ..., ...}``). A worker that dies
+        is replaced and asked again, once; a second death, or a reply with an error, is a
+        ``VerificationError`` with the tail of what the worker said; no reply within ``timeout``
+        seconds kills the worker and is a one-line ``VerificationError``."""
+        died = ""
+        for attempt in range(2):
+            self.start(request.get("imports", ()))
+            offset = self._stderr_size()
+            try:
+                reply = self._ask(request, time.monotonic() + timeout)
+            except _Died as error:
+                died = error.args[0]
+                self._discard()
+                continue
+            except TimeoutError:
+                pid = self.pid
+                self._discard()
+                raise VerificationError(
+                    f"the verify worker (pid {pid}) did not answer within verify.timeout_s={timeout:g} seconds "
+                    f"and was killed; nothing was written. If the model is that slow to load and run, raise "
+                    f"verify.timeout_s") from None
+            if not reply.get("ok"):
+                raise VerificationError(f"{RELOAD_FAILED}:\n{tail(self._stderr_text(offset), reply.get('error', ''))}")
+            return reply
+        raise VerificationError(f"{RELOAD_FAILED} (its worker died twice):\n{died}")
+
+    def close(self) -> None:
+        """End the worker (it exits at EOF on stdin; killed if it has not within 5 seconds)."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.process.stdin.close()
+                self.process.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self._discard()
+
+    def __enter__(self) -> "Verifier":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _ask(self, request: dict, deadline: float) -> dict:
+        try:
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+        except (BrokenPipeError, OSError):
+            raise _Died(self._death_report()) from None
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise _Died(self._death_report())
+                self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return json.loads(line)
+
+    def _death_report(self) -> str:
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        return tail(self._stderr_text(0), f"(the worker ended with exit status {code})")
+
+    def _stderr_size(self) -> int:
+        return os.fstat(self._stderr.fileno()).st_size if self._stderr is not None else 0
+
+    def _stderr_text(self, offset: int) -> str:
+        """What the worker wrote to stderr since ``offset`` (read with ``pread``: the worker shares
+        the file's position, which must not move under it)."""
+        if self._stderr is None:
+            return ""
+        size = self._stderr_size()
+        start = max(offset, size - 65536)
+        return os.pread(self._stderr.fileno(), size - start, start).decode(errors="replace")
+
+    def _discard(self) -> None:
+        """Kill and reap the worker, if any; drop its pipes and stderr file."""
+        process, self.process = self.process, None
+        if process is not None:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            for pipe in (process.stdin, process.stdout):
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        self._buffer = b""
+
+
+def tail(stderr: str, error: str = "") -> str:
+    """The last lines of what a worker said, TensorFlow's own log lines left out."""
+    lines = [line for line in (stderr.strip() + "\n" + error.strip()).strip().splitlines()
+             if not TF_LOG_LINE.match(line)]
+    return "\n".join(lines[-TAIL_LINES:])
