@@ -192,7 +192,7 @@ def test_embedding_gru_probes_every_length_and_verifies_train_and_eval(export_di
 
 
 def test_a_tampered_train_graph_fails(export_dir):
-    with pytest.raises(VerificationError, match=r"train/loss at 3: max abs error"):
+    with pytest.raises(VerificationError, match=r"train/loss at batch 3: max abs error"):
         export("model=in_memory", f"export_dir={export_dir}", *tamper(loss_offset=0.25), model=gru_classifier())
 
 
@@ -231,10 +231,10 @@ def test_per_output_tolerances_and_top1_catch_a_perturbed_export(tmp_path):
     case = result.manifest["verify"]["serving_default"]["3"]
     assert case["score"]["ok"] and 0.49 < case["score"]["max_abs_error"] < 0.51
     # One output's tolerance does not loosen another's.
-    with pytest.raises(VerificationError, match=r"serving_default/score at \d: max abs error 0.5"):
+    with pytest.raises(VerificationError, match=r"serving_default/score at batch \d: max abs error 0.5"):
         export("model=in_memory", f"export_dir={tmp_path / 'b'}", *perturb, loose[1], model=model)
     # Top-1: the classes the export ranks first are not the source model's.
-    with pytest.raises(VerificationError, match=r"serving_default/label at \d: top-1 class agrees on 0%"):
+    with pytest.raises(VerificationError, match=r"serving_default/label at batch \d: top-1 class agrees on 0%"):
         export("model=in_memory", f"export_dir={tmp_path / 'c'}", *perturb, *loose, "verify.top1=true", model=model)
 
 
