@@ -266,7 +266,9 @@ def show(rows: List[Dict[str, Any]], sweep_dir: Path) -> None:
     # A log file or a pipe gets the whole table, not one folded to 80 columns.
     console = Console(file=sys.stdout, highlight=False, soft_wrap=False,
                       width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 240)))
-    table = Table(title=f"exportkit sweep: {len(rows) - failed} ok, {failed} failed")
+    # the headline on a line of its own: a table title is folded with the table when it is wide
+    console.print(f"exportkit sweep: {len(rows) - failed} ok, {failed} failed")
+    table = Table()
     for i, name in enumerate(header):
         # overrides and the path/reason may fold, but not into a sliver of a column
         widest = max(len(row[i]) for row in cells)
