@@ -37,5 +37,22 @@ def instantiate(node, key: str, error: Type[ExportkitError], hint: str, **kwargs
         raise error(f"{where} failed: {one_line(e.__cause__ or e)}; {hint}") from e
 
 
+def compile_from_config(model, compile_cfg, rejected_by: str = "model.compile") -> None:
+    """``model.compile(**compile_cfg)`` from the ``compile`` node: names (``adam``) or ``_target_``
+    nodes. ``compile.targets`` is exportkit's own (the train/eval graphs' target specs), not a
+    ``compile`` argument, so it is left out. A rejection is a ``ConfigError`` naming the node."""
+    from omegaconf import OmegaConf
+
+    from exportkit.errors import ConfigError
+
+    node = OmegaConf.masked_copy(compile_cfg, [k for k in compile_cfg if k != "targets"])
+    kwargs = instantiate(node, "compile", ConfigError,
+                         "give names such as compile.optimizer=adam or _target_ nodes", _convert_="all")
+    try:
+        model.compile(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"compile={kwargs}: {rejected_by} rejected it: {e}") from e
+
+
 def import_custom_objects(paths: Mapping[str, str]) -> Dict[str, Any]:
     return {name: import_object(path, f"custom_objects.{name}") for name, path in paths.items()}

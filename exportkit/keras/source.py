@@ -7,8 +7,8 @@ from typing import Any, Dict
 import keras
 
 from exportkit.context import ExportContext
-from exportkit.errors import ConfigError, ModelSourceError, SignatureError, one_line
-from exportkit.imports import instantiate
+from exportkit.errors import ModelSourceError, SignatureError, one_line
+from exportkit.imports import compile_from_config, instantiate
 from exportkit.keras.calls import build_from_signature, input_specs, predict, reference_fn
 from exportkit.keras.introspect import input_hints
 from exportkit.keras.step_reference import training_reference
@@ -43,7 +43,7 @@ class KerasSource(Source):
             raise ModelSourceError(f"model.build returned {type(model).__name__}, not a keras.Model; the "
                                    f"factory named by model.build._target_ must return a keras.Model")
         if cfg.compile.optimizer is not None:
-            compile_model(model, cfg.compile)
+            compile_from_config(model, cfg.compile)
         if ctx.signatures:
             check_signatures(model, ctx.signatures)
         ctx.signatures = ctx.signatures or infer_signatures(model)
@@ -176,19 +176,6 @@ class InMemory(KerasSource):
 
     def reset(self) -> None:
         """The user's model exists already: nothing of Keras's state may be cleared."""
-
-
-def compile_model(model, compile_cfg) -> None:
-    """``model.compile`` from the ``compile`` node: names (``adam``) or ``_target_`` nodes."""
-    from omegaconf import OmegaConf
-
-    node = OmegaConf.masked_copy(compile_cfg, [k for k in compile_cfg if k != "targets"])
-    kwargs = instantiate(node, "compile", ConfigError,
-                         "give names such as compile.optimizer=adam or _target_ nodes", _convert_="all")
-    try:
-        model.compile(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"compile={kwargs}: model.compile rejected it: {e}") from e
 
 
 def model_assets(model) -> Dict[str, str]:

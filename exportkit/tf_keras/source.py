@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Dict
 
 from exportkit.context import ExportContext
-from exportkit.errors import ConfigError, ModelSourceError, SignatureError
-from exportkit.imports import instantiate
+from exportkit.errors import ModelSourceError, SignatureError
+from exportkit.imports import compile_from_config
 from exportkit.signatures import tensor_spec
 from exportkit.sources.base import Source
 from exportkit.tf_keras import INSTALL_HINT
@@ -61,7 +61,7 @@ class TfKerasSource(Source):
             raise ModelSourceError(f"model=tf_keras got a {type(model).__name__}, not a tf_keras.Model "
                                    f"(a Keras 3 model is model=keras_file / the API's model=in_memory)")
         if ctx.cfg.compile.optimizer is not None:
-            compile_model(model, ctx.cfg.compile)
+            compile_from_config(model, ctx.cfg.compile, "the tf_keras model's compile")
         ctx.signatures = ctx.signatures or infer_signatures(model)
         if not model.built or not model.variables:
             build_from_signature(model, next(iter(ctx.signatures.values())))
@@ -129,16 +129,6 @@ def infer_signatures(model) -> Dict[str, Dict[str, Any]]:
     if len(names) != len(tensors):
         names = [t.name.split(":")[0] for t in tensors]
     return {"serving_default": {n: tensor_spec([None, *t.shape[1:]], t.dtype, n) for n, t in zip(names, tensors)}}
-
-
-def compile_model(model, compile_cfg) -> None:
-    """``model.compile`` from the ``compile`` node (names such as ``adam`` / ``mse``)."""
-    kwargs = instantiate(compile_cfg, "compile", ConfigError,
-                         "give names such as compile.optimizer=adam or _target_ nodes", _convert_="all")
-    try:
-        model.compile(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"compile={kwargs}: the tf_keras model's compile rejected it: {e}") from e
 
 
 def model_assets(model) -> Dict[str, str]:
