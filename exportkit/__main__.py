@@ -1,3 +1,3 @@
-from exportkit.cli import main
+from exportkit.cli import console
 
-main()
+console()

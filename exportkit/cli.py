@@ -9,7 +9,6 @@ one line with the key named (``exportkit.composition.composition_error``). Tenso
 absl's start-up logs are kept off the terminal unless ``EXPORTKIT_VERBOSE=1`` or
 ``HYDRA_FULL_ERROR=1`` (which also shows tracebacks).
 """
-import logging
 import os
 import sys
 
@@ -26,19 +25,19 @@ _BUGS = set()
 # job that verifies, ended at exit; see sweep_verifier). A module-level holder because Hydra's
 # launcher calls app() once per job with nothing that lives across the jobs but this process.
 _SWEEP_VERIFIER = []
-_NOISY_LOGGERS = ("absl", "tensorflow", "h5py", "jax._src.xla_bridge", "jax._src.xla_bridge.backends")
 
 
 @hydra.main(config_path="pkg://exportkit.conf", config_name="config", version_base="1.3")
 def app(cfg: DictConfig):
     """One export. Returns the export directory (a ``JobFailed`` for a failed job of a sweep)."""
     from exportkit import pipeline, signatures
+    from exportkit.frameworks import import_tensorflow
     from exportkit.errors import ExportkitError, print_error, show_traceback
 
     if in_multirun():
         export = pipeline.Export(pipeline.resolved(cfg), overrides=job_overrides(), verifier=sweep_verifier())
         export.start_verifier()  # its TensorFlow import beside this process's own (the first job's)
-        import_tensorflow_quietly()
+        import_tensorflow()
         return _sweep_job(export)
     export = pipeline.Export(pipeline.resolved(cfg), overrides=job_overrides())
     try:
@@ -46,7 +45,7 @@ def app(cfg: DictConfig):
         schema.validate(export.cfg)
         signatures.parse(export.cfg.signatures)
         export.start_verifier()  # the verify process imports TensorFlow beside this one
-        import_tensorflow_quietly()
+        import_tensorflow()
         return str(export.run().export_dir)
     except Exception as error:  # noqa: BLE001 - a user's mistake is one line; a bug re-raised
         if show_traceback(error):
@@ -109,53 +108,6 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def verbose() -> bool:
-    """Whether the frameworks' own logs may reach the terminal (``EXPORTKIT_VERBOSE=1``, or
-    ``HYDRA_FULL_ERROR=1``)."""
-    from exportkit.errors import full_error_wanted
-
-    return os.environ.get("EXPORTKIT_VERBOSE", "0") not in ("", "0") or full_error_wanted()
-
-
-def quiet_frameworks() -> None:
-    """Keep TensorFlow's C++ logs (oneDNN notices, CUDA probing: ``E0000 ... cuInit``) and absl's
-    and JAX's Python warnings off the terminal; set before TensorFlow is imported. The verify
-    worker inherits the environment."""
-    if verbose():
-        return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    for name in _NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with file descriptor 2 held aside: the messages its C++ libraries log
-    while loading ("All log messages before absl::InitializeLog() is called are written to
-    STDERR", oneDNN, cudart) ignore ``TF_CPP_MIN_LOG_LEVEL``. If the import fails, what was
-    held back is shown with the error."""
-    if "tensorflow" in sys.modules or verbose():
-        return
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as held:
-            os.dup2(held.fileno(), 2)
-            try:
-                import tensorflow  # noqa: F401  (imported here, quietly, for all later imports)
-            except BaseException:
-                os.dup2(saved, 2)
-                held.seek(0)
-                sys.stderr.write(held.read().decode(errors="replace"))
-                raise
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
-    quiet_frameworks()  # absl's handler exists now
-
-
 def list_groups_once() -> None:
     """For ``--help``: Hydra (1.3) lists the config groups by asking its config loader for each
     group's options, about 70 times, and each answer deep-copies the whole config repository (0.3
@@ -188,6 +140,7 @@ def main() -> None:
         sys.exit(commands.main(sys.argv[1:]))
     from exportkit.composition import composition_error
     from exportkit.errors import ExportkitError, full_error_wanted, print_error
+    from exportkit.frameworks import quiet_frameworks
 
     # Hydra prints its own several-line report for a composition error and exits, unless
     # HYDRA_FULL_ERROR=1: then it raises, and the error is told here as one line. The user's
@@ -207,3 +160,23 @@ def main() -> None:
             raise
         print_error(told)
         sys.exit(1)
+
+
+def console() -> None:
+    """``python -m exportkit`` and the ``exportkit`` console script: ``main``, then the process
+    ends at once with its exit status, after the ``atexit`` handlers (Hydra's logging, a sweep's
+    verifier) and with stdout and stderr flushed. A process that imported TensorFlow otherwise
+    spends about a second tearing its modules down at exit, after everything is written and
+    told. A bug's traceback still ends the process the usual way."""
+    from exportkit.frameworks import exit_now
+
+    try:
+        main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    if code is not None and not isinstance(code, int):  # sys.exit("reason"): printed, status 1
+        print(code, file=sys.stderr)
+        code = 1
+    exit_now(code or 0)
+

@@ -60,10 +60,10 @@ def main(argv: List[str] = None) -> int:
         print(f"exportkit.reproduce: warning: {line}", file=sys.stderr)
 
     try:
-        from exportkit.cli import import_tensorflow_quietly, quiet_frameworks
+        from exportkit.frameworks import import_tensorflow, quiet_frameworks
 
         quiet_frameworks()
-        import_tensorflow_quietly()
+        import_tensorflow()
         rerun(recorded, new_dir)
     except Exception as error:  # noqa: BLE001 - reported as the one-line reason, as the CLI does
         if show_traceback(error):
@@ -245,4 +245,6 @@ def compare(original: Path, new: Path) -> List[str]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from exportkit.frameworks import exit_now
+
+    exit_now(main())

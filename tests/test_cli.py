@@ -22,10 +22,10 @@ def test_default_run_exports_and_verifies_the_example(tmp_path):
 
 
 def test_help_and_cfg_do_not_import_tensorflow():
-    probe = ("import sys, runpy; sys.argv = ['exportkit'] + sys.argv[1:]\n"
-             "try:\n    runpy.run_module('exportkit', run_name='__main__')\n"
-             "except SystemExit:\n    pass\n"
-             "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED')")
+    # told at exit (python -m exportkit ends its process with exit_now, after the atexit handlers)
+    probe = ("import atexit, sys, runpy; sys.argv = ['exportkit'] + sys.argv[1:]\n"
+             "atexit.register(lambda: print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED'))\n"
+             "runpy.run_module('exportkit', run_name='__main__')\n")
     for flag in (["--help"], ["--cfg", "job"]):
         done = subprocess.run([sys.executable, "-c", probe, *flag], capture_output=True, text=True,
                               cwd=ROOT, timeout=120)

@@ -167,9 +167,10 @@ def test_verify_refuses_an_export_without_kept_cases_and_a_device_that_is_absent
 
 
 def test_verify_help_is_fast_and_imports_no_framework():
-    probe = ("import runpy, sys; sys.argv = ['exportkit', 'verify', '--help']\n"
-             "try:\n    runpy.run_module('exportkit', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'jax')))")
+    probe = ("import atexit, runpy, sys; sys.argv = ['exportkit', 'verify', '--help']\n"
+             "atexit.register(lambda: print(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('tensorflow', 'keras', 'jax'))))\n"
+             "runpy.run_module('exportkit', run_name='__main__')\n")
     done = subprocess.run([sys.executable, "-c", probe], env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin"},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -86,6 +86,9 @@ def main(argv=None) -> None:
         die_with_parent(args.parent)
     for module in args.imports:
         importlib.import_module(module)
+    from exportkit.frameworks import import_tensorflow
+
+    import_tensorflow(quiet=False)  # JAX held off (a no-op when --serve imported it already)
     import tensorflow as tf
 
     gpus = [short_name(d.name) for d in tf.config.list_logical_devices("GPU")]
@@ -238,6 +241,9 @@ def serve(argv=None) -> None:
             importlib.import_module(module)
         except Exception:  # noqa: BLE001
             pass
+    from exportkit.frameworks import exit_now, import_tensorflow
+
+    import_tensorflow(quiet=False)  # its logs go to stderr, kept by the exporting process
     import tensorflow as tf
 
     from exportkit.artifact import warmup  # noqa: F401  (replay_warmup's, imported while idle)
@@ -261,6 +267,7 @@ def serve(argv=None) -> None:
         sys.stderr.flush()
         replies.write(json.dumps(reply) + "\n")
         gc.collect()  # the request's SavedModels, before the next export's
+    exit_now(0)  # EOF: the exporting process is done with it (no second of module teardown)
 
 
 def reset_peak_rss() -> None:
@@ -276,4 +283,7 @@ def reset_peak_rss() -> None:
 if __name__ == "__main__":
     import sys
 
+    from exportkit.frameworks import exit_now
+
     serve() if "--serve" in sys.argv[1:] else main()
+    exit_now(0)
