@@ -11,7 +11,7 @@ The API is imported lazily so ``import exportkit`` (and ``--help``) stays free o
 """
 
 __version__ = "0.1.0"
-__all__ = ["export_saved_model", "load_from_saved_model", "__version__"]
+__all__ = ["export_saved_model", "load_from_saved_model", "shared_verifier", "__version__"]
 
 
 def __getattr__(name):
@@ -19,4 +19,8 @@ def __getattr__(name):
         from exportkit import api
 
         return getattr(api, name)
+    if name == "shared_verifier":  # exports in its block verify with one process
+        from exportkit.stages.verifier import shared_verifier
+
+        return shared_verifier
     raise AttributeError(f"module 'exportkit' has no attribute {name!r}")

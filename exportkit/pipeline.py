@@ -25,7 +25,7 @@ from exportkit.context import ExportContext, StageRecord
 from exportkit.errors import ConfigError, SignatureError, StageSkipped, first_line
 from exportkit.imports import instantiate
 from exportkit.report import Reporter
-from exportkit.stages.verifier import Verifier, early_start_wanted, modules_of
+from exportkit.stages.verifier import Verifier, current_shared, early_start_wanted, modules_of
 from exportkit.stages.verify import require_verified
 
 BASE_FIELDS = ("cfg", "export_dir", "work_dir", "model")
@@ -49,7 +49,8 @@ class Export:
     does this); the CLI builds them from ``cfg.model`` and ``cfg.custom_objects``. ``overrides``
     are recorded in the manifest (the command line the export was asked for). ``verifier`` is a
     running ``exportkit.stages.verifier.Verifier`` to verify with (a sweep shares one across its
-    jobs; this export does not end it); without one, the export starts its own and ends it.
+    jobs; this export does not end it); without one, the ``exportkit.shared_verifier()`` block's,
+    else the export starts its own and ends it.
     """
 
     def __init__(self, cfg: DictConfig, model: Any = None, custom_objects: Optional[dict] = None,
@@ -61,6 +62,8 @@ class Export:
         self.reporter = reporter or Reporter()
         self.overrides = list(overrides)
         self.records: List[StageRecord] = []
+        if verifier is None:  # inside exportkit.shared_verifier(): that block's process
+            verifier = current_shared()
         self.verifier, self._owns_verifier = verifier, verifier is None
 
     def start_verifier(self) -> Optional[Verifier]:

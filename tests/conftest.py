@@ -59,6 +59,28 @@ def leftovers(export_dir):
     return found
 
 
+@pytest.fixture(scope="session")
+def _session_verifier():
+    """One verification process for this test process's in-process exports (one per xdist
+    worker), as ``exportkit.shared_verifier()`` gives a notebook; each export is still loaded
+    afresh from disk by it. CLI tests start their own, as a user's command does."""
+    from exportkit.stages.verifier import Verifier
+
+    with Verifier() as verifier:
+        yield verifier
+
+
+@pytest.fixture(autouse=True)
+def _shared_verifier(request, _session_verifier):
+    """In-process exports verify with the session's process, unless the test is marked
+    ``own_verifier`` (it looks at the verifier an export starts and ends itself)."""
+    from exportkit.stages.verifier import using
+
+    own = request.node.get_closest_marker("own_verifier") is not None
+    with using(None if own else _session_verifier):
+        yield
+
+
 @pytest.fixture
 def export_dir(tmp_path):
     return tmp_path / "exports" / "model"

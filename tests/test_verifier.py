@@ -19,6 +19,8 @@ from exportkit.errors import ConfigError, VerificationError
 from exportkit.stages.base import Stage
 from tests.conftest import ROOT, compose, leftovers, run_cli, serve
 
+# these tests look at the verification process an export starts and ends itself
+pytestmark = pytest.mark.own_verifier
 KERAS = ("model=keras", "model.build._target_=tests.models.sequential")
 SEEN = []  # what each Probe stage saw: {"pid", "alive", "at"}
 
@@ -160,6 +162,30 @@ def test_a_sweep_of_three_jobs_uses_one_verifier_process(tmp_path):
     # three different models (seeds), each checked against its own source outputs
     outputs = [np.load(sweep / str(j) / "saved_model/assets.extra/verify_outputs.npz") for j in range(3)]
     assert not np.allclose(outputs[0][outputs[0].files[0]], outputs[1][outputs[1].files[0]])
+
+
+def test_exports_inside_shared_verifier_use_one_process_and_using_none_opts_out(tmp_path):
+    import keras
+
+    import exportkit
+    from exportkit.stages.verifier import using
+
+    def model(seed):
+        keras.utils.set_random_seed(seed)
+        return keras.Sequential([keras.Input((3,), name="x"), keras.layers.Dense(2, name="d")])
+
+    with exportkit.shared_verifier() as shared:
+        first, second = (exportkit.export_saved_model(model(s), tmp_path / f"m{s}", verbose=False) for s in (0, 1))
+        with using(None):  # this export starts and ends its own
+            third = exportkit.export_saved_model(model(2), tmp_path / "m2", verbose=False)
+        pid = shared.pid
+    workers = [r.manifest["verification"]["worker"] for r in (first, second, third)]
+    assert all(r.manifest["verification"]["verified"] for r in (first, second, third))
+    assert workers[0]["pid"] == workers[1]["pid"] == pid and [w["served"] for w in workers[:2]] == [1, 2]
+    assert workers[2]["pid"] != pid and workers[2]["served"] == 1 and not alive(workers[2]["pid"])
+    assert not alive(pid)  # ended with the block
+    for s in range(3):
+        check_round_trip(tmp_path / f"m{s}")
 
 
 def test_the_verifier_dies_with_a_killed_exporting_process(tmp_path):

@@ -15,7 +15,16 @@ early start, for comparison and debugging).
 >>> verifier = Verifier(["my_layers"]).start()   # at the pipeline's start
 >>> reply = verifier.run({"saved_model": ..., "inputs": ..., "outputs": ...}, timeout=600)
 >>> verifier.close()
+
+In one Python process that makes many exports (a notebook, a loop, a test session),
+``shared_verifier()`` lets every export made inside its block verify with one such process:
+
+>>> with exportkit.shared_verifier():
+...     for model, path in models:
+...         exportkit.export_saved_model(model, path)
 """
+import contextlib
+import contextvars
 import json
 import os
 import re
@@ -24,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Iterable, List, Optional
+from typing import Iterable, Iterator, List, Optional
 
 from exportkit.errors import VerificationError
 
@@ -32,6 +41,11 @@ from exportkit.errors import VerificationError
 TF_LOG_LINE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\]|WARNING: All log messages before absl)")
 TAIL_LINES = 15
 RELOAD_FAILED = "the export could not be reloaded and run in a fresh process"
+
+
+# The verifier of the innermost ``shared_verifier()`` block (a context variable, so each thread or
+# task sees its own block only); ``exportkit.pipeline.Export`` takes it when not handed one.
+_SHARED = contextvars.ContextVar("exportkit_shared_verifier", default=None)
 
 
 def early_start_wanted() -> bool:
@@ -185,6 +199,37 @@ class Verifier:
             self._stderr.close()
             self._stderr = None
         self._buffer = b""
+
+
+@contextlib.contextmanager
+def shared_verifier(imports: Iterable[str] = ()) -> Iterator["Verifier"]:
+    """Every export made inside the block verifies with one verification process (started by the
+    first export, replaced if it dies, ended when the block ends), each export still loaded
+    afresh from disk: the TensorFlow start-up of a fresh process is paid once, not per export.
+    ``imports``: modules the process imports at start (the custom objects' modules are added per
+    export anyway)."""
+    verifier = Verifier(imports)
+    try:
+        with using(verifier):
+            yield verifier
+    finally:
+        verifier.close()
+
+
+@contextlib.contextmanager
+def using(verifier: Optional["Verifier"]) -> Iterator[Optional["Verifier"]]:
+    """Exports made inside the block verify with ``verifier`` (not ended by them); ``None``: each
+    export starts and ends its own, even inside an outer ``shared_verifier()`` block."""
+    token = _SHARED.set(verifier)
+    try:
+        yield verifier
+    finally:
+        _SHARED.reset(token)
+
+
+def current_shared() -> Optional["Verifier"]:
+    """The verifier of the ``shared_verifier()`` block this code runs in, if any."""
+    return _SHARED.get()
 
 
 def tail(stderr: str, error: str = "") -> str:
