@@ -9,20 +9,28 @@ wall time of each, their ratio and the commands. The pairs:
 - ``sweep``: an 8-variant sweep (``-m seed=0,...,7``, verified) in one invocation / 8 separate
   invocations; target <= 0.5x.
 - ``help``: ``python -m exportkit --help`` and ``--cfg job``; target < 0.4 s each.
+- memory, with each pair: every command's peak resident memory (``wait4``'s ``ru_maxrss``: the
+  largest of the process and the children it waited for, so a verified export's figure is the
+  larger of the exporting process and its verify worker); with verify off, the exporting
+  process's own against the Keras script's: target within 10%.
 - ``before``: the verified export with ``EXPORTKIT_EARLY_VERIFIER=0`` (the verify process started
   only when the export is written, as before the early start) / the default, in the same runs;
   with ``sweep``, the 8-variant sweep with ``EXPORTKIT_EARLY_VERIFIER=0`` too.
+
+- ``--baseline DIR``: an earlier exportkit checkout (``git worktree add DIR COMMIT``; its
+  ``exportkit/conf`` is linked to its ``conf/`` here) run as a third command of each pair, in the
+  same alternation: the before/after of a change, measured in the same runs.
 
 Timings on a loaded machine are noisy: only the ratios of one run mean something (``uptime`` is
 printed with them).
 
     .venv/bin/python bench/bench_whole_process.py [--repeats 5] [--only verified,unverified,sweep,help,before]
+        [--baseline DIR]
 """
 import argparse
 import functools
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -52,22 +60,43 @@ class Bench:
     def __init__(self, root: Path, env: dict) -> None:
         self.root, self.env, self.count = root, env, 0
         self.cpu = []  # CPU seconds (user + sys) of each timed command, its children included
+        self.rss = []  # peak resident MiB of each timed command
 
     def fresh(self, name: str) -> Path:
         self.count += 1
         return self.root / f"{name}-{self.count}"
 
     def time(self, command, extra_env=None) -> float:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        done = subprocess.run(command, cwd=self.root, env=dict(self.env, **(extra_env or {})),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        seconds = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self.cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-        if done.returncode != 0:
-            raise SystemExit(f"failed ({done.returncode}): {shown(command)}\n{done.stderr[-3000:]}")
+        """Runs ``command``; returns its wall time, keeps its CPU time and peak RSS (MiB: the
+        process's own, or one of the children it waited for if that was larger)."""
+        with tempfile.TemporaryFile() as stderr:
+            start = time.perf_counter()
+            child = subprocess.Popen(command, cwd=self.root, env=dict(self.env, **(extra_env or {})),
+                                     stdout=subprocess.DEVNULL, stderr=stderr)
+            _, status, usage = os.wait4(child.pid, 0)
+            seconds = time.perf_counter() - start
+            child.returncode = os.waitstatus_to_exitcode(status)
+            self.cpu.append(usage.ru_utime + usage.ru_stime)
+            self.rss.append(usage.ru_maxrss / 1024)
+            if child.returncode != 0:
+                stderr.seek(0)
+                raise SystemExit(f"failed ({child.returncode}): {shown(command)}\n"
+                                 f"{stderr.read().decode(errors='replace')[-3000:]}")
         return seconds
+
+
+
+def baseline_env(directory: Path, env: dict) -> dict:
+    """The environment that runs ``python -m exportkit`` from an earlier checkout ``directory``."""
+    link = directory / "exportkit" / "conf"
+    if not link.exists():
+        link.symlink_to(Path("..") / "conf")
+    return dict(env, PYTHONPATH=str(directory))
+
+
+def baseline_commit(directory: Path) -> str:
+    done = subprocess.run(["git", "-C", str(directory), "log", "-1", "--format=%h"], capture_output=True, text=True)
+    return done.stdout.strip() or str(directory)
 
 
 def exportkit_cmd(bench: Bench, *overrides):
@@ -96,10 +125,12 @@ def alternate(bench: Bench, pair, repeats: int):
             first = len(bench.cpu)
             times[label].append(fn())
             CPU.setdefault(label, []).append(sum(bench.cpu[first:]))
+            RSS.setdefault(label, []).append(max(bench.rss[first:]))
     return {label: statistics.median(values) for label, values in times.items()}, times
 
 
 CPU = {}  # label -> CPU seconds per run: what a machine without a free core pays in wall time
+RSS = {}  # label -> peak resident MiB per run (the largest process of the run)
 
 
 def report(title, pair, medians, times, target=None, results=None):
@@ -107,15 +138,17 @@ def report(title, pair, medians, times, target=None, results=None):
     for label, _, command in pair:
         runs = " ".join(f"{t:.2f}" for t in times[label])
         print(f"  {label:>22}: median {medians[label]:6.2f} s  (runs: {runs}; CPU median "
-              f"{statistics.median(CPU[label]):.2f} s)\n  {'':>22}  $ {command}")
+              f"{statistics.median(CPU[label]):.2f} s; peak RSS median {statistics.median(RSS[label]):.0f} MiB)"
+              f"\n  {'':>22}  $ {command}")
     if len(pair) == 2:
         (a, _, _), (b, _, _) = pair
         ratio = medians[a] / medians[b]
         cpu_ratio = statistics.median(CPU[a]) / statistics.median(CPU[b])
+        rss_ratio = statistics.median(RSS[a]) / statistics.median(RSS[b])
         print(f"  ratio {a} / {b}: {ratio:.2f}x" + (f"  (target <= {target}x)" if target else "")
-              + f"; CPU time ratio {cpu_ratio:.2f}x")
+              + f"; CPU time ratio {cpu_ratio:.2f}x; peak RSS ratio {rss_ratio:.2f}x")
         if results is not None:
-            results[title] = {"ratio": round(ratio, 3), "cpu_ratio": round(cpu_ratio, 3),
+            results[title] = {"ratio": round(ratio, 3), "cpu_ratio": round(cpu_ratio, 3), "rss_ratio": round(rss_ratio, 3),
                               **{k: round(v, 3) for k, v in medians.items()}}
 
 
@@ -125,6 +158,7 @@ def main() -> None:
     parser.add_argument("--sweep-repeats", type=int, default=3)
     parser.add_argument("--only", default="verified,unverified,sweep,help,before")
     parser.add_argument("--json", default=None, help="also write the medians and ratios here")
+    parser.add_argument("--baseline", default=None, help="an earlier exportkit checkout, run in the same alternation")
     args = parser.parse_args()
     only = set(args.only.split(","))
 
@@ -136,6 +170,8 @@ def main() -> None:
     script = root / "keras_export.py"
     script.write_text(KERAS_SCRIPT)
     before = {"EXPORTKIT_EARLY_VERIFIER": "0"}
+    base = baseline_env(Path(args.baseline).resolve(), env) if args.baseline else None
+    base_name = f"baseline {baseline_commit(Path(args.baseline))}" if base else ""
     print(f"exportkit from {ROOT}; python {sys.version.split()[0]}; {os.cpu_count()} cpus")
     print(f"load before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)")
     results = {}
@@ -149,11 +185,17 @@ def main() -> None:
             if "before" in only:
                 pair.append(("exportkit, late verifier", lambda: timed_export(bench, "late", before),
                              shown([sys.executable, "-m", "exportkit", "export_dir=OUT"], "EXPORTKIT_EARLY_VERIFIER=0")))
+            if base:
+                pair.append((base_name, lambda: timed_export(bench, "baseline", base),
+                             shown([sys.executable, "-m", "exportkit", "export_dir=OUT"], f"PYTHONPATH={args.baseline}")))
             medians, times = alternate(bench, pair, args.repeats)
             report("verified export / keras model.export()", pair[:2], medians, times, 1.3, results)
             if "before" in only:
                 report("before (late verifier) / keras model.export()", [pair[2], keras], medians, times, 1.3,
                        results)
+            if base:
+                report(f"{base_name}: verified export / keras model.export()", [pair[-1], keras], medians, times,
+                       1.3, results)
             for label, values in VERIFY_STAGE.items():
                 print(f"  verify stage, {label} verifier: median {statistics.median(values):.2f} s "
                       f"(runs: {' '.join(f'{v:.2f}' for v in values)})")
@@ -163,8 +205,16 @@ def main() -> None:
                      lambda: bench.time(exportkit_cmd(bench, "pipeline.stages.verify=null")),
                      shown([sys.executable, "-m", "exportkit", "export_dir=OUT", "pipeline.stages.verify=null"])),
                     keras]
+            if base:
+                pair.append((f"{base_name} (verify off)",
+                             lambda: bench.time(exportkit_cmd(bench, "pipeline.stages.verify=null"), base),
+                             shown([sys.executable, "-m", "exportkit", "export_dir=OUT", "pipeline.stages.verify=null"],
+                                   f"PYTHONPATH={args.baseline}")))
             medians, times = alternate(bench, pair, args.repeats)
-            report("unverified export / keras model.export()", pair, medians, times, 1.1, results)
+            report("unverified export / keras model.export()", pair[:2], medians, times, 1.1, results)
+            if base:
+                report(f"{base_name}: unverified export / keras model.export()", [pair[2], keras], medians, times,
+                       1.1, results)
         if "sweep" in only:
             seeds = ",".join(map(str, range(SEEDS)))
 
@@ -183,8 +233,14 @@ def main() -> None:
                 pair.append(("sweep, late verifier", lambda: sweep(before),
                              shown([sys.executable, "-m", "exportkit", "-m", f"seed={seeds}"],
                                    "EXPORTKIT_EARLY_VERIFIER=0")))
+            if base:
+                pair.append((f"{base_name}: sweep", lambda: sweep(base),
+                             shown([sys.executable, "-m", "exportkit", "-m", f"seed={seeds}"], f"PYTHONPATH={args.baseline}")))
             medians, times = alternate(bench, pair, args.sweep_repeats)
             report(f"{SEEDS}-variant sweep / {SEEDS} separate invocations", pair[:2], medians, times, 0.5, results)
+            if base:
+                report(f"{base_name}: {SEEDS}-variant sweep / {SEEDS} separate invocations", [pair[-1], pair[1]],
+                       medians, times, 0.5, results)
             if "before" in only:
                 report(f"before: {SEEDS}-variant sweep (late verifier) / {SEEDS} separate invocations",
                        [pair[2], pair[1]], medians, times, 0.5, results)
