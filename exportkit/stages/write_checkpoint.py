@@ -20,4 +20,6 @@ class WriteCheckpoint(Stage):
         # exportkit.variables.trackable_root), so checkpoint keys match for the TF2 and TF1 loaders.
         checkpoint = tf.train.Checkpoint(trackable_root(ctx.variables, groups, resources))
         checkpoint.write(str(ctx.work_dir / "variables" / "variables"))
+        # the fingerprint and the manifest hash these files: begun now, beside the graphs' writing
+        ctx.hashes.prefetch(sorted(p for p in (ctx.work_dir / "variables").iterdir() if p.is_file()))
         return ctx
