@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/python -m exportkit
 
-# Two workers (pytest-xdist), a test file each at a time: most tests wait on a TensorFlow process
-# of their own, so one core sat idle in a serial run (16.8 min serial, see README "Tests").
+# Two workers (pytest-xdist), a test file each at a time: many tests wait on a TensorFlow process
+# of their own (a CLI run, its verifier), so one core sat idle in a serial run (README, first lines).
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
