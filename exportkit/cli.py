@@ -31,8 +31,8 @@ _SWEEP_VERIFIER = []
 def app(cfg: DictConfig):
     """One export. Returns the export directory (a ``JobFailed`` for a failed job of a sweep)."""
     from exportkit import pipeline, signatures
-    from exportkit.frameworks import import_tensorflow
     from exportkit.errors import ExportkitError, print_error, show_traceback
+    from exportkit.frameworks import import_tensorflow
 
     if in_multirun():
         export = pipeline.Export(pipeline.resolved(cfg), overrides=job_overrides(), verifier=sweep_verifier())
