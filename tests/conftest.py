@@ -36,6 +36,12 @@ def run_cli(*args, cwd=None, env=None, check=False):
     return done
 
 
+def run_python(code, *args, timeout=600):
+    """``python -c CODE ARGS`` in a fresh process, exportkit importable, from the repository root."""
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=timeout)
+
+
 def serve(export_dir, inputs, key="serving_default", tag="serve"):
     """Run a signature of the written SavedModel (TF2 loader) -> dict of numpy outputs."""
     import tensorflow as tf

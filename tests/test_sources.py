@@ -2,15 +2,13 @@
 (``model=jax_in_memory``), legacy Keras 2 models (``tf_keras``: in memory, ``.h5``, SavedModel
 directory), and jax2tf's shape errors as one line. Every export is read back from the written
 SavedModel and compared with the source model, tolerances relative to the outputs' scale."""
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from exportkit.artifact.files import graph_dir
 from tests import jax_models
-from tests.conftest import ROOT, export, random_inputs, run_cli, serve
+from tests.conftest import export, random_inputs, run_cli, run_python, serve
 
 BERT_SIG = ("+signatures.serving_default={inputs: {token_ids: {shape: [null, null], dtype: int32}, "
             "padding_mask: {shape: [null, null], dtype: int32}}}")
@@ -136,8 +134,7 @@ def test_a_keras_model_through_the_api_imports_no_jax_or_tf_keras_source(tmp_pat
             " overrides=['pipeline.stages.verify=null'])\n"
             "print(sorted(n for n in sys.modules if n.split('.')[0] in ('flax', 'tf_keras')"
             " or n.startswith(('exportkit.jax', 'exportkit.tf_keras'))))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    done = run_python(code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
 

@@ -1,7 +1,13 @@
 """What ``python -m exportkit --help`` prints: every config group with every option on disk (the
 CLI answers Hydra's repeated group listings from one copy of its repository, see
 ``exportkit.cli.list_groups_once``)."""
-from tests.conftest import ROOT, run_cli
+import json
+
+import numpy as np
+import pytest
+
+from exportkit.errors import VerificationError
+from tests.conftest import ROOT, run_cli, run_python, serve
 
 
 def test_help_lists_every_config_group_with_its_options():
@@ -20,28 +26,20 @@ def test_help_lists_every_config_group_with_its_options():
 def test_a_keras_export_from_the_cli_imports_no_jax_and_its_verify_worker_neither(tmp_path):
     """TensorFlow's import would import JAX (for TFLite's JAX converter); a Keras export needs
     none of it, in the exporting process or in the verify worker (``exportkit.frameworks``)."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    import numpy as np
+    import keras
 
     from exportkit.example_model import build_example_model
-    from tests.conftest import serve
+    from exportkit.stages.verifier import Verifier
 
     export_dir = tmp_path / "out"
     probe = ("import atexit, json, runpy, sys; sys.argv = ['exportkit'] + sys.argv[1:]\n"
              "atexit.register(lambda: print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & "
              "{'jax', 'flax', 'orbax', 'tensorflow'}))))\n"
              "runpy.run_module('exportkit', run_name='__main__')\n")
-    done = subprocess.run([sys.executable, "-c", probe, f"export_dir={export_dir}"], capture_output=True,
-                          text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=600)
+    done = run_python(probe, f"export_dir={export_dir}")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == ["tensorflow"]
     assert "verified: 2 cases on /CPU:0" in done.stdout
-    import keras
-
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)  # as the build stage does (seed=0)
     x = np.random.default_rng(0).standard_normal((3, 8)).astype("float32")
@@ -50,11 +48,6 @@ def test_a_keras_export_from_the_cli_imports_no_jax_and_its_verify_worker_neithe
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()))
 
     # the verify worker: once it has answered a request its imports are done; no JAX library is mapped
-    import pytest
-
-    from exportkit.errors import VerificationError
-    from exportkit.stages.verifier import Verifier
-
     with Verifier() as verifier:
         with pytest.raises(VerificationError, match="could not be reloaded"):
             verifier.run({"saved_model": str(tmp_path / "absent"), "inputs": str(tmp_path / "absent.npz"),
@@ -64,14 +57,10 @@ def test_a_keras_export_from_the_cli_imports_no_jax_and_its_verify_worker_neithe
 
 
 def test_jax_is_importable_after_tensorflow_was_imported_without_it():
-    import subprocess
-    import sys
-
     code = ("import sys\nfrom exportkit.frameworks import import_tensorflow\nimport_tensorflow()\n"
             "held = 'jax' in sys.modules\nimport jax, jax.numpy as jnp\n"
             "print(held, float(jnp.ones(3).sum()))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    done = run_python(code, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False 3.0"
 

@@ -37,7 +37,8 @@ class HashCache:
 
     def prefetch(self, paths: Iterable[Path]) -> None:
         """Start hashing ``paths`` (files) on one background thread."""
-        jobs = [(Path(p), key) for p in paths for key in [_key(p)] if key not in self._known and key not in self._pending]
+        keyed = [(Path(p), _key(p)) for p in paths]
+        jobs = [(path, key) for path, key in keyed if key not in self._known and key not in self._pending]
         if not jobs:
             return
         done, digests = threading.Event(), {}

@@ -246,7 +246,7 @@ def serve(argv=None) -> None:
             importlib.import_module(module)
         except Exception:  # noqa: BLE001
             pass
-    from exportkit.frameworks import exit_now, import_tensorflow
+    from exportkit.frameworks import import_tensorflow
 
     import_tensorflow(quiet=False)  # its logs go to stderr, kept by the exporting process
     import tensorflow as tf
@@ -272,7 +272,6 @@ def serve(argv=None) -> None:
         sys.stderr.flush()
         replies.write(json.dumps(reply) + "\n")
         gc.collect()  # the request's SavedModels, before the next export's
-    exit_now(0)  # EOF: the exporting process is done with it (no second of module teardown)
 
 
 def reset_peak_rss() -> None:
@@ -291,4 +290,4 @@ if __name__ == "__main__":
     from exportkit.frameworks import exit_now
 
     serve() if "--serve" in sys.argv[1:] else main()
-    exit_now(0)
+    exit_now(0)  # done (for --serve: EOF), without the second of TensorFlow's module teardown
