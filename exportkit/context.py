@@ -91,4 +91,9 @@ class ExportContext:
     verifier: Any = None
     verify_report: Dict[str, Any] = field(default_factory=dict)
     records: List[StageRecord] = field(default_factory=list)
+    # work stages began on threads (exportkit.background): waited for by the runner, and by
+    # stages that run beside it (write_graphs) before they read what it writes
+    background: List[Any] = field(default_factory=list)
+    background_failures: List[BaseException] = field(default_factory=list)
+    stage_running: Optional[Tuple[str, float, bool]] = None  # (name, start, required), set by the runner
     extra: Dict[str, Any] = field(default_factory=dict)  # room for users' own stages

@@ -19,7 +19,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from exportkit import schema, serving, signatures
+from exportkit import background, schema, serving, signatures
 from exportkit.artifact import manifest
 from exportkit.context import ExportContext, StageRecord
 from exportkit.errors import ConfigError, SignatureError, StageSkipped, first_line
@@ -114,9 +114,11 @@ class Export:
             try:
                 for name, stage in stages:
                     ctx = run_stage(name, stage, ctx)
+                background.finish(ctx)
                 require_verified(ctx)  # nothing unverified is published unless the user said so
                 serving.check_contract(ctx)
             except BaseException:
+                background.finish(ctx, stop=True)  # before the staging directory goes
                 self.reporter.summary(ctx.records, export_dir, published=False)
                 raise
             written = manifest.write(ctx)
@@ -185,8 +187,11 @@ def check_dependencies(stages, source) -> None:
 
 
 def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
+    if ctx.background and not getattr(stage, "beside_background", False):
+        background.finish(ctx)  # a stage reads what the earlier ones wrote
     ctx.reporter.stage_started(name)
     start = time.perf_counter()
+    ctx.stage_running = (name, start, getattr(stage, "required", True))
     status, detail, error = "ok", "", None
     try:
         result = stage(ctx)
@@ -195,7 +200,11 @@ def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
     except StageSkipped as e:
         status, detail = "skipped", str(e)
     except Exception as e:
+        if any(e is failure for failure in ctx.background_failures):
+            raise  # an earlier stage's, recorded as that stage's failure (exportkit.background)
         status, detail, error = "failed", first_line(e), e
+    if status == "ok" and any(task.stage == name for task in ctx.background):
+        return ctx  # recorded when its background work is done (exportkit.background.finish)
     record = StageRecord(name, status, time.perf_counter() - start, detail)
     ctx.records.append(record)
     ctx.reporter.stage_ended(record)

@@ -35,6 +35,11 @@ class HashCache:
             self._known[key] = file_sha256(path)
         return self._known[key]
 
+    def remember(self, digests: Dict[Path, str]) -> None:
+        """Digests computed as the files were written ({path: sha256 hex}), for files now closed."""
+        for path, digest in digests.items():
+            self._known[_key(path)] = digest
+
     def prefetch(self, paths: Iterable[Path]) -> None:
         """Start hashing ``paths`` (files) on one background thread."""
         keyed = [(Path(p), _key(p)) for p in paths]

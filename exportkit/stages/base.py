@@ -25,6 +25,9 @@ class Stage(abc.ABC):
 
     needs: Tuple[str, ...] = ()
     adds: Tuple[str, ...] = ()
+    # True: may run while an earlier stage's background work goes on (exportkit.background); the
+    # stage then calls exportkit.background.finish(ctx) before it reads what that work writes
+    beside_background: bool = False
 
     def __init__(self, required: bool = True) -> None:
         self.required = required

@@ -1,6 +1,8 @@
 """write_checkpoint: every variable group as one object-based checkpoint under ``variables/``."""
 import tensorflow as tf
 
+from exportkit import background
+from exportkit.artifact import bundle
 from exportkit.context import ExportContext
 from exportkit.stages.base import Stage
 from exportkit.variables import all_graph_resources, mib, nbytes, trackable_root
@@ -19,7 +21,13 @@ class WriteCheckpoint(Stage):
         # The root is the same object layout every MetaGraphDef is saved from (see
         # exportkit.variables.trackable_root), so checkpoint keys match for the TF2 and TF1 loaders.
         checkpoint = tf.train.Checkpoint(trackable_root(ctx.variables, groups, resources))
-        checkpoint.write(str(ctx.work_dir / "variables" / "variables"))
-        # the fingerprint and the manifest hash these files: begun now, beside the graphs' writing
-        ctx.hashes.prefetch(sorted(p for p in (ctx.work_dir / "variables").iterdir() if p.is_file()))
+        prefix = ctx.work_dir / "variables" / "variables"
+        items = bundle.entries(checkpoint)
+        if items is None:  # a checkpoint only TensorFlow's save writes (exportkit.artifact.bundle)
+            checkpoint.write(str(prefix))
+            # the fingerprint and the manifest hash these files: begun now, beside the graphs' writing
+            ctx.hashes.prefetch(sorted(p for p in prefix.parent.iterdir() if p.is_file()))
+        else:  # the same bytes, hashed as they are written, on a thread while the graphs are saved
+            prefix.parent.mkdir(exist_ok=True)
+            background.start(ctx, lambda stop: ctx.hashes.remember(bundle.write(prefix, items, stop)))
         return ctx

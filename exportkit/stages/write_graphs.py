@@ -17,7 +17,7 @@ from typing import Any, Dict
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
-from exportkit import serving
+from exportkit import background, serving
 from exportkit.artifact import canonical, files
 from exportkit.context import ExportContext, Graph
 from exportkit.errors import ModelSourceError
@@ -36,6 +36,7 @@ METHOD_NAMES = {
 class WriteGraphs(Stage):
     needs = ("graphs", "variables")
     adds = ("saved_model_file",)
+    beside_background = True  # the graphs are saved while the checkpoint is written
 
     def __call__(self, ctx: ExportContext) -> ExportContext:
         meta_graphs, version = {}, 0
@@ -44,6 +45,7 @@ class WriteGraphs(Stage):
                 meta_graphs[tag], version = save_meta_graph(ctx, graph, Path(tmp) / tag)
                 ctx.reporter.progress(f"{tag}: signatures {', '.join(graph.functions)} "
                                       f"({len(meta_graphs[tag].graph_def.library.function)} functions)")
+        background.finish(ctx)  # the checkpoint's files, which the layout links and the fingerprint reads
         for name, text in ctx.assets.items():
             (ctx.work_dir / "assets").mkdir(exist_ok=True)
             (ctx.work_dir / "assets" / name).write_text(text)

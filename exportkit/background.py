@@ -1,0 +1,82 @@
+"""Work a stage hands to a thread so that the next stage runs beside it: the checkpoint's writing
+(``write_checkpoint``) goes on while ``write_graphs`` saves the MetaGraphDefs.
+
+A stage starts it with ``ctx.start_background(fn)`` and returns. The runner (``exportkit.pipeline``)
+waits for it, through ``ctx.finish_background()``, before any stage that has not said it can run
+beside it (``Stage.beside_background``), before the manifest and the publish, and before a failed
+export's staging directory is removed: nothing writes into an export once it is published or
+discarded. The stage's record is made when its work is done: its time is the stage's own plus
+the thread's, and a failure on the thread fails that stage, as it would have in series.
+"""
+import threading
+import time
+from typing import Callable, Optional
+
+
+class Task:
+    """``fn()`` on a thread of its own, started by the stage ``stage``; ``stop`` asks ``fn`` to end
+    early (it checks ``stop.is_set()`` between blocks) when the export fails meanwhile."""
+
+    def __init__(self, stage: str, fn: Callable[[threading.Event], None], stage_started: float,
+                 required: bool = True) -> None:
+        self.stage, self.required, self.stage_started = stage, required, stage_started
+        self.stop = threading.Event()
+        self.error: Optional[BaseException] = None
+        self.ended: Optional[float] = None
+        self._fn = fn
+        self._thread = threading.Thread(target=self._run, name=f"exportkit-{stage}")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._fn(self.stop)
+        except BaseException as e:  # handed to the thread that waits
+            self.error = e
+        finally:
+            self.ended = time.perf_counter()
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    @property
+    def seconds(self) -> float:
+        return (self.ended or time.perf_counter()) - self.stage_started
+
+
+class Stopped(Exception):
+    """A background task ended early because the export failed meanwhile."""
+
+
+def start(ctx, fn: Callable[[threading.Event], None]) -> None:
+    """Run ``fn(stop)`` beside the next stages, as part of the stage running now."""
+    name, started, required = ctx.stage_running
+    ctx.background.append(Task(name, fn, started, required))
+
+
+def finish(ctx, stop: bool = False) -> None:
+    """Wait for every background task (``stop``: asking each to end early, the export having
+    failed); record and report its stage; raise the first failure of a required stage (unless
+    stopping: the export's own error is the one told)."""
+    from exportkit.context import StageRecord
+    from exportkit.errors import first_line
+
+    failure = None
+    while ctx.background:
+        task = ctx.background[0]
+        if stop:
+            task.stop.set()
+        task.wait()
+        ctx.background.pop(0)  # only once it has ended: interrupted here, the export's failure path waits again
+        if isinstance(task.error, Stopped):
+            record = StageRecord(task.stage, "failed", task.seconds, "stopped: the export failed meanwhile")
+        elif task.error is not None:
+            record = StageRecord(task.stage, "failed", task.seconds, first_line(task.error))
+            if task.required and failure is None:
+                failure = task.error
+        else:
+            record = StageRecord(task.stage, "ok", task.seconds, "in the background")
+        ctx.records.append(record)
+        ctx.reporter.stage_ended(record)
+    if failure is not None and not stop:
+        ctx.background_failures.append(failure)
+        raise failure
