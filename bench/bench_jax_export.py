@@ -15,6 +15,7 @@ Each is run once to warm up (imports, caches), then ``--repeats`` times alternat
 and their ratio (exportkit / orbax) are printed, with a check that both exports compute the same.
 """
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -51,6 +52,7 @@ def export_with_orbax(apply_fn, params, width, export_dir):
 
 def run(fn, apply_fn, params, width, root: Path, name: str) -> float:
     export_dir = root / name
+    gc.collect()  # the previous export's garbage (either tool's) is freed outside the timed region
     start = time.perf_counter()
     fn(apply_fn, params, width, export_dir)
     return time.perf_counter() - start

@@ -1,11 +1,13 @@
-"""Work a stage hands to a thread so that the next stage runs beside it: the checkpoint's writing
-(``write_checkpoint``) goes on while ``write_graphs`` saves the MetaGraphDefs.
+"""Work a stage hands to a thread so that the next stages run beside it: the checkpoint's
+writing (``write_checkpoint``) goes on while the graphs are traced and saved.
 
-A stage starts it with ``ctx.start_background(fn)`` and returns. The runner (``exportkit.pipeline``)
-waits for it, through ``ctx.finish_background()``, before any stage that has not said it can run
-beside it (``Stage.beside_background``), before the manifest and the publish, and before a failed
-export's staging directory is removed: nothing writes into an export once it is published or
-discarded. The stage's record is made when its work is done: its time is the stage's own plus
+A stage starts it with ``exportkit.background.start(ctx, fn)`` and returns. The runner
+(``exportkit.pipeline``) waits for it, through ``finish(ctx)``, before any stage that has not said
+it can run beside it (``Stage.beside_background``), before the manifest and the publish, and before
+a failed export's staging directory is removed: nothing writes into an export once it is published
+or discarded. A stage that runs beside it calls ``finish(ctx)`` itself before it reads what the
+work writes (``write_graphs``, before the layout and the fingerprint). The stage's record keeps its
+place in pipeline order and is completed when the work is done: its time is the stage's own plus
 the thread's, and a failure on the thread fails that stage, as it would have in series.
 """
 import threading
@@ -24,6 +26,7 @@ class Task:
         self.error: Optional[BaseException] = None
         self.ended: Optional[float] = None
         self._fn = fn
+        self.record = None  # its stage's StageRecord, which the runner adds when the stage returns
         self._thread = threading.Thread(target=self._run, name=f"exportkit-{stage}")
         self._thread.start()
 
@@ -55,9 +58,8 @@ def start(ctx, fn: Callable[[threading.Event], None]) -> None:
 
 def finish(ctx, stop: bool = False) -> None:
     """Wait for every background task (``stop``: asking each to end early, the export having
-    failed); record and report its stage; raise the first failure of a required stage (unless
-    stopping: the export's own error is the one told)."""
-    from exportkit.context import StageRecord
+    failed); complete and report its stage's record; raise the first failure of a required stage
+    (unless stopping: the export's own error is the one told)."""
     from exportkit.errors import first_line
 
     failure = None
@@ -67,15 +69,18 @@ def finish(ctx, stop: bool = False) -> None:
             task.stop.set()
         task.wait()
         ctx.background.pop(0)  # only once it has ended: interrupted here, the export's failure path waits again
+        record = task.record  # in the records since its stage ended, in pipeline order
+        if record is None:  # its stage itself failed: that failure is the one recorded and told
+            continue
+        record.seconds = task.seconds
         if isinstance(task.error, Stopped):
-            record = StageRecord(task.stage, "failed", task.seconds, "stopped: the export failed meanwhile")
+            record.status, record.detail = "failed", "stopped: the export failed meanwhile"
         elif task.error is not None:
-            record = StageRecord(task.stage, "failed", task.seconds, first_line(task.error))
+            record.status, record.detail = "failed", first_line(task.error)
             if task.required and failure is None:
                 failure = task.error
         else:
-            record = StageRecord(task.stage, "ok", task.seconds, "in the background")
-        ctx.records.append(record)
+            record.detail = "in the background"
         ctx.reporter.stage_ended(record)
     if failure is not None and not stop:
         ctx.background_failures.append(failure)

@@ -72,6 +72,11 @@ class ExportContext:
     reference: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = field(default_factory=dict)
     # variable group name ("model", "optimizer", ...) -> list of tf.Variable
     variables: Dict[str, List[Any]] = field(default_factory=dict)
+    # [(variable, array)]: variables made without their values (a JAX model's params NumPy
+    # aligned too loosely for TensorFlow to adopt: exportkit.jax.variables), the checkpoint being
+    # written from the arrays; the runner fills them (exportkit.variables.fill) before any stage
+    # that may read them (Stage.reads_variables)
+    unfilled: List[Tuple[Any, Any]] = field(default_factory=list)
     training: Optional[Training] = None  # set by a source whose model is compiled
     # graph tag ("train", "eval") -> fn(dict of numpy step inputs) -> dict of numpy outputs the
     # exported step must reproduce ("loss", "predictions/<output>"), from the source model's own

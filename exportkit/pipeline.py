@@ -27,6 +27,7 @@ from exportkit.imports import instantiate
 from exportkit.report import Reporter
 from exportkit.stages.verifier import Verifier, current_shared, early_start_wanted, modules_of
 from exportkit.stages.verify import require_verified
+from exportkit.variables import fill
 
 BASE_FIELDS = ("cfg", "export_dir", "work_dir", "model")
 # the stage of the default pipelines that adds a field, for the message when a user disabled it
@@ -189,6 +190,8 @@ def check_dependencies(stages, source) -> None:
 def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
     if ctx.background and not getattr(stage, "beside_background", False):
         background.finish(ctx)  # a stage reads what the earlier ones wrote
+    if ctx.unfilled and getattr(stage, "reads_variables", True):
+        fill(ctx)  # a stage that may read the variables' values (a user's)
     ctx.reporter.stage_started(name)
     start = time.perf_counter()
     ctx.stage_running = (name, start, getattr(stage, "required", True))
@@ -203,10 +206,12 @@ def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
         if any(e is failure for failure in ctx.background_failures):
             raise  # an earlier stage's, recorded as that stage's failure (exportkit.background)
         status, detail, error = "failed", first_line(e), e
-    if status == "ok" and any(task.stage == name for task in ctx.background):
-        return ctx  # recorded when its background work is done (exportkit.background.finish)
     record = StageRecord(name, status, time.perf_counter() - start, detail)
     ctx.records.append(record)
+    tasks = [task for task in ctx.background if task.stage == name and task.record is None]
+    if status == "ok" and tasks:
+        tasks[-1].record = record  # completed and told when its background work is done
+        return ctx
     ctx.reporter.stage_ended(record)
     if error is not None and getattr(stage, "required", True):
         raise error

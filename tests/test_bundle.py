@@ -100,13 +100,35 @@ def test_an_export_tensorflow_saves_itself_still_round_trips(export_dir, monkeyp
     import exportkit
     from exportkit.artifact import bundle
 
-    monkeypatch.setattr(bundle, "entries", lambda checkpoint: None)
+    monkeypatch.setattr(bundle, "entries", lambda checkpoint, sources=(): None)
     model = keras.Sequential([keras.Input((4,), name="x"), keras.layers.Dense(3)])
     exportkit.export_saved_model(model, export_dir, verbose=False)
     x = random_inputs({"x": (4,)}, 5)["x"]
     out = next(iter(serve(export_dir, {"x": x}).values()))
     expected = model.predict(x, verbose=0)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+
+def test_jax_params_written_by_tensorflow_get_their_values_first(export_dir, monkeypatch):
+    """Variables made without values (misaligned NumPy params) are filled before TensorFlow's save."""
+    import tensorflow as tf
+
+    import exportkit
+    from bench.jax_models import wide
+    from exportkit.artifact import bundle
+
+    monkeypatch.setattr(bundle, "entries", lambda checkpoint, sources=(): None)
+    apply_fn, params = wide(width=32, layers=2)
+    misaligned = [np.ones(p.size + 1, p.dtype)[1:].reshape(p.shape) for p in params]
+    for target, source in zip(misaligned, params):
+        target[...] = source
+    result = exportkit.export_saved_model((apply_fn, misaligned), export_dir, verbose=False,
+                                          input_signature=[tf.TensorSpec([None, 32], tf.float32, name="x")])
+    assert result.context.unfilled == [] and [r.status for r in result.records] == ["ok"] * 6
+    reader = tf.train.load_checkpoint(str(export_dir / "variables" / "variables"))
+    keys = sorted(k for k in reader.get_variable_to_shape_map() if k.endswith("VARIABLE_VALUE"))
+    for key, source in zip(keys, params):
+        np.testing.assert_array_equal(reader.get_tensor(key), source)
 
 
 def _exporting(export_dir):

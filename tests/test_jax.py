@@ -60,7 +60,7 @@ def test_mlp_export_is_native_serialization_verified_in_a_fresh_process(mlp_expo
 
     export_dir, result = mlp_export
     assert [(r.name, r.status) for r in result.records] == [
-        ("build", "ok"), ("jax2tf", "ok"), ("trace", "ok"), ("write_checkpoint", "ok"),
+        ("build", "ok"), ("jax2tf", "ok"), ("write_checkpoint", "ok"), ("trace", "ok"),
         ("write_graphs", "ok"), ("verify", "ok")]
     report = result.manifest["verify"]["serving_default"]
     assert set(report) == {"1", "7"} and all(case["output_0"]["ok"] for case in report.values())
@@ -239,7 +239,7 @@ def test_model_jax_alone_selects_the_jax_pipeline(tmp_path):
     from exportkit.errors import ConfigError
 
     stages = list(compose("model=jax", "export_dir=/tmp/x").pipeline.stages)
-    assert stages == ["build", "jax2tf", "trace", "write_checkpoint", "write_graphs", "verify"]
+    assert stages == ["build", "jax2tf", "write_checkpoint", "trace", "write_graphs", "verify"]
     assert "jax2tf" not in compose("model=keras", "export_dir=/tmp/x").pipeline.stages
     # an explicit pipeline=keras wins over model=jax's choice, and says what is missing
     with pytest.raises(ConfigError, match="needs the jax2tf stage"):
@@ -403,6 +403,86 @@ def test_variables_adopt_aligned_buffers_and_copy_the_rest():
 
     bf16 = np.arange(4, dtype=ml_dtypes.bfloat16)
     assert to_variable(bf16, False, "b").numpy().tolist() == bf16.tolist()
+
+
+def _misaligned(array):
+    """``array``'s values 16 bytes past a 64-byte boundary, as NumPy may place any array."""
+    raw = np.empty(array.nbytes + 64, np.uint8)
+    start = (16 - raw.ctypes.data) % 64
+    out = raw[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    out[...] = array
+    assert out.ctypes.data % 64 == 16
+    return out
+
+
+def test_misaligned_numpy_params_are_written_from_their_own_buffers_with_the_same_bytes(tmp_path):
+    """Params TensorFlow cannot adopt give variables without values, the checkpoint written straight
+    from the arrays: no copy, and the export byte for byte the one aligned params give."""
+    import exportkit
+    import tensorflow as tf
+    from bench.jax_models import wide
+    from exportkit.jax.host_buffers import aligned_copy
+
+    apply_fn, params = wide(width=64, layers=3)
+    spec = [tf.TensorSpec([None, 64], tf.float32, name="x")]
+    copied = exportkit.export_saved_model((apply_fn, [aligned_copy(p) for p in params]), tmp_path / "aligned",
+                                          verbose=False, input_signature=spec)
+    sources = [_misaligned(p) for p in params]
+    written = exportkit.export_saved_model((apply_fn, sources), tmp_path / "misaligned", verbose=False,
+                                           input_signature=spec)
+    assert copied.context.unfilled == []
+    assert [array is source for (_, array), source in zip(written.context.unfilled, sources)] == [True] * 3
+    assert all(not v.is_initialized() for v in written.context.variables["params"])
+    assert [r.status for r in written.records] == ["ok"] * 6  # verified, from disk, in a fresh process
+    files = sorted(p.relative_to(tmp_path / "aligned") for p in (tmp_path / "aligned").rglob("*") if p.is_file())
+    assert len(files) > 6
+    for name in files:
+        if name.name != "manifest.json":  # it records each run's own times
+            assert (tmp_path / "aligned" / name).read_bytes() == (tmp_path / "misaligned" / name).read_bytes(), name
+
+
+class HalveParams:
+    """A user stage between trace and write_checkpoint that reads and changes the params' variables."""
+
+    needs, adds, required = ("variables",), (), True
+
+    def __call__(self, ctx):
+        for variable in ctx.variables["params"]:
+            variable.assign(variable * 0.5)
+        return ctx
+
+
+def test_a_user_stage_reading_the_variables_gets_their_values_and_its_changes_are_exported(tmp_path):
+    import exportkit
+    import tensorflow as tf
+    from bench.jax_models import wide
+
+    apply_fn, params = wide(width=64, layers=3)
+    sources = [_misaligned(p) for p in params]
+    spec = [tf.TensorSpec([None, 64], tf.float32, name="x")]
+    plain = exportkit.export_saved_model((apply_fn, sources), tmp_path / "plain", verbose=False, input_signature=spec,
+                                         overrides=["pipeline.stages.verify=null"])
+    assert len(plain.context.unfilled) == 3  # no stage read them
+    # halve runs after trace and before the checkpoint: stages run in config order, and + appends
+    halved = exportkit.export_saved_model((apply_fn, sources), tmp_path / "halved", verbose=False, input_signature=spec,
+                                          overrides=["pipeline.stages.verify=null", "~pipeline.stages.write_checkpoint",
+                                                     "~pipeline.stages.write_graphs",
+                                                     "+pipeline.stages.halve={_target_: tests.test_jax.HalveParams}",
+                                                     "+pipeline.stages.checkpoint={_target_: exportkit.stages."
+                                                     "write_checkpoint.WriteCheckpoint}",
+                                                     "+pipeline.stages.graphs={_target_: exportkit.stages."
+                                                     "write_graphs.WriteGraphs}"])
+    assert [r.name for r in halved.records] == ["build", "jax2tf", "trace", "halve", "checkpoint", "graphs"]
+    assert halved.context.unfilled == []
+    for name in ("plain", "halved"):
+        reader = tf.train.load_checkpoint(str(tmp_path / name / "variables" / "variables"))
+        keys = sorted(k for k in reader.get_variable_to_shape_map() if k.endswith("VARIABLE_VALUE"))
+        assert len(keys) == 3
+        for key, source in zip(keys, params):
+            want = source * np.float32(0.5) if name == "halved" else source
+            np.testing.assert_array_equal(reader.get_tensor(key), want)
+    for source, original in zip(sources, params):  # the user's arrays are left as they were
+        np.testing.assert_array_equal(source, original)
 
 
 def test_npz_members_are_read_into_aligned_buffers(tmp_path):

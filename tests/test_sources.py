@@ -75,7 +75,7 @@ def test_api_exports_apply_fn_and_params_verified(tmp_path):
     result = exportkit.export_saved_model((apply_fn, params), tmp_path / "two", verbose=False,
                                           input_signature=[tf.TensorSpec([None, 5]), tf.TensorSpec([None, 3])])
     assert stage_status(result) == dict.fromkeys(
-        ["build", "jax2tf", "trace", "write_checkpoint", "write_graphs", "verify"], "ok")
+        ["build", "jax2tf", "write_checkpoint", "trace", "write_graphs", "verify"], "ok")
     assert result.manifest["verify"]["serving_default"]["3"]["score"]["ok"]
     assert result.manifest["config"]["model"] == {
         "_target_": "exportkit.jax.source.JaxInMemory",

@@ -24,7 +24,7 @@ import struct
 import sys
 import threading
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import crc32c
 import numpy as np
@@ -34,7 +34,8 @@ from exportkit.background import Stopped
 DATA_SUFFIX = ".data-00000-of-00001"
 INDEX_SUFFIX = ".index"
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
-CHUNK = 8 << 20  # written, checksummed and hashed a block at a time
+CHUNK = 8 << 20  # a big tensor is written, checksummed and hashed a block at a time
+SMALL = 64 << 10  # smaller tensors are gathered and written together
 BLOCK_SIZE = 262144  # TensorFlow's table options: block size, restart interval, magic number
 RESTART_INTERVAL = 16
 TABLE_MAGIC = 0xDB4775248B80FB57
@@ -48,9 +49,22 @@ class Entry(NamedTuple):
     strings: Optional[List[bytes]]
 
 
-def entries(checkpoint) -> Optional[List[Entry]]:
+def writes_dtype(dtype: np.dtype) -> bool:
+    """Whether an array of this dtype is written from its own buffer (plain numbers, bool, bfloat16)."""
+    import ml_dtypes
+
+    return dtype in NUMERIC or dtype == np.dtype(ml_dtypes.bfloat16)
+
+
+NUMERIC = {np.dtype(name) for name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64",
+                                       "uint8", "uint16", "uint32", "uint64", "bool", "complex64", "complex128")}
+
+
+def entries(checkpoint, sources: Sequence[Tuple[Any, np.ndarray]] = ()) -> Optional[List[Entry]]:
     """What ``checkpoint.write`` would save, in its order; None for a checkpoint only
-    TensorFlow's save writes. The tensors are the variables' own buffers (no copy on the CPU)."""
+    TensorFlow's save writes. The tensors are the variables' own buffers (no copy on the CPU);
+    a variable in ``sources`` ([(variable, array)], variables made without their values) is
+    written from its array."""
     import tensorflow as tf
     from tensorflow.python.training.saving.saveable_object import SaveSpec
 
@@ -62,9 +76,16 @@ def entries(checkpoint) -> Optional[List[Entry]]:
         return None
     if registered:
         return None
+    arrays = {id(variable): array for variable, array in sources}
     out, seen = [], set()
-    for tensors in serialized.values():
+    for owner, tensors in serialized.items():
         for key, value in tensors.items():
+            if id(owner) in arrays and key.endswith("/.ATTRIBUTES/VARIABLE_VALUE"):
+                array = arrays[id(owner)]
+                out.append(Entry(key, tf.as_dtype(array.dtype).as_datatype_enum, array.shape,
+                                 array.reshape(-1).view(np.uint8), None))
+                seen.add(key)
+                continue
             if isinstance(value, dict):  # {slice_spec: tensor}: only the whole tensor is covered
                 if list(value) != [""]:
                     return None
@@ -165,10 +186,13 @@ class _Output:
     def write(self, data, crc: int = 0) -> int:
         """Append ``data`` (bytes-like); return crc32c extended over it from ``crc``."""
         view = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else memoryview(data)
-        if len(view) < CHUNK:
+        if len(view) < SMALL:
             self.pending += view
             self.size += len(view)
-            return crc32c.crc32c(view, crc)
+            crc = crc32c.crc32c(view, crc)
+            if len(self.pending) >= CHUNK:
+                self.flush()
+            return crc
         self.flush()
         for start in range(0, len(view), CHUNK):
             if self.stop.is_set():

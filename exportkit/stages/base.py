@@ -28,6 +28,9 @@ class Stage(abc.ABC):
     # True: may run while an earlier stage's background work goes on (exportkit.background); the
     # stage then calls exportkit.background.finish(ctx) before it reads what that work writes
     beside_background: bool = False
+    # False: never reads the values of ctx.variables in this process (tracing and saving graphs
+    # do not), so variables made without their values may stay so (ExportContext.unfilled)
+    reads_variables: bool = True
 
     def __init__(self, required: bool = True) -> None:
         self.required = required

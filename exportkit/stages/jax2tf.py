@@ -19,6 +19,7 @@ class Jax2TF(Stage):
 
     needs = ("model", "signatures")
     adds = ("serving_fn", "variables")
+    reads_variables = False
 
     def __init__(self, with_gradient: bool = False, polymorphic_shapes: Optional[Mapping[str, str]] = None,
                  required: bool = True) -> None:
@@ -44,8 +45,9 @@ class Jax2TF(Stage):
             ctx.reporter.progress(f"this TensorFlow's XlaCallModule runs versions up to {choice.tf_max}: "
                                   f"serializing with version {choice.version} instead of JAX's "
                                   f"{choice.jax_default}")
-        variables, tree = make_variables(model, trainable=self.with_gradient)
+        variables, tree, unfilled = make_variables(model, trainable=self.with_gradient)
         ctx.variables["params"] = variables
+        ctx.unfilled.extend(unfilled)
         ctx.serving_fn = serving_fn(model.apply_fn, tree, platforms, self.with_gradient,
                                     self.polymorphic_shapes, choice.version)
         ctx.extra["jax2tf"] = {"platforms": list(platforms), "calling_convention_version": choice.version,

@@ -33,6 +33,7 @@ WORKER = "worker"  # run_worker's facts: what the worker measured (device, GPUs,
 class Verify(Stage):
     needs = ("reference", "signatures", "saved_model_file")
     adds = ("verify_report",)
+    reads_variables = False  # the export is loaded from disk in the verification process
 
     def __call__(self, ctx: ExportContext) -> ExportContext:
         cfg = ctx.cfg

@@ -37,6 +37,7 @@ class WriteGraphs(Stage):
     needs = ("graphs", "variables")
     adds = ("saved_model_file",)
     beside_background = True  # the graphs are saved while the checkpoint is written
+    reads_variables = False  # the graphs only (the checkpoint is write_checkpoint's)
 
     def __call__(self, ctx: ExportContext) -> ExportContext:
         meta_graphs, version = {}, 0
