@@ -13,18 +13,20 @@ from exportkit.jax import host_buffers
 from exportkit.jax.pytree import flatten
 
 
-def make_variables(model, trainable: bool):
+def make_variables(model, trainable: bool, verified: bool = True):
     """One ``tf.Variable`` per leaf of ``model.params`` (a ``JaxModel``) (in pytree order), the
     params pytree of them, and the variables made without their values: [(variable, array)].
 
     No leaf is copied where it can be helped. A leaf TensorFlow can adopt (a CPU ``jax.Array``, a
     64-byte-aligned NumPy array such as ``.npz`` params are read into) becomes its variable's
     buffer. Any other (a NumPy array NumPy aligned to 16 bytes only, a ``jax.Array`` on an
-    accelerator: its host copy) gives a variable without values: the checkpoint is written
-    straight from the array (``exportkit.artifact.bundle``), nothing in exportkit's stages reads
-    the variable's values, and ``exportkit.variables.fill`` gives them (one copy) before a stage
-    that may (a user's). A dtype the checkpoint writer does not cover is copied once into an
-    aligned buffer, as before.
+    accelerator: its host copy) is copied once into an aligned buffer the variable adopts, when
+    the export is ``verified``: the verify stage's reference, the JAX function run in this
+    process, needs the params 64-byte aligned too (JAX copies any other array on every call),
+    and both share that copy. Unverified, nothing in this process needs the copy: the variable
+    is made without values, the checkpoint is written straight from the array
+    (``exportkit.artifact.bundle``), and ``exportkit.variables.fill`` gives it its values (one
+    copy) before a stage that may read them (a user's).
 
     Each leaf is replaced in ``model.params`` by a read-only NumPy view of its variable (or of the
     array a variable without values stands for), so the reference the verify stage runs is the
@@ -41,7 +43,7 @@ def make_variables(model, trainable: bool):
             name = _variable_name(key, i)
             tensor = _adopt(leaf)
             array = np.asarray(leaf) if tensor is None else None
-            if array is not None and _writable_as_is(array):
+            if array is not None and not verified and _writable_as_is(array):
                 variable = UninitializedVariable(shape=array.shape, dtype=tf.as_dtype(array.dtype),
                                                  trainable=trainable, name=name)
                 unfilled.append((variable, array))

@@ -2,6 +2,8 @@
 (``exportkit.jax.variables`` and ``exportkit.jax.convert``); JAX is imported when it runs."""
 from typing import Mapping, Optional
 
+from omegaconf import DictConfig
+
 from exportkit.context import ExportContext
 from exportkit.errors import ConfigError
 from exportkit.stages.base import Stage
@@ -45,7 +47,9 @@ class Jax2TF(Stage):
             ctx.reporter.progress(f"this TensorFlow's XlaCallModule runs versions up to {choice.tf_max}: "
                                   f"serializing with version {choice.version} instead of JAX's "
                                   f"{choice.jax_default}")
-        variables, tree, unfilled = make_variables(model, trainable=self.with_gradient)
+        verified = any(isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith("stages.verify.Verify")
+                       for node in ctx.cfg.pipeline.stages.values())
+        variables, tree, unfilled = make_variables(model, trainable=self.with_gradient, verified=verified)
         ctx.variables["params"] = variables
         ctx.unfilled.extend(unfilled)
         ctx.serving_fn = serving_fn(model.apply_fn, tree, platforms, self.with_gradient,

@@ -46,11 +46,11 @@ class WriteGraphs(Stage):
                 meta_graphs[tag], version = save_meta_graph(ctx, graph, Path(tmp) / tag)
                 ctx.reporter.progress(f"{tag}: signatures {', '.join(graph.functions)} "
                                       f"({len(meta_graphs[tag].graph_def.library.function)} functions)")
-        background.finish(ctx)  # the checkpoint's files, which the layout links and the fingerprint reads
         for name, text in ctx.assets.items():
             (ctx.work_dir / "assets").mkdir(exist_ok=True)
             (ctx.work_dir / "assets" / name).write_text(text)
         ctx.saved_model_file = write_layout(meta_graphs, version, ctx.work_dir, ctx.cfg.layout, ctx.cfg.as_text)
+        background.finish(ctx)  # the checkpoint's files, which the fingerprint reads (the layout links their directory)
         write_fingerprint(ctx.work_dir, ctx.hashes)
         serving.write_warmup(ctx)  # assets.extra/tf_serving_warmup_requests (serving.warmup)
         return ctx
