@@ -1,14 +1,15 @@
 """Work a stage hands to a thread so that the next stages run beside it: the checkpoint's
 writing (``write_checkpoint``) goes on while the graphs are traced and saved.
 
-A stage starts it with ``exportkit.background.start(ctx, fn)`` and returns. The runner
-(``exportkit.pipeline``) waits for it, through ``finish(ctx)``, before any stage that has not said
-it can run beside it (``Stage.beside_background``), before the manifest and the publish, and before
-a failed export's staging directory is removed: nothing writes into an export once it is published
-or discarded. A stage that runs beside it calls ``finish(ctx)`` itself before it reads what the
-work writes (``write_graphs``, before the layout and the fingerprint). The stage's record keeps its
-place in pipeline order and is completed when the work is done: its time is the stage's own plus
-the thread's, and a failure on the thread fails that stage, as it would have in series.
+A stage starts it with ``exportkit.background.start(ctx, fn)`` (one task per stage) and returns.
+The runner (``exportkit.pipeline``) waits for it, through ``finish(ctx)``, before any stage that has
+not said it can run beside it (``Stage.beside_background``), before the manifest and the publish,
+and before a failed export's staging directory is removed: nothing writes into an export once it
+is published or discarded. A stage that runs beside it calls ``finish(ctx)`` itself before it
+reads what the work writes (``write_graphs``, before the fingerprint). The stage's record keeps its
+place in pipeline order and is completed when the work is done: its seconds run from the stage's
+start to the thread's end (overlapping the stages that ran beside it), and a failure on the thread
+fails that stage, as it would have in series.
 """
 import threading
 import time
@@ -16,8 +17,9 @@ from typing import Callable, Optional
 
 
 class Task:
-    """``fn()`` on a thread of its own, started by the stage ``stage``; ``stop`` asks ``fn`` to end
-    early (it checks ``stop.is_set()`` between blocks) when the export fails meanwhile."""
+    """``fn(stop)`` on a thread of its own, started by the stage ``stage``; ``stop`` (an Event)
+    asks ``fn`` to end early (it checks ``stop.is_set()`` between blocks) when the export fails
+    meanwhile."""
 
     def __init__(self, stage: str, fn: Callable[[threading.Event], None], stage_started: float,
                  required: bool = True) -> None:
@@ -39,7 +41,17 @@ class Task:
             self.ended = time.perf_counter()
 
     def wait(self) -> None:
-        self._thread.join()
+        """Until the thread has ended, even through Ctrl-C (told once it has: what it writes must
+        not outlive the staging directory's removal)."""
+        interrupted = None
+        while self._thread.is_alive():
+            try:
+                self._thread.join()
+            except KeyboardInterrupt as e:
+                self.stop.set()
+                interrupted = e
+        if interrupted is not None:
+            raise interrupted
 
     @property
     def seconds(self) -> float:
@@ -53,6 +65,8 @@ class Stopped(Exception):
 def start(ctx, fn: Callable[[threading.Event], None]) -> None:
     """Run ``fn(stop)`` beside the next stages, as part of the stage running now."""
     name, started, required = ctx.stage_running
+    if any(task.stage == name for task in ctx.background):
+        raise RuntimeError(f"stage {name} started a second background task; one per stage")
     ctx.background.append(Task(name, fn, started, required))
 
 
@@ -70,7 +84,10 @@ def finish(ctx, stop: bool = False) -> None:
         task.wait()
         ctx.background.pop(0)  # only once it has ended: interrupted here, the export's failure path waits again
         record = task.record  # in the records since its stage ended, in pipeline order
-        if record is None:  # its stage itself failed: that failure is the one recorded and told
+        if record is None:  # its stage did not end ok: its own failure or skip is recorded and told
+            if task.error is not None and not isinstance(task.error, Stopped) and task.required \
+                    and failure is None:
+                failure = task.error
             continue
         record.seconds = task.seconds
         if isinstance(task.error, Stopped):

@@ -77,6 +77,9 @@ class ExportContext:
     # written from the arrays; the runner fills them (exportkit.variables.fill) before any stage
     # that may read them (Stage.reads_variables)
     unfilled: List[Tuple[Any, Any]] = field(default_factory=list)
+    # the non-variable resources (lookup tables) write_checkpoint saved, for write_graphs to check
+    # against what the graphs capture (the JAX pipeline writes the checkpoint before it traces)
+    checkpointed_resources: Optional[List[Any]] = None
     training: Optional[Training] = None  # set by a source whose model is compiled
     # graph tag ("train", "eval") -> fn(dict of numpy step inputs) -> dict of numpy outputs the
     # exported step must reproduce ("loss", "predictions/<output>"), from the source model's own

@@ -37,6 +37,10 @@ ADDED_BY = {"graphs": "trace", "saved_model_file": "write_graphs", "verify_repor
 
 @dataclass
 class ExportResult:
+    """What a finished export gives back. ``context`` is the run's: a JAX export not verified
+    in-process may leave variables without values there (``ExportContext.unfilled``, the
+    checkpoint having been written from the arrays); ``exportkit.variables.fill(context)`` gives
+    them theirs."""
     export_dir: Path
     records: List[StageRecord]
     manifest: dict
@@ -204,13 +208,19 @@ def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
         status, detail = "skipped", str(e)
     except Exception as e:
         if any(e is failure for failure in ctx.background_failures):
-            raise  # an earlier stage's, recorded as that stage's failure (exportkit.background)
+            # an earlier stage's, recorded as that stage's failure (exportkit.background)
+            record = StageRecord(name, "skipped", time.perf_counter() - start, "an earlier stage's background work failed")
+            ctx.records.append(record)
+            ctx.reporter.stage_ended(record)
+            raise
         status, detail, error = "failed", first_line(e), e
+    finally:
+        ctx.stage_running = None
     record = StageRecord(name, status, time.perf_counter() - start, detail)
     ctx.records.append(record)
     tasks = [task for task in ctx.background if task.stage == name and task.record is None]
     if status == "ok" and tasks:
-        tasks[-1].record = record  # completed and told when its background work is done
+        tasks[0].record = record  # completed and told when its background work is done
         return ctx
     ctx.reporter.stage_ended(record)
     if error is not None and getattr(stage, "required", True):

@@ -150,17 +150,44 @@ def _writer_threads():
 
 
 def test_a_failed_checkpoint_write_fails_that_stage_and_leaves_nothing(export_dir, monkeypatch):
+    import keras
+
+    from exportkit import pipeline
     from exportkit.artifact import bundle
+    from tests.conftest import compose
 
     def failing(prefix, items, stop=None):
         (prefix.parent / "variables.data-00000-of-00001").write_bytes(b"partial")
         raise OSError(5, "Input/output error", str(prefix))
 
     monkeypatch.setattr(bundle, "write", failing)
-    export = _exporting(export_dir)
+    model = keras.Sequential([keras.Input((8,), name="x"), keras.layers.Dense(4)])
+    export = pipeline.Export(pipeline.resolved(compose(f"export_dir={export_dir}", "model=in_memory")), model=model)
     with pytest.raises(OSError, match="Input/output error"):
-        export()
+        export.run()
+    records = {r.name: (r.status, r.detail) for r in export.records}
+    assert records["write_checkpoint"][0] == "failed" and "Input/output error" in records["write_checkpoint"][1]
+    # write_graphs, which waited for it, is not blamed; nothing after it ran
+    assert records["write_graphs"][0] == "skipped" and "verify" not in records
     assert leftovers(export_dir) == [] and _writer_threads() == []
+
+
+def test_a_checkpoint_written_before_the_graphs_captured_a_table_is_refused(export_dir):
+    import keras
+    import tensorflow as tf
+
+    import exportkit
+    from exportkit.errors import ModelSourceError
+
+    inputs = keras.Input((1,), dtype="string", name="word")
+    model = keras.Model(inputs, keras.layers.StringLookup(vocabulary=["a", "b"])(inputs))
+    order = ["~pipeline.stages.trace", "~pipeline.stages.write_graphs", "pipeline.stages.verify=null",
+             "+pipeline.stages.trace_late={_target_: exportkit.stages.trace.Trace}",
+             "+pipeline.stages.graphs={_target_: exportkit.stages.write_graphs.WriteGraphs}"]
+    with pytest.raises(ModelSourceError, match="captures 1 resource.*checkpoint was written with 0"):
+        exportkit.export_saved_model(model, export_dir, verbose=False, overrides=order,
+                                     input_signature=[tf.TensorSpec([None, 1], tf.string, name="word")])
+    assert leftovers(export_dir) == []
 
 
 def test_a_stage_failing_while_the_checkpoint_is_written_stops_it_and_leaves_nothing(export_dir, monkeypatch):
@@ -207,6 +234,7 @@ def test_stage_records_stay_in_pipeline_order_with_the_checkpoints_own_time(expo
     records = {r.name: r for r in result.records}
     assert [r.name for r in result.records] == ["build", "trace", "write_checkpoint", "write_graphs", "verify"]
     assert records["write_checkpoint"].status == "ok" and records["write_checkpoint"].seconds >= 0.5
+    assert records["write_checkpoint"].detail == "in the background"
     files = result.manifest["files"]
     for name in ("variables/variables.data-00000-of-00001", "variables/variables.index"):
         assert files[name] == hashlib.sha256((export_dir / name).read_bytes()).hexdigest()

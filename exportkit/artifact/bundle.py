@@ -33,7 +33,6 @@ from exportkit.background import Stopped
 
 DATA_SUFFIX = ".data-00000-of-00001"
 INDEX_SUFFIX = ".index"
-OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 CHUNK = 8 << 20  # a big tensor is written, checksummed and hashed a block at a time
 SMALL = 64 << 10  # smaller tensors are gathered and written together
 BLOCK_SIZE = 262144  # TensorFlow's table options: block size, restart interval, magic number
@@ -72,7 +71,7 @@ def entries(checkpoint, sources: Sequence[Tuple[Any, np.ndarray]] = ()) -> Optio
         return None
     try:
         serialized, _, registered, _ = checkpoint._saver._gather_serialized_tensors(None)
-    except AttributeError:  # another TensorFlow's internals: its own save
+    except (AttributeError, TypeError, ValueError):  # another TensorFlow's internals: its own save
         return None
     if registered:
         return None
@@ -160,12 +159,17 @@ class _Hasher:
 
     def __init__(self) -> None:
         self.digest, self.blocks = hashlib.sha256(), queue.SimpleQueue()
+        self.error: Optional[BaseException] = None
         self.thread = threading.Thread(target=self._run, name="exportkit-sha256", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         while (block := self.blocks.get()) is not None:
-            self.digest.update(block)
+            if self.error is None:
+                try:
+                    self.digest.update(block)
+                except BaseException as e:  # told by finish(): no digest of part of a file
+                    self.error = e
 
     def update(self, block) -> None:
         self.blocks.put(block)
@@ -173,6 +177,8 @@ class _Hasher:
     def finish(self) -> str:
         self.blocks.put(None)
         self.thread.join()
+        if self.error is not None:
+            raise self.error
         return self.digest.hexdigest()
 
 
@@ -205,6 +211,8 @@ class _Output:
         return crc
 
     def flush(self) -> None:
+        if self.stop.is_set():
+            raise Stopped("the checkpoint's writing was stopped")
         if self.pending:
             _write_all(self.f, self.pending)
             self.hasher.update(self.pending)

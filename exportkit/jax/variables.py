@@ -50,8 +50,8 @@ def make_variables(model, trainable: bool, verified: bool = True):
                 view = array.view()
                 view.flags.writeable = False
             else:
-                variable = tf.Variable(tensor if tensor is not None else _aligned(array),
-                                       trainable=trainable, name=name)
+                variable = (tf.Variable(tensor, trainable=trainable, name=name) if tensor is not None
+                            else to_variable(array, trainable, name))
                 view = _view(variable)
             del leaf, tensor, array
             variables.append(variable)
@@ -70,14 +70,13 @@ def to_variable(leaf, trainable: bool, name: str):
     The variable then shares memory with the params given: exportkit writes to neither.
     """
     tensor = _adopt(leaf)
-    return tf.Variable(tensor if tensor is not None else _aligned(np.asarray(leaf)), trainable=trainable, name=name)
-
-
-def _aligned(array: np.ndarray):
-    try:
-        return _from_dlpack(host_buffers.aligned_copy(array))
-    except (BufferError, TypeError, ValueError, tf.errors.OpError):
-        return array  # a dtype NumPy's DLPack cannot carry (e.g. bfloat16): the copying way
+    if tensor is None:
+        array = np.asarray(leaf)
+        try:
+            tensor = _from_dlpack(host_buffers.aligned_copy(array))
+        except (BufferError, TypeError, ValueError, tf.errors.OpError):
+            tensor = array  # a dtype NumPy's DLPack cannot carry (e.g. bfloat16): the copying way
+    return tf.Variable(tensor, trainable=trainable, name=name)
 
 
 def _writable_as_is(array: np.ndarray) -> bool:

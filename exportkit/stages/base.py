@@ -25,8 +25,9 @@ class Stage(abc.ABC):
 
     needs: Tuple[str, ...] = ()
     adds: Tuple[str, ...] = ()
-    # True: may run while an earlier stage's background work goes on (exportkit.background); the
-    # stage then calls exportkit.background.finish(ctx) before it reads what that work writes
+    # True: may run while an earlier stage's background work goes on (exportkit.background): it
+    # changes no variable's values (the checkpoint is being written from them) and calls
+    # exportkit.background.finish(ctx) before it reads what that work writes
     beside_background: bool = False
     # False: never reads the values of ctx.variables in this process (tracing and saving graphs
     # do not), so variables made without their values may stay so (ExportContext.unfilled)

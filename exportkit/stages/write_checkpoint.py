@@ -21,6 +21,7 @@ class WriteCheckpoint(Stage):
                               + (f", {len(resources)} other resources" if resources else ""))
         # The root is the same object layout every MetaGraphDef is saved from (see
         # exportkit.variables.trackable_root), so checkpoint keys match for the TF2 and TF1 loaders.
+        ctx.checkpointed_resources = list(resources)
         checkpoint = tf.train.Checkpoint(trackable_root(ctx.variables, groups, resources))
         prefix = ctx.work_dir / "variables" / "variables"
         items = bundle.entries(checkpoint, ctx.unfilled)

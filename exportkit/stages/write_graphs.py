@@ -58,8 +58,8 @@ class WriteGraphs(Stage):
 
 def write_layout(meta_graphs: Dict[str, Any], version: int, root: Path, layout: str, as_text: bool) -> Path:
     """Write the MetaGraphDefs (tag -> MetaGraphDef, ``serve`` first) under ``root`` as ``layout``
-    says; return the root's ``saved_model.pb``/``.pbtxt``. The checkpoint (and assets) must be
-    in ``root`` already: the nested graphs link to them."""
+    says; return the root's ``saved_model.pb``/``.pbtxt``. ``variables/`` (and ``assets/``) must
+    be in ``root`` already, the checkpoint's files not yet: the nested graphs link the directories."""
     if layout == "tf1":
         groups = {root: list(meta_graphs.values())}
     else:
@@ -83,7 +83,14 @@ def save_meta_graph(ctx: ExportContext, graph: Graph, directory: Path):
     from tensorflow.python.saved_model.save import save_and_return_nodes
 
     check_resources_tracked(ctx, graph)
-    root = trackable_root(ctx.variables, graph.variable_groups, all_graph_resources(ctx.graphs))
+    resources = all_graph_resources(ctx.graphs)
+    if ctx.checkpointed_resources is not None and \
+            {id(r) for r in resources} != {id(r) for r in ctx.checkpointed_resources}:
+        raise ModelSourceError(
+            f"the {graph.tag} graph captures {len(resources)} resource(s) (lookup tables) but the checkpoint "
+            f"was written with {len(ctx.checkpointed_resources)}: run write_checkpoint after trace "
+            f"(pipeline.stages order) so that it saves what the graphs use")
+    root = trackable_root(ctx.variables, graph.variable_groups, resources)
     for name, endpoint in graph.endpoints.items():  # e.g. the positional `serve` TFSMLayer calls
         setattr(root, name, endpoint)
     try:
