@@ -133,6 +133,41 @@ def list_groups_once() -> None:
     ConfigLoaderImpl.get_group_options = get_group_options
 
 
+def mode_without_composing(argv) -> bool:
+    """For a run: Hydra (1.3) composes the whole config once only to read ``hydra.mode``
+    (``Hydra.get_mode``), then again to run (0.07 s each). exportkit's shipped configs never set
+    ``hydra.mode`` (``tests/test_startup.py`` checks), so when the command line brings in no other
+    config (no ``hydra`` override or group, no other config directory or name, no group option
+    but the shipped ones) the answer is known without composing: none, and Hydra follows ``-m``."""
+    from importlib import resources
+
+    conf = resources.files("exportkit.conf")
+    shipped = {group.name: {f.name[:-5] for f in group.iterdir() if f.name.endswith(".yaml")}
+               for group in conf.iterdir() if group.is_dir() and group.name != "hydra"}
+    for arg in argv:
+        if arg.startswith("-"):
+            if arg not in ("-m", "--multirun"):
+                return False  # another config directory or name, --cfg, --info, ...
+            continue
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key.startswith("hydra"):
+            return False
+        if key in shipped and not set(value.split(",")) <= shipped[key]:
+            return False  # a group option from elsewhere (a sweep's comma list: each of them)
+    return True
+
+
+def skip_mode_composition() -> None:
+    """Answer ``Hydra.get_mode`` without composing when ``mode_without_composing`` says it may;
+    left alone if this Hydra has no such method."""
+    try:
+        from hydra._internal.hydra import Hydra
+    except ImportError:
+        return
+    if hasattr(Hydra, "get_mode") and mode_without_composing(sys.argv[1:]):
+        Hydra.get_mode = lambda self, config_name, overrides: None
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in ("inspect", "verify"):  # subcommands for existing exports
         from exportkit import commands
@@ -150,6 +185,7 @@ def main() -> None:
     quiet_frameworks()
     if any(arg in ("--help", "-h", "--hydra-help") for arg in sys.argv[1:]):
         list_groups_once()
+    skip_mode_composition()
     try:
         app()
     except Exception as error:  # noqa: BLE001 - Hydra's errors become one line; a bug re-raised

@@ -75,3 +75,36 @@ def test_jax_is_held_off_only_under_a_tensorflow_keras_backend(tmp_path, monkeyp
     assert keras_backend() == "jax"
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
     assert keras_backend() == "tensorflow"
+
+
+def test_no_shipped_config_sets_hydra_mode():
+    """What lets the CLI answer Hydra's run-or-multirun question without composing the config
+    (``exportkit.cli.mode_without_composing``)."""
+    import yaml
+
+    files = sorted((ROOT / "conf").rglob("*.yaml"))
+    assert len(files) > 20
+    for path in files:
+        node = yaml.safe_load(path.read_text()) or {}
+        package_hydra = "@package hydra" in path.read_text() or path.parts[-3:-1] == ("hydra", "launcher")
+        assert "mode" not in (node.get("hydra") or {}), path
+        assert not (package_hydra and "mode" in node), path
+
+
+@pytest.mark.parametrize("argv, known", [
+    ([], True), (["export_dir=/x", "seed=3"], True), (["-m", "seed=0,1", "model=keras,jax"], True),
+    (["+experiment=text", "target=gpu"], True), (["model.path=m.keras"], True),
+    (["hydra.mode=MULTIRUN"], False), (["hydra/launcher=joblib"], False), (["+hydra.job.chdir=true"], False),
+    (["--config-dir", "/mine"], False), (["-cn", "other"], False), (["+experiment=mine"], False),
+    (["model=keras,mine"], False), (["experiment=sub/x"], False)])
+def test_hydra_composes_only_to_learn_the_mode_when_the_command_line_may_set_it(argv, known, monkeypatch):
+    from hydra._internal.hydra import Hydra
+
+    from exportkit import cli
+
+    assert cli.mode_without_composing(argv) is known
+    real = Hydra.get_mode
+    monkeypatch.setattr(Hydra, "get_mode", real)  # restored after the test
+    monkeypatch.setattr("sys.argv", ["exportkit", *argv])
+    cli.skip_mode_composition()
+    assert (Hydra.get_mode is real) is not known
