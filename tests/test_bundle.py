@@ -91,6 +91,10 @@ def test_checkpoints_it_does_not_cover_are_left_to_tensorflow():
     iterator = iter(tf.data.Dataset.range(5))  # its state is a variant tensor
     next(iterator)
     assert bundle.entries(tf.train.Checkpoint(it=iterator)) is None
+    from tensorflow.python.framework import dtypes
+
+    float8 = tf.Variable(tf.cast(tf.zeros([2]), dtypes.float8_e4m3fn))  # a dtype it leaves to TensorFlow
+    assert bundle.entries(tf.train.Checkpoint(v=float8)) is None
     assert bundle.entries(tf.train.Checkpoint(v=tf.Variable(1.0))) is not None
 
 

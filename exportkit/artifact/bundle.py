@@ -112,8 +112,9 @@ def _entry(key: str, tensor) -> Optional[Entry]:
         value = tensor.numpy()  # fixed-width "S", which drops trailing NULs)
         strings = [value] if isinstance(value, bytes) else [bytes(s) for s in value.ravel()]
         return Entry(key, dtype.as_datatype_enum, shape, None, strings)
-    if dtype in (tf.resource, tf.variant) or not dtype.is_numpy_compatible:
-        return None
+    if dtype in (tf.resource, tf.variant) or not dtype.is_numpy_compatible \
+            or not writes_dtype(np.dtype(dtype.as_numpy_dtype)):
+        return None  # (float8, int4 and the like: TensorFlow's own save)
     # on the CPU the tensor's own buffer (``_numpy`` shares it); elsewhere a host copy
     array = tensor._numpy() if "CPU" in tensor.device.upper() else tensor.numpy()
     array = np.ascontiguousarray(array)
