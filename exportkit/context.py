@@ -77,6 +77,10 @@ class ExportContext:
     # written from the arrays; the runner fills them (exportkit.variables.fill) before any stage
     # that may read them (Stage.reads_variables)
     unfilled: List[Tuple[Any, Any]] = field(default_factory=list)
+    # whether a verify stage (exportkit.stages.verify.Verify, or a subclass) is in the pipeline, set
+    # by the runner: its reference runs the source model in this process (a JAX model: on the
+    # params' buffers, which jax2tf then aligns once for both)
+    verifies: bool = True
     # the non-variable resources (lookup tables) write_checkpoint saved, for write_graphs to check
     # against what the graphs capture (the JAX pipeline writes the checkpoint before it traces)
     checkpointed_resources: Optional[List[Any]] = None

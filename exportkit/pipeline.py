@@ -26,7 +26,7 @@ from exportkit.errors import ConfigError, SignatureError, StageSkipped, first_li
 from exportkit.imports import instantiate
 from exportkit.report import Reporter
 from exportkit.stages.verifier import Verifier, current_shared, early_start_wanted, modules_of
-from exportkit.stages.verify import require_verified
+from exportkit.stages.verify import Verify, require_verified
 from exportkit.variables import fill
 
 BASE_FIELDS = ("cfg", "export_dir", "work_dir", "model")
@@ -113,7 +113,8 @@ class Export:
             export_dir = slot.export_dir
             ctx = ExportContext(cfg=cfg, export_dir=export_dir, work_dir=slot.work_dir, source=source,
                                 reporter=self.reporter, overrides=self.overrides, model=self.model,
-                                custom_objects=self.custom_objects, records=self.records, verifier=verifier)
+                                custom_objects=self.custom_objects, records=self.records, verifier=verifier,
+                                verifies=any(isinstance(stage, Verify) for _, stage in stages))
             ctx.signatures = signatures.to_specs(parsed)
             ctx.extra["serving"] = serving.release_info(cfg, slot)
             try:
@@ -218,9 +219,9 @@ def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
         ctx.stage_running = None
     record = StageRecord(name, status, time.perf_counter() - start, detail)
     ctx.records.append(record)
-    tasks = [task for task in ctx.background if task.stage == name and task.record is None]
-    if status == "ok" and tasks:
-        tasks[0].record = record  # completed and told when its background work is done
+    task = next((task for task in ctx.background if task.stage == name), None)  # one per stage
+    if status == "ok" and task is not None:
+        task.record = record  # completed and told when its background work is done
         return ctx
     ctx.reporter.stage_ended(record)
     if error is not None and getattr(stage, "required", True):

@@ -48,15 +48,15 @@ class Entry(NamedTuple):
     strings: Optional[List[bytes]]
 
 
+NUMERIC = {np.dtype(name) for name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64",
+                                       "uint8", "uint16", "uint32", "uint64", "bool", "complex64", "complex128")}
+
+
 def writes_dtype(dtype: np.dtype) -> bool:
     """Whether an array of this dtype is written from its own buffer (plain numbers, bool, bfloat16)."""
     import ml_dtypes
 
     return dtype in NUMERIC or dtype == np.dtype(ml_dtypes.bfloat16)
-
-
-NUMERIC = {np.dtype(name) for name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64",
-                                       "uint8", "uint16", "uint32", "uint64", "bool", "complex64", "complex128")}
 
 
 def entries(checkpoint, sources: Sequence[Tuple[Any, np.ndarray]] = ()) -> Optional[List[Entry]]:
@@ -80,9 +80,7 @@ def entries(checkpoint, sources: Sequence[Tuple[Any, np.ndarray]] = ()) -> Optio
     for owner, tensors in serialized.items():
         for key, value in tensors.items():
             if id(owner) in arrays and key.endswith("/.ATTRIBUTES/VARIABLE_VALUE"):
-                array = arrays[id(owner)]
-                out.append(Entry(key, tf.as_dtype(array.dtype).as_datatype_enum, array.shape,
-                                 array.reshape(-1).view(np.uint8), None))
+                out.append(_array_entry(key, arrays[id(owner)]))
                 seen.add(key)
                 continue
             if isinstance(value, dict):  # {slice_spec: tensor}: only the whole tensor is covered
@@ -107,18 +105,24 @@ def _entry(key: str, tensor) -> Optional[Entry]:
     import tensorflow as tf
 
     dtype = tensor.dtype
-    shape = tuple(int(d) for d in tensor.shape)
     if dtype == tf.string:  # bytes for a scalar, else an object array of bytes (never NumPy's
         value = tensor.numpy()  # fixed-width "S", which drops trailing NULs)
         strings = [value] if isinstance(value, bytes) else [bytes(s) for s in value.ravel()]
-        return Entry(key, dtype.as_datatype_enum, shape, None, strings)
+        return Entry(key, dtype.as_datatype_enum, tuple(int(d) for d in tensor.shape), None, strings)
     if dtype in (tf.resource, tf.variant) or not dtype.is_numpy_compatible \
             or not writes_dtype(np.dtype(dtype.as_numpy_dtype)):
         return None  # (float8, int4 and the like: TensorFlow's own save)
     # on the CPU the tensor's own buffer (``_numpy`` shares it); elsewhere a host copy
-    array = tensor._numpy() if "CPU" in tensor.device.upper() else tensor.numpy()
-    array = np.ascontiguousarray(array)
-    return Entry(key, dtype.as_datatype_enum, shape, array.reshape(-1).view(np.uint8), None)
+    return _array_entry(key, tensor._numpy() if "CPU" in tensor.device.upper() else tensor.numpy())
+
+
+def _array_entry(key: str, array: np.ndarray) -> Entry:
+    """A numeric tensor's entry, its bytes the array's own buffer (a copy only if not C-contiguous)."""
+    import tensorflow as tf
+
+    shape = array.shape  # (np.ascontiguousarray makes a scalar 1-D)
+    data = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    return Entry(key, tf.as_dtype(array.dtype).as_datatype_enum, shape, data, None)
 
 
 def write(prefix: Path, items: Sequence[Entry], stop: Optional[threading.Event] = None) -> dict:
@@ -202,8 +206,7 @@ class _Output:
             return crc
         self.flush()
         for start in range(0, len(view), CHUNK):
-            if self.stop.is_set():
-                raise Stopped("the checkpoint's writing was stopped")
+            self.check_stop()
             block = view[start:start + CHUNK]
             self.hasher.update(block)
             _write_all(self.f, block)
@@ -211,9 +214,12 @@ class _Output:
         self.size += len(view)
         return crc
 
-    def flush(self) -> None:
+    def check_stop(self) -> None:
         if self.stop.is_set():
             raise Stopped("the checkpoint's writing was stopped")
+
+    def flush(self) -> None:
+        self.check_stop()
         if self.pending:
             _write_all(self.f, self.pending)
             self.hasher.update(self.pending)

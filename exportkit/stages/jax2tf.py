@@ -2,8 +2,6 @@
 (``exportkit.jax.variables`` and ``exportkit.jax.convert``); JAX is imported when it runs."""
 from typing import Mapping, Optional
 
-from omegaconf import DictConfig
-
 from exportkit.context import ExportContext
 from exportkit.errors import ConfigError
 from exportkit.stages.base import Stage
@@ -47,7 +45,7 @@ class Jax2TF(Stage):
             ctx.reporter.progress(f"this TensorFlow's XlaCallModule runs versions up to {choice.tf_max}: "
                                   f"serializing with version {choice.version} instead of JAX's "
                                   f"{choice.jax_default}")
-        variables, tree, unfilled = make_variables(model, trainable=self.with_gradient, verified=verifies(ctx.cfg))
+        variables, tree, unfilled = make_variables(model, trainable=self.with_gradient, verified=ctx.verifies)
         ctx.variables["params"] = variables
         ctx.unfilled.extend(unfilled)
         ctx.serving_fn = serving_fn(model.apply_fn, tree, platforms, self.with_gradient,
@@ -65,20 +63,3 @@ class Jax2TF(Stage):
             raise ConfigError(f"pipeline.stages.jax2tf.polymorphic_shapes names {unknown}, which no "
                               f"signature has as an input; inputs are {sorted(names)}")
 
-
-def verifies(cfg) -> bool:
-    """Whether the pipeline has a verify stage (exportkit's, or a subclass): its reference runs the
-    JAX function in this process, on the params' buffers."""
-    from exportkit.errors import ExportkitError
-    from exportkit.imports import import_object
-    from exportkit.stages.verify import Verify
-
-    for name, node in cfg.pipeline.stages.items():
-        target = node.get("_target_") if isinstance(node, DictConfig) else None
-        try:
-            stage_class = import_object(target, f"pipeline.stages.{name}._target_") if target else None
-        except ExportkitError:
-            continue  # the runner tells it
-        if isinstance(stage_class, type) and issubclass(stage_class, Verify):
-            return True
-    return False
