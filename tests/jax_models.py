@@ -10,6 +10,16 @@ from tests.registry import Registry
 register = Registry().register  # refuses a second factory of the same name
 
 
+def misaligned(array):
+    """``array``'s values 16 bytes past a 64-byte boundary, as NumPy may place any array."""
+    raw = np.empty(array.nbytes + 64, np.uint8)
+    start = (16 - raw.ctypes.data) % 64
+    out = raw[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    out[...] = array
+    assert out.ctypes.data % 64 == 16
+    return out
+
+
 def _dense(rng, n_in, n_out):
     return {"kernel": (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype("float32"),
             "bias": rng.standard_normal(n_out).astype("float32") * 0.1}

@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 
+from tests import jax_models
 from tests.conftest import leftovers, random_inputs, serve
 
 
@@ -124,9 +125,7 @@ def test_jax_params_written_by_tensorflow_get_their_values_first(export_dir, mon
 
     monkeypatch.setattr(bundle, "entries", lambda checkpoint, sources=(): None)
     apply_fn, params = wide(width=32, layers=2)
-    misaligned = [np.ones(p.size + 1, p.dtype)[1:].reshape(p.shape) for p in params]
-    for target, source in zip(misaligned, params):
-        target[...] = source
+    misaligned = [jax_models.misaligned(p) for p in params]
     seen = []
     real_fill = write_checkpoint.fill
     monkeypatch.setattr(write_checkpoint, "fill", lambda ctx: (seen.append(len(ctx.unfilled)), real_fill(ctx)))

@@ -1,11 +1,10 @@
 """The CLI as a user runs it: a fresh process, exit codes, what it prints and writes."""
 import json
 import subprocess
-import sys
 
 import numpy as np
 
-from tests.conftest import ROOT, leftovers, random_inputs, run_cli, serve
+from tests.conftest import ROOT, leftovers, random_inputs, run_cli, run_python, serve
 
 
 def test_default_run_exports_and_verifies_the_example(tmp_path):
@@ -27,8 +26,7 @@ def test_help_and_cfg_do_not_import_tensorflow():
              "atexit.register(lambda: print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED'))\n"
              "runpy.run_module('exportkit', run_name='__main__')\n")
     for flag in (["--help"], ["--cfg", "job"]):
-        done = subprocess.run([sys.executable, "-c", probe, *flag], capture_output=True, text=True,
-                              cwd=ROOT, timeout=120)
+        done = run_python(probe, *flag, timeout=120)
         assert "TF_NOT_IMPORTED" in done.stdout, done.stdout + done.stderr
     assert "export_dir" in done.stdout
 

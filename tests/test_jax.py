@@ -405,16 +405,6 @@ def test_variables_adopt_aligned_buffers_and_copy_the_rest():
     assert to_variable(bf16, False, "b").numpy().tolist() == bf16.tolist()
 
 
-def _misaligned(array):
-    """``array``'s values 16 bytes past a 64-byte boundary, as NumPy may place any array."""
-    raw = np.empty(array.nbytes + 64, np.uint8)
-    start = (16 - raw.ctypes.data) % 64
-    out = raw[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
-    out[...] = array
-    assert out.ctypes.data % 64 == 16
-    return out
-
-
 def test_misaligned_numpy_params_are_written_from_their_own_buffers_with_the_same_bytes(tmp_path):
     """Unverified, params TensorFlow cannot adopt give variables without values, the checkpoint
     written straight from the arrays (no copy): the export is byte for byte the verified one."""
@@ -424,7 +414,7 @@ def test_misaligned_numpy_params_are_written_from_their_own_buffers_with_the_sam
 
     apply_fn, params = wide(width=64, layers=3)
     spec = [tf.TensorSpec([None, 64], tf.float32, name="x")]
-    sources = [_misaligned(p) for p in params]
+    sources = [jax_models.misaligned(p) for p in params]
     verified = exportkit.export_saved_model((apply_fn, sources), tmp_path / "verified", verbose=False,
                                             input_signature=spec)
     written = exportkit.export_saved_model((apply_fn, sources), tmp_path / "unverified", verbose=False,
@@ -458,7 +448,7 @@ def test_a_user_stage_reading_the_variables_gets_their_values_and_its_changes_ar
     from bench.jax_models import wide
 
     apply_fn, params = wide(width=64, layers=3)
-    sources = [_misaligned(p) for p in params]
+    sources = [jax_models.misaligned(p) for p in params]
     spec = [tf.TensorSpec([None, 64], tf.float32, name="x")]
     plain = exportkit.export_saved_model((apply_fn, sources), tmp_path / "plain", verbose=False, input_signature=spec,
                                          overrides=["pipeline.stages.verify=null"])
