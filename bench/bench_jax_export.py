@@ -14,6 +14,7 @@ batch, lowered for the CPU, without gradients, from the same params in memory:
 Each is run once to warm up (imports, caches), then ``--repeats`` times alternately; the medians
 and their ratio (exportkit / orbax) are printed, with a check that both exports compute the same.
 """
+
 import argparse
 import gc
 import json
@@ -35,17 +36,25 @@ def export_with_exportkit(apply_fn, params, width, export_dir):
     import exportkit
 
     # verbose=False: the pipeline's stage lines would drown the figures
-    exportkit.export_saved_model((apply_fn, params), export_dir, verbose=False,
-                                 input_signature=[tf.TensorSpec([None, width], tf.float32, name="x")],
-                                 overrides=["pipeline.stages.verify=null", "pipeline.stages.jax2tf.with_gradient=false"])
+    exportkit.export_saved_model(
+        (apply_fn, params),
+        export_dir,
+        verbose=False,
+        input_signature=[tf.TensorSpec([None, width], tf.float32, name="x")],
+        overrides=["pipeline.stages.verify=null", "pipeline.stages.jax2tf.with_gradient=false"],
+    )
 
 
 def export_with_orbax(apply_fn, params, width, export_dir):
     import tensorflow as tf
     from orbax.export import ExportManager, JaxModule, ServingConfig
 
-    module = JaxModule(params, apply_fn, input_polymorphic_shape=f"(batch, {width})",
-                       jax2tf_kwargs={"with_gradient": False, "native_serialization_platforms": ("cpu",)})
+    module = JaxModule(
+        params,
+        apply_fn,
+        input_polymorphic_shape=f"(batch, {width})",
+        jax2tf_kwargs={"with_gradient": False, "native_serialization_platforms": ("cpu",)},
+    )
     spec = tf.TensorSpec([None, width], tf.float32, name="x")
     ExportManager(module, [ServingConfig("serving_default", input_signature=[spec])]).save(str(export_dir))
 
@@ -76,8 +85,12 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--params", choices=["numpy", "jax"], default="numpy",
-                        help="the params as NumPy arrays (copied into the variables) or CPU jax.Arrays (adopted)")
+    parser.add_argument(
+        "--params",
+        choices=["numpy", "jax"],
+        default="numpy",
+        help="the params as NumPy arrays (copied into the variables) or CPU jax.Arrays (adopted)",
+    )
     args = parser.parse_args()
 
     from bench.jax_models import wide

@@ -12,6 +12,7 @@ Peak memory is the exporting process's peak RSS (``ru_maxrss``) and, separately,
 worker's (its own ``VmHWM``, which the verify stage records), each also as a multiple of the params' bytes. Prints one JSON object at the end
 (``--json PATH`` writes it too).
 """
+
 import argparse
 import json
 import os
@@ -34,9 +35,11 @@ def save_params_in_another_process(path: Path, width: int, layers: int) -> None:
     """The params as a .npz, made in a separate process so they do not count in this one's peak."""
     import subprocess
 
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from tests.jax_models import wide; "
-            "from exportkit.jax.params import save_params; "
-            "save_params(sys.argv[2], wide(width=int(sys.argv[3]), layers=int(sys.argv[4]))[1])")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from tests.jax_models import wide; "
+        "from exportkit.jax.params import save_params; "
+        "save_params(sys.argv[2], wide(width=int(sys.argv[3]), layers=int(sys.argv[4]))[1])"
+    )
     subprocess.run([sys.executable, "-c", code, str(ROOT), str(path), str(width), str(layers)], check=True)
 
 
@@ -49,14 +52,14 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    from exportkit import pipeline
-    from exportkit.composition import compose
-
     # Import the frameworks first, so the baseline is what an export costs before any params.
     import jax  # noqa: F401
     import tensorflow as tf  # noqa: F401
+
     import exportkit.jax.convert  # noqa: F401  (what the jax2tf stage imports)
     import exportkit.jax.variables  # noqa: F401
+    from exportkit import pipeline
+    from exportkit.composition import compose
 
     baseline = rss_mib()
     param_bytes = args.layers * args.width * args.width * 4
@@ -68,11 +71,22 @@ def main() -> None:
             save_params_in_another_process(params_path, args.width, args.layers)
             source = ["model.build._target_=bench.jax_models.wide_template", f"model.params_path={params_path}"]
         start = time.perf_counter()
-        result = pipeline.run(pipeline.resolved(compose(["model=jax", *source,
-                        f"+model.build.width={args.width}", f"+model.build.layers={args.layers}",
-                        f"export_dir={export_dir}", "verify.batch_sizes=[1,3]",
-                        "+signatures.serving_default={inputs: {x: {shape: [null, %d], dtype: float32}}}" % args.width,
-                        *(["pipeline.stages.verify=null"] if args.no_verify else [])])))
+        result = pipeline.run(
+            pipeline.resolved(
+                compose(
+                    [
+                        "model=jax",
+                        *source,
+                        f"+model.build.width={args.width}",
+                        f"+model.build.layers={args.layers}",
+                        f"export_dir={export_dir}",
+                        "verify.batch_sizes=[1,3]",
+                        f"+signatures.serving_default={{inputs: {{x: {{shape: [null, {args.width}], dtype: float32}}}}}}",
+                        *(["pipeline.stages.verify=null"] if args.no_verify else []),
+                    ]
+                )
+            )
+        )
         seconds = time.perf_counter() - start
         pb = (export_dir / "saved_model.pb").stat().st_size
         variables = sum(p.stat().st_size for p in (export_dir / "variables").iterdir())

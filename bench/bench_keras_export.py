@@ -4,6 +4,7 @@ Both run in this process, alternating, on the same model; the ratio of medians i
 
     .venv/bin/python bench/bench_keras_export.py [--repeats 7] [--units 512]
 """
+
 import argparse
 import contextlib
 import io
@@ -41,8 +42,9 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="exportkit-bench-")
 
     def with_exportkit(path):  # verbose=False: the progress lines are not the point here
-        exportkit.export_saved_model(model, path, serving_only=True, verbose=False,
-                                     overrides=["pipeline.stages.verify=null"])
+        exportkit.export_saved_model(
+            model, path, serving_only=True, verbose=False, overrides=["pipeline.stages.verify=null"]
+        )
 
     def with_keras(path):
         with contextlib.redirect_stdout(io.StringIO()):

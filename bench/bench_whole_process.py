@@ -27,6 +27,7 @@ printed with them).
     .venv/bin/python bench/bench_whole_process.py [--repeats 5] [--only verified,unverified,sweep,help,before]
         [--baseline DIR]
 """
+
 import argparse
 import functools
 import json
@@ -40,12 +41,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-KERAS_SCRIPT = '''\
+KERAS_SCRIPT = """\
 import os, sys
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 from exportkit.example_model import build_example_model
 build_example_model().export(sys.argv[1], format="tf_saved_model", verbose=False)
-'''
+"""
 SEEDS = 8
 print = functools.partial(print, flush=True)  # progress shows in a log file as it comes
 
@@ -71,8 +72,13 @@ class Bench:
         process's own, or one of the children it waited for if that was larger)."""
         with tempfile.TemporaryFile() as stderr:
             start = time.perf_counter()
-            child = subprocess.Popen(command, cwd=self.root, env=dict(self.env, **(extra_env or {})),
-                                     stdout=subprocess.DEVNULL, stderr=stderr)
+            child = subprocess.Popen(
+                command,
+                cwd=self.root,
+                env=dict(self.env, **(extra_env or {})),
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
             _, status, usage = os.wait4(child.pid, 0)
             seconds = time.perf_counter() - start
             child.returncode = os.waitstatus_to_exitcode(status)
@@ -80,10 +86,10 @@ class Bench:
             self.rss.append(usage.ru_maxrss / 1024)
             if child.returncode != 0:
                 stderr.seek(0)
-                raise SystemExit(f"failed ({child.returncode}): {shown(command)}\n"
-                                 f"{stderr.read().decode(errors='replace')[-3000:]}")
+                raise SystemExit(
+                    f"failed ({child.returncode}): {shown(command)}\n{stderr.read().decode(errors='replace')[-3000:]}"
+                )
         return seconds
-
 
 
 def baseline_env(directory: Path, env: dict) -> dict:
@@ -137,19 +143,28 @@ def report(title, pair, medians, times, target=None, results=None):
     print(f"\n## {title}")
     for label, _, command in pair:
         runs = " ".join(f"{t:.2f}" for t in times[label])
-        print(f"  {label:>22}: median {medians[label]:6.2f} s  (runs: {runs}; CPU median "
-              f"{statistics.median(CPU[label]):.2f} s; peak RSS median {statistics.median(RSS[label]):.0f} MiB)"
-              f"\n  {'':>22}  $ {command}")
+        print(
+            f"  {label:>22}: median {medians[label]:6.2f} s  (runs: {runs}; CPU median "
+            f"{statistics.median(CPU[label]):.2f} s; peak RSS median {statistics.median(RSS[label]):.0f} MiB)"
+            f"\n  {'':>22}  $ {command}"
+        )
     if len(pair) == 2:
         (a, _, _), (b, _, _) = pair
         ratio = medians[a] / medians[b]
         cpu_ratio = statistics.median(CPU[a]) / statistics.median(CPU[b])
         rss_ratio = statistics.median(RSS[a]) / statistics.median(RSS[b])
-        print(f"  ratio {a} / {b}: {ratio:.2f}x" + (f"  (target <= {target}x)" if target else "")
-              + f"; CPU time ratio {cpu_ratio:.2f}x; peak RSS ratio {rss_ratio:.2f}x")
+        print(
+            f"  ratio {a} / {b}: {ratio:.2f}x"
+            + (f"  (target <= {target}x)" if target else "")
+            + f"; CPU time ratio {cpu_ratio:.2f}x; peak RSS ratio {rss_ratio:.2f}x"
+        )
         if results is not None:
-            results[title] = {"ratio": round(ratio, 3), "cpu_ratio": round(cpu_ratio, 3), "rss_ratio": round(rss_ratio, 3),
-                              **{k: round(v, 3) for k, v in medians.items()}}
+            results[title] = {
+                "ratio": round(ratio, 3),
+                "cpu_ratio": round(cpu_ratio, 3),
+                "rss_ratio": round(rss_ratio, 3),
+                **{k: round(v, 3) for k, v in medians.items()},
+            }
 
 
 def main() -> None:
@@ -176,81 +191,160 @@ def main() -> None:
     print(f"load before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)")
     results = {}
     try:
-        keras = ("keras model.export()", lambda: bench.time([sys.executable, str(script), str(bench.fresh("keras"))]),
-                 shown([sys.executable, "keras_export.py", "OUT"]))
-        verified = ("exportkit (verified)", lambda: timed_export(bench, "early"),
-                    shown([sys.executable, "-m", "exportkit", "export_dir=OUT"]))
+        keras = (
+            "keras model.export()",
+            lambda: bench.time([sys.executable, str(script), str(bench.fresh("keras"))]),
+            shown([sys.executable, "keras_export.py", "OUT"]),
+        )
+        verified = (
+            "exportkit (verified)",
+            lambda: timed_export(bench, "early"),
+            shown([sys.executable, "-m", "exportkit", "export_dir=OUT"]),
+        )
         if "verified" in only or "before" in only:
             pair = [verified, keras]
             if "before" in only:
-                pair.append(("exportkit, late verifier", lambda: timed_export(bench, "late", before),
-                             shown([sys.executable, "-m", "exportkit", "export_dir=OUT"], "EXPORTKIT_EARLY_VERIFIER=0")))
+                pair.append(
+                    (
+                        "exportkit, late verifier",
+                        lambda: timed_export(bench, "late", before),
+                        shown([sys.executable, "-m", "exportkit", "export_dir=OUT"], "EXPORTKIT_EARLY_VERIFIER=0"),
+                    )
+                )
             if base:
-                pair.append((base_name, lambda: timed_export(bench, "baseline", base),
-                             shown([sys.executable, "-m", "exportkit", "export_dir=OUT"], f"PYTHONPATH={args.baseline}")))
+                pair.append(
+                    (
+                        base_name,
+                        lambda: timed_export(bench, "baseline", base),
+                        shown([sys.executable, "-m", "exportkit", "export_dir=OUT"], f"PYTHONPATH={args.baseline}"),
+                    )
+                )
             medians, times = alternate(bench, pair, args.repeats)
             report("verified export / keras model.export()", pair[:2], medians, times, 1.3, results)
             if "before" in only:
-                report("before (late verifier) / keras model.export()", [pair[2], keras], medians, times, 1.3,
-                       results)
+                report("before (late verifier) / keras model.export()", [pair[2], keras], medians, times, 1.3, results)
             if base:
-                report(f"{base_name}: verified export / keras model.export()", [pair[-1], keras], medians, times,
-                       1.3, results)
+                report(
+                    f"{base_name}: verified export / keras model.export()",
+                    [pair[-1], keras],
+                    medians,
+                    times,
+                    1.3,
+                    results,
+                )
             for label, values in VERIFY_STAGE.items():
-                print(f"  verify stage, {label} verifier: median {statistics.median(values):.2f} s "
-                      f"(runs: {' '.join(f'{v:.2f}' for v in values)})")
+                print(
+                    f"  verify stage, {label} verifier: median {statistics.median(values):.2f} s "
+                    f"(runs: {' '.join(f'{v:.2f}' for v in values)})"
+                )
                 results[f"verify_stage_{label}"] = round(statistics.median(values), 3)
         if "unverified" in only:
-            pair = [("exportkit (verify off)",
-                     lambda: bench.time(exportkit_cmd(bench, "pipeline.stages.verify=null")),
-                     shown([sys.executable, "-m", "exportkit", "export_dir=OUT", "pipeline.stages.verify=null"])),
-                    keras]
+            pair = [
+                (
+                    "exportkit (verify off)",
+                    lambda: bench.time(exportkit_cmd(bench, "pipeline.stages.verify=null")),
+                    shown([sys.executable, "-m", "exportkit", "export_dir=OUT", "pipeline.stages.verify=null"]),
+                ),
+                keras,
+            ]
             if base:
-                pair.append((f"{base_name} (verify off)",
-                             lambda: bench.time(exportkit_cmd(bench, "pipeline.stages.verify=null"), base),
-                             shown([sys.executable, "-m", "exportkit", "export_dir=OUT", "pipeline.stages.verify=null"],
-                                   f"PYTHONPATH={args.baseline}")))
+                pair.append(
+                    (
+                        f"{base_name} (verify off)",
+                        lambda: bench.time(exportkit_cmd(bench, "pipeline.stages.verify=null"), base),
+                        shown(
+                            [sys.executable, "-m", "exportkit", "export_dir=OUT", "pipeline.stages.verify=null"],
+                            f"PYTHONPATH={args.baseline}",
+                        ),
+                    )
+                )
             medians, times = alternate(bench, pair, args.repeats)
             report("unverified export / keras model.export()", pair[:2], medians, times, 1.1, results)
             if base:
-                report(f"{base_name}: unverified export / keras model.export()", [pair[2], keras], medians, times,
-                       1.1, results)
+                report(
+                    f"{base_name}: unverified export / keras model.export()",
+                    [pair[2], keras],
+                    medians,
+                    times,
+                    1.1,
+                    results,
+                )
         if "sweep" in only:
             seeds = ",".join(map(str, range(SEEDS)))
 
             def sweep(extra_env=None):
                 run = bench.fresh("sweep")
-                return bench.time([sys.executable, "-m", "exportkit", "-m", f"seed={seeds}",
-                                   f"hydra.sweep.dir={run}"], extra_env)
+                return bench.time(
+                    [sys.executable, "-m", "exportkit", "-m", f"seed={seeds}", f"hydra.sweep.dir={run}"], extra_env
+                )
 
             def separate():
                 return sum(bench.time(exportkit_cmd(bench, f"seed={s}")) for s in range(SEEDS))
 
-            pair = [(f"one {SEEDS}-job sweep", sweep, shown([sys.executable, "-m", "exportkit", "-m", f"seed={seeds}"])),
-                    (f"{SEEDS} separate runs", separate,
-                     f"for s in {{0..{SEEDS - 1}}}; do python -m exportkit seed=$s export_dir=OUT_$s; done")]
+            pair = [
+                (f"one {SEEDS}-job sweep", sweep, shown([sys.executable, "-m", "exportkit", "-m", f"seed={seeds}"])),
+                (
+                    f"{SEEDS} separate runs",
+                    separate,
+                    f"for s in {{0..{SEEDS - 1}}}; do python -m exportkit seed=$s export_dir=OUT_$s; done",
+                ),
+            ]
             if "before" in only:
-                pair.append(("sweep, late verifier", lambda: sweep(before),
-                             shown([sys.executable, "-m", "exportkit", "-m", f"seed={seeds}"],
-                                   "EXPORTKIT_EARLY_VERIFIER=0")))
+                pair.append(
+                    (
+                        "sweep, late verifier",
+                        lambda: sweep(before),
+                        shown([sys.executable, "-m", "exportkit", "-m", f"seed={seeds}"], "EXPORTKIT_EARLY_VERIFIER=0"),
+                    )
+                )
             if base:
-                pair.append((f"{base_name}: sweep", lambda: sweep(base),
-                             shown([sys.executable, "-m", "exportkit", "-m", f"seed={seeds}"], f"PYTHONPATH={args.baseline}")))
+                pair.append(
+                    (
+                        f"{base_name}: sweep",
+                        lambda: sweep(base),
+                        shown(
+                            [sys.executable, "-m", "exportkit", "-m", f"seed={seeds}"], f"PYTHONPATH={args.baseline}"
+                        ),
+                    )
+                )
             medians, times = alternate(bench, pair, args.sweep_repeats)
             report(f"{SEEDS}-variant sweep / {SEEDS} separate invocations", pair[:2], medians, times, 0.5, results)
             if base:
-                report(f"{base_name}: {SEEDS}-variant sweep / {SEEDS} separate invocations", [pair[-1], pair[1]],
-                       medians, times, 0.5, results)
+                report(
+                    f"{base_name}: {SEEDS}-variant sweep / {SEEDS} separate invocations",
+                    [pair[-1], pair[1]],
+                    medians,
+                    times,
+                    0.5,
+                    results,
+                )
             if "before" in only:
-                report(f"before: {SEEDS}-variant sweep (late verifier) / {SEEDS} separate invocations",
-                       [pair[2], pair[1]], medians, times, 0.5, results)
+                report(
+                    f"before: {SEEDS}-variant sweep (late verifier) / {SEEDS} separate invocations",
+                    [pair[2], pair[1]],
+                    medians,
+                    times,
+                    0.5,
+                    results,
+                )
         if "help" in only:
-            pair = [("--help", lambda: bench.time([sys.executable, "-m", "exportkit", "--help"]),
-                     shown([sys.executable, "-m", "exportkit", "--help"])),
-                    ("--cfg job", lambda: bench.time([sys.executable, "-m", "exportkit", "--cfg", "job"]),
-                     shown([sys.executable, "-m", "exportkit", "--cfg", "job"])),
-                    ("python -c pass", lambda: bench.time([sys.executable, "-c", "pass"]),
-                     shown([sys.executable, "-c", "pass"]))]
+            pair = [
+                (
+                    "--help",
+                    lambda: bench.time([sys.executable, "-m", "exportkit", "--help"]),
+                    shown([sys.executable, "-m", "exportkit", "--help"]),
+                ),
+                (
+                    "--cfg job",
+                    lambda: bench.time([sys.executable, "-m", "exportkit", "--cfg", "job"]),
+                    shown([sys.executable, "-m", "exportkit", "--cfg", "job"]),
+                ),
+                (
+                    "python -c pass",
+                    lambda: bench.time([sys.executable, "-c", "pass"]),
+                    shown([sys.executable, "-c", "pass"]),
+                ),
+            ]
             medians, times = alternate(bench, pair, max(args.repeats, 7))
             report("--help and --cfg job (target < 0.4 s each)", pair, medians, times)
             results["help"] = {k: round(v, 3) for k, v in medians.items()}

@@ -9,6 +9,7 @@ is what the README shows; under it, each cell that is not ok with the first line
 (for a consumer limit: the failure of the same consumer on the model's own library export).
 Exits with pytest's status, so a FAIL cell fails the run.
 """
+
 import argparse
 import os
 import subprocess
@@ -26,12 +27,28 @@ def main(argv=None) -> int:
     args, pytest_args = parser.parse_known_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         table = Path(tmp) / "matrix.md"
-        env = dict(os.environ, EXPORTKIT_MATRIX_OUT=str(table),
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        env = dict(
+            os.environ,
+            EXPORTKIT_MATRIX_OUT=str(table),
+            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        )
         start = time.perf_counter()
         # -m replaces the default addopts' `not consumers`: every cell runs.
-        done = subprocess.run([sys.executable, "-m", "pytest", "tests/test_consumers.py", "-q", "-rs",
-                               "-m", "not slow and not ray", *pytest_args], cwd=ROOT, env=env)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "tests/test_consumers.py",
+                "-q",
+                "-rs",
+                "-m",
+                "not slow and not ray",
+                *pytest_args,
+            ],
+            cwd=ROOT,
+            env=env,
+        )
         seconds = time.perf_counter() - start
         text = table.read_text() if table.exists() else "(no table: the run ended before the matrix module did)\n"
     print(f"\n{text}\n({seconds:.0f} s, pytest exit status {done.returncode})")

@@ -1,5 +1,6 @@
 """The benchmarks' JAX model: ``layers`` square float32 matrices, as wide as asked
 (``_target_: bench.jax_models.wide``; the tests import it too)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,4 +26,3 @@ def wide(width: int = 8192, layers: int = 9, seed: int = 0):
 def wide_template(width: int = 8192, layers: int = 9):
     """``wide``'s params as shapes only: the values come from model.params_path."""
     return wide_apply, [jax.ShapeDtypeStruct((width, width), jnp.float32) for _ in range(layers)]
-

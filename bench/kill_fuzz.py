@@ -16,6 +16,7 @@ SIGKILL-ed (not its group: its verify worker must die with it). Then:
 Prints a table; exits 1 if an export was partial, an old export was lost (absent after the kill of
 an overwrite), a verify worker was orphaned, or a next run failed.
 """
+
 import argparse
 import hashlib
 import json
@@ -35,19 +36,25 @@ MANIFEST = "assets.extra/manifest.json"
 
 
 def exportkit_command(cmd, out: Path, run_dir: Path, overwrite: bool):
-    return [*cmd, "-m", "exportkit", f"export_dir={out}", f"hydra.run.dir={run_dir}",
-            *(["overwrite=true"] if overwrite else [])]
+    return [
+        *cmd,
+        "-m",
+        "exportkit",
+        f"export_dir={out}",
+        f"hydra.run.dir={run_dir}",
+        *(["overwrite=true"] if overwrite else []),
+    ]
 
 
 def environment():
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "examples")]),
-                TF_CPP_MIN_LOG_LEVEL="2")
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "examples")]), TF_CPP_MIN_LOG_LEVEL="2")
 
 
 def full_export(cmd, out: Path, run_dir: Path, log: Path) -> int:
     with open(log, "ab") as sink:
-        return subprocess.run(exportkit_command(cmd, out, run_dir, True), env=environment(),
-                              stdout=sink, stderr=sink, cwd=out.parent).returncode
+        return subprocess.run(
+            exportkit_command(cmd, out, run_dir, True), env=environment(), stdout=sink, stderr=sink, cwd=out.parent
+        ).returncode
 
 
 def sha256(path: Path) -> str:
@@ -64,7 +71,8 @@ def complete(export_dir: Path) -> bool:
         files = json.loads((export_dir / MANIFEST).read_text())["files"]
         on_disk = {p.relative_to(export_dir).as_posix() for p in export_dir.rglob("*") if p.is_file()}
         return on_disk - {MANIFEST} == set(files) and all(
-            sha256(export_dir / rel) == digest for rel, digest in files.items())
+            sha256(export_dir / rel) == digest for rel, digest in files.items()
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -117,17 +125,31 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100, help="rounds (kills); --n 5 for a quick check")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cmd", default=sys.executable,
-                        help="the python that runs exportkit (it must exec python: its pid is the one killed)")
+    parser.add_argument(
+        "--cmd",
+        default=sys.executable,
+        help="the python that runs exportkit (it must exec python: its pid is the one killed)",
+    )
     parser.add_argument("--t", type=float, default=None, help="kill window in seconds (default: measured)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory and its logs")
     args = parser.parse_args()
     cmd, rng = shlex.split(args.cmd), random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="exportkit-kill-fuzz-"))
     out, log = root / "out", root / "exportkit.log"
-    counts = {key: 0 for key in ("killed", "finished before the kill", "absent", "absent, old export lost",
-                                 "old complete", "new complete", "partial", "orphaned verify workers",
-                                 "next runs failed")}
+    counts = {
+        key: 0
+        for key in (
+            "killed",
+            "finished before the kill",
+            "absent",
+            "absent, old export lost",
+            "old complete",
+            "new complete",
+            "partial",
+            "orphaned verify workers",
+            "next runs failed",
+        )
+    }
     left_after_kill, left_after_next = [], []
     try:
         start = time.perf_counter()
@@ -136,8 +158,11 @@ def main() -> int:
             args.keep = True
             return 2
         window = args.t if args.t is not None else time.perf_counter() - start
-        print(f"one full export: {time.perf_counter() - start:.1f} s; killing within [0, {window:.1f}] s; "
-              f"{args.n} rounds, seed {args.seed}, work dir {root}", flush=True)
+        print(
+            f"one full export: {time.perf_counter() - start:.1f} s; killing within [0, {window:.1f}] s; "
+            f"{args.n} rounds, seed {args.seed}, work dir {root}",
+            flush=True,
+        )
         for i in range(args.n):
             overwrite = rng.random() < 0.5
             delay = rng.uniform(0, window)
@@ -147,8 +172,13 @@ def main() -> int:
                 remove(out)
             old = identity(out) if overwrite else None
             with open(log, "ab") as sink:
-                proc = subprocess.Popen(exportkit_command(cmd, out, root / "runs" / f"{i}", overwrite),
-                                        env=environment(), stdout=sink, stderr=sink, cwd=root)
+                proc = subprocess.Popen(
+                    exportkit_command(cmd, out, root / "runs" / f"{i}", overwrite),
+                    env=environment(),
+                    stdout=sink,
+                    stderr=sink,
+                    cwd=root,
+                )
             try:
                 proc.wait(timeout=delay)
                 counts["finished before the kill"] += 1
@@ -170,17 +200,23 @@ def main() -> int:
             left_after_next.append(len(remaining))
             for path in remaining:
                 remove(path)
-            print(f"round {i + 1}/{args.n}: {'overwrite' if overwrite else 'fresh    '} kill at {delay:5.1f} s "
-                  f"-> {outcome}; {left_after_kill[-1]} beside, {left_after_next[-1]} after the next run"
-                  f"{f'; {len(orphans)} orphaned verify worker(s)' if orphans else ''}", flush=True)
+            print(
+                f"round {i + 1}/{args.n}: {'overwrite' if overwrite else 'fresh    '} kill at {delay:5.1f} s "
+                f"-> {outcome}; {left_after_kill[-1]} beside, {left_after_next[-1]} after the next run"
+                f"{f'; {len(orphans)} orphaned verify worker(s)' if orphans else ''}",
+                flush=True,
+            )
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    rows = [("rounds", args.n), *counts.items(),
-            ("leftovers after the kill (rounds with any)", sum(n > 0 for n in left_after_kill)),
-            ("leftovers after the kill (total)", sum(left_after_kill)),
-            ("leftovers after the next run (rounds with any)", sum(n > 0 for n in left_after_next)),
-            ("leftovers after the next run (total)", sum(left_after_next))]
+    rows = [
+        ("rounds", args.n),
+        *counts.items(),
+        ("leftovers after the kill (rounds with any)", sum(n > 0 for n in left_after_kill)),
+        ("leftovers after the kill (total)", sum(left_after_kill)),
+        ("leftovers after the next run (rounds with any)", sum(n > 0 for n in left_after_next)),
+        ("leftovers after the next run (total)", sum(left_after_next)),
+    ]
     must_be_zero = ("partial", "absent, old export lost", "orphaned verify workers", "next runs failed")
     print()
     for name, value in rows:

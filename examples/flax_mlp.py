@@ -10,6 +10,7 @@ With trained weights, add ``model.params_path=``: an Orbax checkpoint directory
 ``exportkit.jax.params.save_params(path, variables)``. The structure comes from ``build``, the
 values from there.
 """
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

@@ -1,7 +1,8 @@
 """A user's own model module, as the README's worked example uses it.
 
-    python -m exportkit model=keras model.build._target_=my_models.classifier +model.build.units=32
+python -m exportkit model=keras model.build._target_=my_models.classifier +model.build.units=32
 """
+
 import keras
 
 

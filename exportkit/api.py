@@ -6,6 +6,7 @@ option is picked by the object's type (``model_option``): a ``keras.Model`` is `
 a ``tf_keras.Model`` ``model=tf_keras_in_memory``, ``(apply_fn, params)`` or a Flax module
 ``model=jax_in_memory``; a framework is never imported to ask.
 """
+
 import copy
 import functools
 import os
@@ -19,9 +20,16 @@ from exportkit import signatures
 from exportkit.errors import ConfigError
 
 
-def export_saved_model(model, saved_model_path, custom_objects: Optional[Dict[str, Any]] = None,
-                       as_text: bool = False, input_signature=None, serving_only: bool = False,
-                       overrides: Sequence[str] = (), verbose: bool = True):
+def export_saved_model(
+    model,
+    saved_model_path,
+    custom_objects: Optional[Dict[str, Any]] = None,
+    as_text: bool = False,
+    input_signature=None,
+    serving_only: bool = False,
+    overrides: Sequence[str] = (),
+    verbose: bool = True,
+):
     """Export a model as a verified SavedModel at ``saved_model_path``.
 
     ``model`` is a Keras model, a legacy Keras 2 ``tf_keras.Model`` (the ``tf_keras`` extra), or
@@ -46,8 +54,10 @@ def export_saved_model(model, saved_model_path, custom_objects: Optional[Dict[st
     custom_objects = _check_custom_objects(custom_objects)
     _check_flags(as_text=as_text, serving_only=serving_only, verbose=verbose)
     if isinstance(overrides, str) or not all(isinstance(o, str) for o in overrides):
-        raise ConfigError(f"overrides={overrides!r}: give a list of KEY=VALUE strings, e.g. overrides=['seed=3']"
-                          + (f" (here overrides=[{overrides!r}])" if isinstance(overrides, str) else ""))
+        raise ConfigError(
+            f"overrides={overrides!r}: give a list of KEY=VALUE strings, e.g. overrides=['seed=3']"
+            + (f" (here overrides=[{overrides!r}])" if isinstance(overrides, str) else "")
+        )
     cfg = copy.deepcopy(_composed((f"model={option}", *_custom_object_overrides(custom_objects), *overrides)))
     cfg.export_dir = str(Path(saved_model_path).expanduser().absolute())
     cfg.as_text, cfg.serving_only = bool(as_text), bool(serving_only)
@@ -56,12 +66,14 @@ def export_saved_model(model, saved_model_path, custom_objects: Optional[Dict[st
     if input_signature is not None:
         with open_dict(cfg):
             cfg.signatures = {"serving_default": {"inputs": signature_inputs(model, input_signature, names)}}
-    return pipeline.Export(pipeline.resolved(cfg), model=model, custom_objects=custom_objects,
-                           reporter=Reporter(verbose=verbose)).run()
+    return pipeline.Export(
+        pipeline.resolved(cfg), model=model, custom_objects=custom_objects, reporter=Reporter(verbose=verbose)
+    ).run()
 
 
-def load_from_saved_model(saved_model_path, custom_objects: Optional[Dict[str, Any]] = None,
-                          safe_mode: bool = True, compile: bool = True):
+def load_from_saved_model(
+    saved_model_path, custom_objects: Optional[Dict[str, Any]] = None, safe_mode: bool = True, compile: bool = True
+):
     """Rebuild the Keras model of an export: JSON config + checkpoint weights.
 
     A compiled export comes back compiled with its optimizer state, so training continues
@@ -97,15 +109,21 @@ def _check_custom_objects(custom_objects) -> Dict[str, Any]:
     if custom_objects is None:
         return {}
     if not isinstance(custom_objects, dict):
-        raise ConfigError(f"custom_objects is a {type(custom_objects).__name__}; expected a dict of "
-                          f"name -> class or function, e.g. custom_objects={{'Scale': Scale}}")
+        raise ConfigError(
+            f"custom_objects is a {type(custom_objects).__name__}; expected a dict of "
+            f"name -> class or function, e.g. custom_objects={{'Scale': Scale}}"
+        )
     for name, obj in custom_objects.items():
         if not isinstance(name, str) or not name:
-            raise ConfigError(f"custom_objects has the key {name!r}; keys are the names the model's config "
-                              f"uses (strings), e.g. custom_objects={{'Scale': Scale}}")
+            raise ConfigError(
+                f"custom_objects has the key {name!r}; keys are the names the model's config "
+                f"uses (strings), e.g. custom_objects={{'Scale': Scale}}"
+            )
         if not callable(obj):
-            raise ConfigError(f"custom_objects[{name!r}] is {obj!r} ({type(obj).__name__}); expected the class "
-                              f"or function itself, e.g. custom_objects={{{name!r}: {name}}}")
+            raise ConfigError(
+                f"custom_objects[{name!r}] is {obj!r} ({type(obj).__name__}); expected the class "
+                f"or function itself, e.g. custom_objects={{{name!r}: {name}}}"
+            )
     return dict(custom_objects)
 
 
@@ -145,7 +163,8 @@ def model_option(model) -> Tuple[str, Optional[str], Optional[List[str]]]:
     raise ModelSourceError(
         f"export_saved_model was given a {type(model).__module__}.{type(model).__qualname__}; it "
         f"exports a keras.Model, a tf_keras.Model, a JAX model as (apply_fn, params) with "
-        f"apply_fn(params, *inputs), (flax_module, variables) or a bound Flax module")
+        f"apply_fn(params, *inputs), (flax_module, variables) or a bound Flax module"
+    )
 
 
 def signature_inputs(model, input_signature, names: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
@@ -160,16 +179,20 @@ def signature_inputs(model, input_signature, names: Optional[List[str]] = None) 
         specs = tf.nest.flatten(input_signature)
         for spec in specs:
             if not isinstance(spec, tf.TensorSpec):
-                raise signatures.SignatureError(f"input_signature has {spec!r} ({type(spec).__name__}); expected "
-                                                f"tf.TensorSpec's, e.g. [tf.TensorSpec([None, 8], tf.float32, name='x')]")
+                raise signatures.SignatureError(
+                    f"input_signature has {spec!r} ({type(spec).__name__}); expected "
+                    f"tf.TensorSpec's, e.g. [tf.TensorSpec([None, 8], tf.float32, name='x')]"
+                )
         if names is not None:
             model_names = list(names)
         else:
             from exportkit.keras.calls import input_name, known_inputs
 
             model_names = [input_name(t) for t in (known_inputs(model) or [])]
-        named = [(spec.name or (model_names[i] if i < len(model_names) else f"input_{i}"), spec)
-                 for i, spec in enumerate(specs)]
+        named = [
+            (spec.name or (model_names[i] if i < len(model_names) else f"input_{i}"), spec)
+            for i, spec in enumerate(specs)
+        ]
     return signatures.to_config(named)
 
 

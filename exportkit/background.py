@@ -11,6 +11,7 @@ place in pipeline order and is completed when the work is done: its seconds run 
 start to the thread's end (overlapping the stages that ran beside it), and a failure on the thread
 fails that stage, as it would have in series.
 """
+
 import threading
 import time
 from typing import Callable, Optional
@@ -21,8 +22,9 @@ class Task:
     asks ``fn`` to end early (it checks ``stop.is_set()`` between blocks) when the export fails
     meanwhile."""
 
-    def __init__(self, stage: str, fn: Callable[[threading.Event], None], stage_started: float,
-                 required: bool = True) -> None:
+    def __init__(
+        self, stage: str, fn: Callable[[threading.Event], None], stage_started: float, required: bool = True
+    ) -> None:
         self.stage, self.required, self.stage_started = stage, required, stage_started
         self.stop = threading.Event()
         self.error: Optional[BaseException] = None
@@ -35,7 +37,7 @@ class Task:
     def _run(self) -> None:
         try:
             self._fn(self.stop)
-        except BaseException as e:  # handed to the thread that waits
+        except BaseException as e:  # noqa: BLE001 - handed to the thread that waits
             self.error = e
         finally:
             self.ended = time.perf_counter()
@@ -85,8 +87,7 @@ def finish(ctx, stop: bool = False) -> None:
         ctx.background.pop(0)  # only once it has ended: interrupted here, the export's failure path waits again
         record = task.record  # in the records since its stage ended, in pipeline order
         if record is None:  # its stage did not end ok: its own failure or skip is recorded and told
-            if task.error is not None and not isinstance(task.error, Stopped) and task.required \
-                    and failure is None:
+            if task.error is not None and not isinstance(task.error, Stopped) and task.required and failure is None:
                 failure = task.error
             continue
         record.seconds = task.seconds

@@ -9,6 +9,7 @@ one line with the key named (``exportkit.composition.composition_error``). Tenso
 absl's start-up logs are kept off the terminal unless ``EXPORTKIT_VERBOSE=1`` or
 ``HYDRA_FULL_ERROR=1`` (which also shows tracebacks).
 """
+
 import os
 import sys
 
@@ -142,8 +143,11 @@ def mode_without_composing(argv) -> bool:
     from importlib import resources
 
     conf = resources.files("exportkit.conf")
-    shipped = {group.name: {f.name[:-5] for f in group.iterdir() if f.name.endswith(".yaml")}
-               for group in conf.iterdir() if group.is_dir() and group.name != "hydra"}
+    shipped = {
+        group.name: {f.name[:-5] for f in group.iterdir() if f.name.endswith(".yaml")}
+        for group in conf.iterdir()
+        if group.is_dir() and group.name != "hydra"
+    }
     for arg in argv:
         if arg.startswith("-"):
             if arg not in ("-m", "--multirun"):
@@ -215,4 +219,3 @@ def console() -> None:
         print(code, file=sys.stderr)
         code = 1
     exit_now(code or 0)
-

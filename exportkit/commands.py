@@ -10,6 +10,7 @@ highest is inspected)::
     exportkit inspect /srv/models/clf/4 --json   # the same as one JSON object
     exportkit verify /srv/models/clf             # version 4 run again here, against its kept outputs
 """
+
 import argparse
 import json
 import sys
@@ -21,23 +22,35 @@ PROG = "exportkit"
 
 def main(argv: List[str]) -> int:
     """Run ``argv`` (``["inspect", PATH, ...]`` or ``["verify", PATH, ...]``); returns the exit status."""
-    parser = argparse.ArgumentParser(prog=PROG, description="Commands for existing exports (an export "
-                                     "itself is `exportkit [KEY=VALUE ...]`).")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Commands for existing exports (an export itself is `exportkit [KEY=VALUE ...]`)."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     inspect = commands.add_parser("inspect", help="tags, signatures, sizes, versions, verify report, contract")
     inspect.add_argument("path", help="an export directory, or a TF Serving base path holding numbered versions")
     inspect.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     verify = commands.add_parser(
-        "verify", help="run an export again here against the inputs and outputs kept at export time",
+        "verify",
+        help="run an export again here against the inputs and outputs kept at export time",
         description="Run an existing export again in a fresh process, on this machine's devices, against the "
-                    "inputs and outputs kept inside it at export time (assets.extra/verify*.{json,npz}); replay "
-                    "its warmup file; time each serve signature. Exit status 1 on a mismatch.")
+        "inputs and outputs kept inside it at export time (assets.extra/verify*.{json,npz}); replay "
+        "its warmup file; time each serve signature. Exit status 1 on a mismatch.",
+    )
     verify.add_argument("path", help="an export directory, or a TF Serving base path (its highest version)")
     verify.add_argument("--version", type=int, default=None, help="with a base path: this version")
-    verify.add_argument("--device", action="append", default=None,
-                        help="a device to run on, e.g. /GPU:0 (repeatable); default: every GPU, else /CPU:0")
-    verify.add_argument("--latency-runs", type=int, default=20, metavar="N",
-                        help="warm calls timed per signature and case (0: no latency); default 20")
+    verify.add_argument(
+        "--device",
+        action="append",
+        default=None,
+        help="a device to run on, e.g. /GPU:0 (repeatable); default: every GPU, else /CPU:0",
+    )
+    verify.add_argument(
+        "--latency-runs",
+        type=int,
+        default=20,
+        metavar="N",
+        help="warm calls timed per signature and case (0: no latency); default 20",
+    )
     verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
     args = parser.parse_args(argv)
 
@@ -58,8 +71,9 @@ def verify_command(args) -> int:
     from exportkit import verify_existing
     from exportkit.errors import VerificationError
 
-    report = verify_existing.verify(Path(args.path), version=args.version, devices=args.device,
-                                    latency_runs=args.latency_runs)
+    report = verify_existing.verify(
+        Path(args.path), version=args.version, devices=args.device, latency_runs=args.latency_runs
+    )
     if args.json:
         print(json.dumps(report, indent=2))
     if not report["ok"]:
@@ -82,17 +96,31 @@ def describe(path: Path) -> Dict[str, Any]:
         return {"path": str(path), "kind": "export", **export_facts(path)}
     versions = list_versions(path)
     if not versions:
-        raise ExportkitError(f"inspect: {path} holds no saved_model.pb and no numbered versions; give an "
-                             f"export directory or a TF Serving base path")
+        raise ExportkitError(
+            f"inspect: {path} holds no saved_model.pb and no numbered versions; give an "
+            f"export directory or a TF Serving base path"
+        )
     listing = []
     for number, directory in versions.items():
         facts = export_facts(directory) if files.saved_model_file(directory) else {}
-        listing.append({"version": number, "path": str(directory), "bytes": facts.get("sizes", {}).get("total"),
-                        "digest": facts.get("digest"), "verify": facts.get("verify", {}).get("status"),
-                        "contract": (facts.get("contract_check") or {}).get("status", "-")})
+        listing.append(
+            {
+                "version": number,
+                "path": str(directory),
+                "bytes": facts.get("sizes", {}).get("total"),
+                "digest": facts.get("digest"),
+                "verify": facts.get("verify", {}).get("status"),
+                "contract": (facts.get("contract_check") or {}).get("status", "-"),
+            }
+        )
     newest = max(versions)
-    return {"path": str(path), "kind": "base_path", "versions": listing, "latest_version": newest,
-            "latest": export_facts(versions[newest])}
+    return {
+        "path": str(path),
+        "kind": "base_path",
+        "versions": listing,
+        "latest_version": newest,
+        "latest": export_facts(versions[newest]),
+    }
 
 
 def export_facts(export_dir: Path) -> Dict[str, Any]:
@@ -147,8 +175,11 @@ def _verify(recorded: Dict[str, Any]) -> Dict[str, Any]:
     cases = [o for sizes in report.values() for case in sizes.values() for o in case.values() if isinstance(o, dict)]
     errors = [o["max_abs_error"] for o in cases if "max_abs_error" in o]
     ok = all(o.get("ok", False) for o in cases)
-    return {"status": "ok" if ok else "failed", "max_abs_error": max(errors) if errors else None,
-            "batch_sizes": {key: sorted(map(int, sizes)) for key, sizes in report.items()}}
+    return {
+        "status": "ok" if ok else "failed",
+        "max_abs_error": max(errors) if errors else None,
+        "batch_sizes": {key: sorted(map(int, sizes)) for key, sizes in report.items()},
+    }
 
 
 def text(found: Dict[str, Any]) -> List[str]:
@@ -158,8 +189,10 @@ def text(found: Dict[str, Any]) -> List[str]:
         lines.append(f"base path: {len(found['versions'])} version(s)")
         lines.append(f"  {'version':>8}  {'size':>10}  {'verify':<8}  {'contract':<10}  digest")
         for v in found["versions"]:
-            lines.append(f"  {v['version']:>8}  {_size(v['bytes']):>10}  {v['verify'] or '-':<8}  "
-                         f"{v['contract']:<10}  {(v['digest'] or '-')[:12]}")
+            lines.append(
+                f"  {v['version']:>8}  {_size(v['bytes']):>10}  {v['verify'] or '-':<8}  "
+                f"{v['contract']:<10}  {(v['digest'] or '-')[:12]}"
+            )
         lines.append(f"version {found['latest_version']} (the highest):")
         lines += ["  " + line for line in _export_lines(found["latest"])]
     else:
@@ -169,12 +202,21 @@ def text(found: Dict[str, Any]) -> List[str]:
 
 def _export_lines(facts: Dict[str, Any]) -> List[str]:
     sizes = facts["sizes"]
-    lines = [f"size: {_size(sizes['total'])} (saved_model {_size(sizes['saved_model'])}, variables "
-             f"{_size(sizes['variables'])}" + (f", warmup {_size(sizes['warmup'])} / {facts['warmup_records']} "
-                                               f"requests" if sizes["warmup"] is not None else "") + ")"]
+    lines = [
+        f"size: {_size(sizes['total'])} (saved_model {_size(sizes['saved_model'])}, variables "
+        f"{_size(sizes['variables'])}"
+        + (
+            f", warmup {_size(sizes['warmup'])} / {facts['warmup_records']} requests"
+            if sizes["warmup"] is not None
+            else ""
+        )
+        + ")"
+    ]
     serving = facts["serving"]
     if serving.get("version") is not None:
-        lines.append(f"serving: model {serving['model_name']}, version {serving['version']} under {serving['base_path']}")
+        lines.append(
+            f"serving: model {serving['model_name']}, version {serving['version']} under {serving['base_path']}"
+        )
     for tags, signatures in facts["signatures"].items():
         lines.append(f"tag-set {tags}:")
         for key, signature in signatures.items():
@@ -183,15 +225,22 @@ def _export_lines(facts: Dict[str, Any]) -> List[str]:
                 for name, tensor in signature[kind].items():
                     lines.append(f"    {kind[:-1]:<6} {name}: {tensor['dtype']} {_shape(tensor['shape'])}")
     verify = facts["verify"]
-    lines.append("verify: " + verify["status"] + (
-        f", max abs error {verify['max_abs_error']:.3g}, batch sizes {verify['batch_sizes']}"
-        if verify["status"] in ("ok", "failed") and verify.get("max_abs_error") is not None else
-        f" ({verify['reason']})" if verify.get("reason") else ""))
+    lines.append(
+        "verify: "
+        + verify["status"]
+        + (
+            f", max abs error {verify['max_abs_error']:.3g}, batch sizes {verify['batch_sizes']}"
+            if verify["status"] in ("ok", "failed") and verify.get("max_abs_error") is not None
+            else f" ({verify['reason']})"
+            if verify.get("reason")
+            else ""
+        )
+    )
     for device, record in (facts.get("latency") or {}).items():
         from exportkit.stages.verify import latency_lines
 
         lines.append(f"latency at export, on {device}:")
-        lines += [f"  {line[len('latency '):]}" for line in latency_lines(record)]
+        lines += [f"  {line[len('latency ') :]}" for line in latency_lines(record)]
     check = facts["contract_check"]
     if check:
         lines.append(f"contract: {check['status']} against {check['against']}")

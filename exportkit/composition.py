@@ -5,6 +5,7 @@ initializes Hydra on ``exportkit.conf`` and restores any outer Hydra state after
 >>> group_options("model")
 ['example', 'in_memory', 'jax', 'keras', 'keras_file']
 """
+
 import contextlib
 import difflib
 import re
@@ -39,12 +40,15 @@ def compose(overrides: Sequence[str] = (), return_hydra_config: bool = False) ->
     from hydra import compose as hydra_compose
 
     if isinstance(overrides, str):  # a string is a sequence too: "seed=3" would be 6 overrides
-        raise ConfigError(f"overrides={overrides!r} is a string; give a list of KEY=VALUE strings, "
-                          f"overrides=[{overrides!r}]")
+        raise ConfigError(
+            f"overrides={overrides!r} is a string; give a list of KEY=VALUE strings, overrides=[{overrides!r}]"
+        )
     for override in overrides:
         if not isinstance(override, str):
-            raise ConfigError(f"overrides has {override!r} ({type(override).__name__}); each override is a "
-                              f"KEY=VALUE string, e.g. 'seed=3'")
+            raise ConfigError(
+                f"overrides has {override!r} ({type(override).__name__}); each override is a "
+                f"KEY=VALUE string, e.g. 'seed=3'"
+            )
     try:
         with _hydra():
             return hydra_compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
@@ -72,51 +76,72 @@ def composition_error(error: BaseException) -> Optional[ConfigError]:
         return None
     text, cause = str(error), error.__cause__
     if isinstance(error, OverrideParseException):
-        reason = " ".join(line for line in text.splitlines()[:2]
-                          if not line.startswith(("See https", "Error parsing override")))
-        return ConfigError(f"cannot parse the override {error.override!r}: {reason}; write KEY=VALUE "
-                           f"(quote a value with spaces or brackets: 'KEY=[1, 2]'), +KEY=VALUE to add a "
-                           f"key, ~KEY to delete one")
+        reason = " ".join(
+            line for line in text.splitlines()[:2] if not line.startswith(("See https", "Error parsing override"))
+        )
+        return ConfigError(
+            f"cannot parse the override {error.override!r}: {reason}; write KEY=VALUE "
+            f"(quote a value with spaces or brackets: 'KEY=[1, 2]'), +KEY=VALUE to add a "
+            f"key, ~KEY to delete one"
+        )
     if isinstance(error, MissingConfigException):
         return _missing_option(text)
     unknown = re.match(r"Could not override '([^']+)'", text)
     if unknown:
-        return ConfigError(f"unknown config key {unknown.group(1)}{did_you_mean(unknown.group(1))}; "
-                           f"`python -m exportkit --cfg job` lists the keys")
+        return ConfigError(
+            f"unknown config key {unknown.group(1)}{did_you_mean(unknown.group(1))}; "
+            f"`python -m exportkit --cfg job` lists the keys"
+        )
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         return _bad_value(text, cause)
     config_dir = re.match(r"Additional config directory '([^']+)' not found", text)
     if config_dir:
-        return ConfigError(f"--config-dir {config_dir.group(1)}: no such directory; give the directory that "
-                           f"holds your own config groups (e.g. examples/conf)")
+        return ConfigError(
+            f"--config-dir {config_dir.group(1)}: no such directory; give the directory that "
+            f"holds your own config groups (e.g. examples/conf)"
+        )
     appended = re.match(r"Could not append to config\. An item is already at '([^']+)'", text)
     if appended:
         key = appended.group(1)
-        return ConfigError(f"+{key}: {key} is already in the config; write {key}=VALUE to change it "
-                           f"(+ is for a key the config does not have)")
+        return ConfigError(
+            f"+{key}: {key} is already in the config; write {key}=VALUE to change it "
+            f"(+ is for a key the config does not have)"
+        )
     deleted = re.match(r"Could not delete from config\. '([^']+)' does not exist", text)
     if deleted:
         key = deleted.group(1)
         return ConfigError(f"~{key}: no key {key} to delete{did_you_mean(key)}")
-    return ConfigError(one_line(error).rstrip(".") + (f" ({one_line(cause)})" if cause is not None else "")
-                       + "; check the overrides (KEY=VALUE each)")
+    return ConfigError(
+        one_line(error).rstrip(".")
+        + (f" ({one_line(cause)})" if cause is not None else "")
+        + "; check the overrides (KEY=VALUE each)"
+    )
 
 
 def _missing_option(text: str) -> ConfigError:
     found = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
     if not found:
-        return ConfigError(f"{one_line(ValueError(text.split('Config search path')[0]))}; check --config-name "
-                           f"and --config-dir")
+        return ConfigError(
+            f"{one_line(ValueError(text.split('Config search path')[0]))}; check --config-name and --config-dir"
+        )
     group, option = found.groups()
     listed = re.search(r"Available options in '[^']+':\n((?:\t.*\n?)*)", text)
-    options = [o.strip() for o in (listed.group(1).splitlines() if listed else [])
-               if o.strip() and not o.strip().endswith("_schema")]
+    options = [
+        o.strip()
+        for o in (listed.group(1).splitlines() if listed else [])
+        if o.strip() and not o.strip().endswith("_schema")
+    ]
     group_key = group.split("/")[-1]
     close = difflib.get_close_matches(option, options, n=1)
-    return ConfigError(f"{group_key}={option} is not an option of {group}"
-                       + (f" (did you mean {group_key}={close[0]}?)" if close else "")
-                       + (f"; choose one of {', '.join(options)}" if options else
-                          f"; no config group {group!r} here (add --config-dir DIR for your own)"))
+    return ConfigError(
+        f"{group_key}={option} is not an option of {group}"
+        + (f" (did you mean {group_key}={close[0]}?)" if close else "")
+        + (
+            f"; choose one of {', '.join(options)}"
+            if options
+            else f"; no config group {group!r} here (add --config-dir DIR for your own)"
+        )
+    )
 
 
 def _bad_value(text: str, cause) -> ConfigError:
@@ -128,8 +153,10 @@ def _bad_value(text: str, cause) -> ConfigError:
     where = given.group(1) if given else str(cause.full_key)
     reason = one_line(cause).rstrip(".")
     if "not in struct" in reason or "not in '" in reason:
-        return ConfigError(f"unknown config key {cause.full_key}{did_you_mean(str(cause.full_key))}; "
-                           f"`python -m exportkit --cfg job` lists the keys")
+        return ConfigError(
+            f"unknown config key {cause.full_key}{did_you_mean(str(cause.full_key))}; "
+            f"`python -m exportkit --cfg job` lists the keys"
+        )
     return ConfigError(f"{where}: {reason}" + (f"; {key} expects {expected}" if expected else ""))
 
 

@@ -6,6 +6,7 @@ which stage is missing when a user disables one that a later stage depends on. W
 itself carries (the model source, the reporter, the hash cache, the recorded overrides) travels
 here too, never in module globals.
 """
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple

@@ -4,6 +4,7 @@ Every ``ExportkitError`` names the offending key or value and how to fix it. The
 it without a traceback (``HYDRA_FULL_ERROR=1`` shows one); any other exception is a bug in
 exportkit and keeps its traceback.
 """
+
 import os
 import sys
 from typing import Optional
@@ -38,9 +39,11 @@ class ExportDirBusyError(ExportkitError):
 
     def __init__(self, export_dir, pid: Optional[int] = None):
         self.export_dir, self.pid = export_dir, pid
-        super().__init__(f"export_dir {export_dir} is being written by another exportkit process "
-                         f"(pid {pid if pid is not None else 'unknown'}); wait for it to finish or "
-                         f"choose another export_dir")
+        super().__init__(
+            f"export_dir {export_dir} is being written by another exportkit process "
+            f"(pid {pid if pid is not None else 'unknown'}); wait for it to finish or "
+            f"choose another export_dir"
+        )
 
     def __reduce__(self):
         return type(self), (self.export_dir, self.pid)
@@ -78,8 +81,15 @@ def first_line(error: BaseException) -> str:
     return (str(error).strip() or type(error).__name__).splitlines()[0]
 
 
-_NOISE = ("full_key:", "reference_type=", "object_type=", "See https://hydra.cc", "Config search path",
-          "provider=", "set env var HYDRA_FULL_ERROR")
+_NOISE = (
+    "full_key:",
+    "reference_type=",
+    "object_type=",
+    "See https://hydra.cc",
+    "Config search path",
+    "provider=",
+    "set env var HYDRA_FULL_ERROR",
+)
 
 
 def one_line(error: BaseException) -> str:

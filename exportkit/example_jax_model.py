@@ -1,4 +1,5 @@
 """The built-in JAX example (``+experiment=jax_mlp``): a pure-JAX MLP, no neural-network library."""
+
 import numpy as np
 
 
@@ -13,10 +14,14 @@ def build_example_jax_model(features: int = 8, units: int = 16, classes: int = 3
 
     rng = np.random.default_rng(seed)
     params = {
-        "hidden": {"kernel": (rng.standard_normal((features, units)) / np.sqrt(features)).astype("float32"),
-                   "bias": np.zeros(units, "float32")},
-        "probabilities": {"kernel": (rng.standard_normal((units, classes)) / np.sqrt(units)).astype("float32"),
-                          "bias": np.zeros(classes, "float32")},
+        "hidden": {
+            "kernel": (rng.standard_normal((features, units)) / np.sqrt(features)).astype("float32"),
+            "bias": np.zeros(units, "float32"),
+        },
+        "probabilities": {
+            "kernel": (rng.standard_normal((units, classes)) / np.sqrt(units)).astype("float32"),
+            "bias": np.zeros(classes, "float32"),
+        },
     }
 
     def apply_fn(params, features):

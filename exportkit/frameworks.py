@@ -18,6 +18,7 @@ garbage collector's later passes.
 - **Ended at once:** ``exit_now`` ends such a process when its work is done and told, without the
   second or so the interpreter spends tearing TensorFlow's modules down.
 """
+
 import atexit
 import contextlib
 import gc

@@ -1,4 +1,5 @@
 """Resolving dotted import paths and ``_target_`` nodes from the config, with errors that name the key."""
+
 import importlib
 from typing import Any, Dict, Mapping, Type
 
@@ -11,8 +12,10 @@ def import_object(path: str, key: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ModelSourceError(f"{key}={path!r}: cannot import module {module_name!r} ({e}); check the "
-                               f"spelling and that its directory is on PYTHONPATH") from e
+        raise ModelSourceError(
+            f"{key}={path!r}: cannot import module {module_name!r} ({e}); check the "
+            f"spelling and that its directory is on PYTHONPATH"
+        ) from e
     try:
         return getattr(module, attr)
     except AttributeError as e:
@@ -46,8 +49,9 @@ def compile_from_config(model, compile_cfg, rejected_by: str = "model.compile") 
     from exportkit.errors import ConfigError
 
     node = OmegaConf.masked_copy(compile_cfg, [k for k in compile_cfg if k != "targets"])
-    kwargs = instantiate(node, "compile", ConfigError,
-                         "give names such as compile.optimizer=adam or _target_ nodes", _convert_="all")
+    kwargs = instantiate(
+        node, "compile", ConfigError, "give names such as compile.optimizer=adam or _target_ nodes", _convert_="all"
+    )
     try:
         model.compile(**kwargs)
     except (TypeError, ValueError) as e:

@@ -12,6 +12,7 @@ trace and write stages; it is handed to the verify stage through the context.
 >>> result = Export(cfg).run()           # cfg: a composed, resolved config
 >>> result.export_dir, result.records
 """
+
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,15 @@ from exportkit.variables import fill
 
 BASE_FIELDS = ("cfg", "export_dir", "work_dir", "model")
 # the stage of the default pipelines that adds a field, for the message when a user disabled it
-ADDED_BY = {"graphs": "trace", "saved_model_file": "write_graphs", "verify_report": "verify",
-            "serving_fn": "build", "reference": "build", "variables": "build", "custom_objects": "build"}
+ADDED_BY = {
+    "graphs": "trace",
+    "saved_model_file": "write_graphs",
+    "verify_report": "verify",
+    "serving_fn": "build",
+    "reference": "build",
+    "variables": "build",
+    "custom_objects": "build",
+}
 
 
 @dataclass
@@ -41,6 +49,7 @@ class ExportResult:
     in-process may leave variables without values there (``ExportContext.unfilled``, the
     checkpoint having been written from the arrays); ``exportkit.variables.fill(context)`` gives
     them theirs."""
+
     export_dir: Path
     records: List[StageRecord]
     manifest: dict
@@ -58,9 +67,15 @@ class Export:
     else the export starts its own and ends it.
     """
 
-    def __init__(self, cfg: DictConfig, model: Any = None, custom_objects: Optional[dict] = None,
-                 reporter: Optional[Reporter] = None, overrides: Sequence[str] = (),
-                 verifier: Optional[Verifier] = None) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        model: Any = None,
+        custom_objects: Optional[dict] = None,
+        reporter: Optional[Reporter] = None,
+        overrides: Sequence[str] = (),
+        verifier: Optional[Verifier] = None,
+    ) -> None:
         self.cfg = cfg
         self.model = model
         self.custom_objects = dict(custom_objects or {})
@@ -102,19 +117,30 @@ class Export:
         parsed = signatures.parse(cfg.signatures)
         source = instantiate_source(cfg)
         if source.takes_object != (self.model is not None):
-            raise ConfigError(f"{schema.model_option(cfg.model._target_)} takes a model object handed over by "
-                              f"the Python API (exportkit.export_saved_model); from the CLI use model=keras, "
-                              f"model=keras_file, model=jax or model=tf_keras")
+            raise ConfigError(
+                f"{schema.model_option(cfg.model._target_)} takes a model object handed over by "
+                f"the Python API (exportkit.export_saved_model); from the CLI use model=keras, "
+                f"model=keras_file, model=jax or model=tf_keras"
+            )
         if source.signatures_required and not parsed:
             raise SignatureError(source.signatures_required)
         stages = instantiate_stages(cfg, source)
         # export_dir, or with serving.base_path the version chosen (exportkit.serving)
         with serving.open_slot(cfg, notify=self.reporter.progress) as slot:
             export_dir = slot.export_dir
-            ctx = ExportContext(cfg=cfg, export_dir=export_dir, work_dir=slot.work_dir, source=source,
-                                reporter=self.reporter, overrides=self.overrides, model=self.model,
-                                custom_objects=self.custom_objects, records=self.records, verifier=verifier,
-                                verifies=any(isinstance(stage, Verify) for _, stage in stages))
+            ctx = ExportContext(
+                cfg=cfg,
+                export_dir=export_dir,
+                work_dir=slot.work_dir,
+                source=source,
+                reporter=self.reporter,
+                overrides=self.overrides,
+                model=self.model,
+                custom_objects=self.custom_objects,
+                records=self.records,
+                verifier=verifier,
+                verifies=any(isinstance(stage, Verify) for _, stage in stages),
+            )
             ctx.signatures = signatures.to_specs(parsed)
             ctx.extra["serving"] = serving.release_info(cfg, slot)
             try:
@@ -143,11 +169,18 @@ def instantiate_source(cfg: DictConfig):
     """The model source named by ``model._target_`` (its other fields are its arguments)."""
     from exportkit.sources.base import Source
 
-    source = instantiate(cfg.model, "model._target_", ConfigError,
-                         "give a model source class (see exportkit.sources.base.Source)", _recursive_=False)
+    source = instantiate(
+        cfg.model,
+        "model._target_",
+        ConfigError,
+        "give a model source class (see exportkit.sources.base.Source)",
+        _recursive_=False,
+    )
     if not isinstance(source, Source):
-        raise ConfigError(f"model._target_={cfg.model._target_!r} is not a model source; give a subclass "
-                          f"of exportkit.sources.base.Source")
+        raise ConfigError(
+            f"model._target_={cfg.model._target_!r} is not a model source; give a subclass "
+            f"of exportkit.sources.base.Source"
+        )
     return source
 
 
@@ -160,13 +193,18 @@ def instantiate_stages(cfg: DictConfig, source) -> List[Tuple[str, Any]]:
             continue
         target = node.get("_target_") if isinstance(node, DictConfig) else None
         if target is None:
-            raise ConfigError(f"pipeline.stages.{name} has no `_target_`; give a stage class "
-                              f"(pipeline.stages.{name}._target_=pkg.module.MyStage) or null to disable it")
-        stage = instantiate(node, f"pipeline.stages.{name}._target_", ConfigError,
-                            "check the dotted path and the stage's arguments")
+            raise ConfigError(
+                f"pipeline.stages.{name} has no `_target_`; give a stage class "
+                f"(pipeline.stages.{name}._target_=pkg.module.MyStage) or null to disable it"
+            )
+        stage = instantiate(
+            node, f"pipeline.stages.{name}._target_", ConfigError, "check the dotted path and the stage's arguments"
+        )
         if not callable(stage):
-            raise ConfigError(f"pipeline.stages.{name}._target_={target!r} is not callable; a stage "
-                              f"takes the export context and returns it (see exportkit.stages.base.Stage)")
+            raise ConfigError(
+                f"pipeline.stages.{name}._target_={target!r} is not callable; a stage "
+                f"takes the export context and returns it (see exportkit.stages.base.Stage)"
+            )
         if not isinstance(stage, Stage):
             stage.needs, stage.adds, stage.required = (), (), True
         stages.append((name, stage))
@@ -183,10 +221,14 @@ def check_dependencies(stages, source) -> None:
         for need in stage.needs:
             if need not in added:
                 hint = source.missing_hint(need) or (
-                    f"re-enable pipeline.stages.{ADDED_BY[need]}, which adds it" if need in ADDED_BY
-                    else "re-enable the stage that adds it")
-                raise ConfigError(f"pipeline.stages.{name} needs `{need}` from an earlier stage, "
-                                  f"but no enabled stage before it adds it; {hint}")
+                    f"re-enable pipeline.stages.{ADDED_BY[need]}, which adds it"
+                    if need in ADDED_BY
+                    else "re-enable the stage that adds it"
+                )
+                raise ConfigError(
+                    f"pipeline.stages.{name} needs `{need}` from an earlier stage, "
+                    f"but no enabled stage before it adds it; {hint}"
+                )
         added.update(stage.adds)
         if getattr(stage, "loads_source", False):
             added.update(source.adds)
@@ -210,7 +252,9 @@ def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
     except Exception as e:
         if any(e is failure for failure in ctx.background_failures):
             # an earlier stage's, recorded as that stage's failure (exportkit.background)
-            record = StageRecord(name, "skipped", time.perf_counter() - start, "an earlier stage's background work failed")
+            record = StageRecord(
+                name, "skipped", time.perf_counter() - start, "an earlier stage's background work failed"
+            )
             ctx.records.append(record)
             ctx.reporter.stage_ended(record)
             raise

@@ -3,6 +3,7 @@
 A ``Reporter`` travels on the export context; ``Reporter(verbose=False)`` (the API's and the
 benchmarks' ``verbose=False``) prints nothing. rich is imported only when something is printed.
 """
+
 import sys
 from typing import List
 
@@ -31,8 +32,7 @@ class Reporter:
     def stage_ended(self, record) -> None:
         style = _STYLE[record.status]
         detail = f"  ({record.detail})" if record.detail else ""
-        self._print(f"  [{style}]{record.status.upper()}[/{style}] {record.name} "
-                    f"in {record.seconds:.2f}s{detail}")
+        self._print(f"  [{style}]{record.status.upper()}[/{style}] {record.name} in {record.seconds:.2f}s{detail}")
 
     def progress(self, message: str) -> None:
         """A line of progress inside a long stage (verify, a large checkpoint)."""

@@ -16,6 +16,7 @@ Example::
 The model's factory (``model.build._target_``) and custom objects must be importable, as
 they were for the export (same PYTHONPATH).
 """
+
 import argparse
 import os
 import sys
@@ -27,8 +28,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Keys that say where and how the export was written, not what it is. A reproduction is written
 # at --out: not as a new version under the recorded serving.base_path (exportkit.serving).
-PLACEMENT_KEYS = ("export_dir", "overwrite", "serving.base_path", "serving.version", "serving.keep",
-                  "serving.labels", "serving.model_config_file", "serving.compare_to", "serving.model_name")
+PLACEMENT_KEYS = (
+    "export_dir",
+    "overwrite",
+    "serving.base_path",
+    "serving.version",
+    "serving.keep",
+    "serving.labels",
+    "serving.model_config_file",
+    "serving.compare_to",
+    "serving.model_name",
+)
 
 
 def main(argv: List[str] = None) -> int:
@@ -42,8 +52,11 @@ def main(argv: List[str] = None) -> int:
 
     original = Path(args.export_dir).expanduser().absolute()
     if not (original / manifest.MANIFEST).is_file():
-        print(f"exportkit.reproduce: error: {original} has no {manifest.MANIFEST}; give the directory "
-              f"of an export written by exportkit", file=sys.stderr)
+        print(
+            f"exportkit.reproduce: error: {original} has no {manifest.MANIFEST}; give the directory "
+            f"of an export written by exportkit",
+            file=sys.stderr,
+        )
         return 2
     new_dir = Path(args.out).expanduser().absolute()
     try:
@@ -80,8 +93,9 @@ def main(argv: List[str] = None) -> int:
             print(f"  {line}")
         return 1
     written = manifest.read(new_dir)  # compare() hashed every file already: no second read
-    print(f"reproduced: {len(written['files'])} files identical to {original} "
-          f"(digest {written.get('digest', '')[:12]})")
+    print(
+        f"reproduced: {len(written['files'])} files identical to {original} (digest {written.get('digest', '')[:12]})"
+    )
     return 0
 
 
@@ -95,25 +109,32 @@ def read_recorded(export_dir: Path) -> Dict[str, Any]:
 
     path = Path(export_dir) / manifest.MANIFEST
     if not path.is_file():
-        raise LoadError(f"{export_dir} has no {manifest.MANIFEST}; give the directory of an export "
-                        f"written by exportkit")
+        raise LoadError(
+            f"{export_dir} has no {manifest.MANIFEST}; give the directory of an export written by exportkit"
+        )
     try:
         recorded = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise LoadError(f"{path} cannot be read as JSON ({type(e).__name__}: {first_line(e)}); the manifest "
-                        f"is truncated or damaged") from e
+        raise LoadError(
+            f"{path} cannot be read as JSON ({type(e).__name__}: {first_line(e)}); the manifest is truncated or damaged"
+        ) from e
     expected = {"config": dict, "files": dict}
     if not isinstance(recorded, dict):
-        raise LoadError(f"{path} holds a JSON {type(recorded).__name__}, not an exportkit manifest (an object "
-                        f"with {', '.join(expected)})")
+        raise LoadError(
+            f"{path} holds a JSON {type(recorded).__name__}, not an exportkit manifest (an object "
+            f"with {', '.join(expected)})"
+        )
     for key, kind in {**expected, "overrides": list, "versions": dict, "inputs": dict}.items():
         if key in recorded and not isinstance(recorded[key], kind) or key in expected and key not in recorded:
-            raise LoadError(f"{path}: `{key}` is {'missing' if key not in recorded else type(recorded[key]).__name__}"
-                            f", expected a JSON {'object' if kind is dict else 'array'}; not an exportkit "
-                            f"manifest, or altered")
+            raise LoadError(
+                f"{path}: `{key}` is {'missing' if key not in recorded else type(recorded[key]).__name__}"
+                f", expected a JSON {'object' if kind is dict else 'array'}; not an exportkit "
+                f"manifest, or altered"
+            )
     for key, entry in recorded.get("inputs", {}).items():
-        if not (isinstance(entry, dict) and isinstance(entry.get("path"), str)
-                and isinstance(entry.get("sha256"), str)):
+        if not (
+            isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("sha256"), str)
+        ):
             raise LoadError(f"{path}: inputs.{key} is {entry!r}, expected {{path, sha256}}; the manifest was altered")
     return recorded
 
@@ -123,8 +144,10 @@ def check_out(new_dir: Path) -> None:
     from exportkit.errors import ConfigError
 
     if new_dir.exists() and (not new_dir.is_dir() or any(new_dir.iterdir())):
-        raise ConfigError(f"--out {new_dir} {'is a file' if not new_dir.is_dir() else 'is not empty'}; "
-                        f"give a new or empty directory (reproduce never replaces an export)")
+        raise ConfigError(
+            f"--out {new_dir} {'is a file' if not new_dir.is_dir() else 'is not empty'}; "
+            f"give a new or empty directory (reproduce never replaces an export)"
+        )
 
 
 def rerun(recorded: Dict[str, Any], new_dir: Path):
@@ -138,16 +161,25 @@ def rerun(recorded: Dict[str, Any], new_dir: Path):
     schema.register()
     config = dict(recorded["config"], export_dir=str(new_dir), overwrite=False)
     if "serving" in config:  # the model name the warmup records carry stays the recorded one
-        config["serving"] = dict(config["serving"], base_path=None, version="auto", keep=None, labels={},
-                                 model_config_file=None, compare_to=None,
-                                 model_name=(recorded.get("serving") or {}).get("model_name"))
+        config["serving"] = dict(
+            config["serving"],
+            base_path=None,
+            version="auto",
+            keep=None,
+            labels={},
+            model_config_file=None,
+            compare_to=None,
+            model_name=(recorded.get("serving") or {}).get("model_name"),
+        )
     # Through the schema, as Hydra composes it: a value the schema no longer accepts is named.
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(schema.ExportConfig), config)
     except OmegaConfBaseException as e:
-        raise ConfigError(f"the recorded config does not fit this exportkit's schema "
-                          f"({first_line(e)}); reproduce with the exportkit version the "
-                          f"manifest records") from e
+        raise ConfigError(
+            f"the recorded config does not fit this exportkit's schema "
+            f"({first_line(e)}); reproduce with the exportkit version the "
+            f"manifest records"
+        ) from e
     return pipeline.Export(pipeline.resolved(cfg), overrides=recorded.get("overrides", [])).run()
 
 
@@ -157,8 +189,10 @@ def version_warnings(recorded: Dict[str, str], installed: Dict[str, str]) -> Lis
     for name in sorted(set(recorded) | set(installed)):
         old, new = recorded.get(name), installed.get(name)
         if old != new:
-            lines.append(f"{name} {old or 'absent'} was recorded, {new or 'absent'} is installed; "
-                         f"the bytes may differ for that reason alone")
+            lines.append(
+                f"{name} {old or 'absent'} was recorded, {new or 'absent'} is installed; "
+                f"the bytes may differ for that reason alone"
+            )
     return lines
 
 
@@ -174,8 +208,10 @@ def input_changes(inputs: Dict[str, Dict[str, str]]) -> List[str]:
             continue
         now = manifest.sha256(path)
         if now != recorded["sha256"]:
-            lines.append(f"{key}={recorded['path']}: the file changed since the export (sha256 "
-                         f"{recorded['sha256'][:12]} then, {now[:12]} now)")
+            lines.append(
+                f"{key}={recorded['path']}: the file changed since the export (sha256 "
+                f"{recorded['sha256'][:12]} then, {now[:12]} now)"
+            )
     return lines
 
 
@@ -198,8 +234,10 @@ def config_drift(recorded: Dict[str, Any]) -> List[str]:
         return [f"the recorded overrides no longer compose with today's conf/ ({error})".splitlines()[0]]
     drift = diff_configs(recorded["config"], today)
     if drift:
-        return [f"today's conf/ composes a different config for the same overrides ({'; '.join(drift)}); "
-                f"re-running the recorded one"]
+        return [
+            f"today's conf/ composes a different config for the same overrides ({'; '.join(drift)}); "
+            f"re-running the recorded one"
+        ]
     return []
 
 
@@ -236,9 +274,15 @@ def compare(original: Path, new: Path) -> List[str]:
         elif old_files[path] != new_files[path]:
             recorded = old_manifest.get("files", {}).get(path)
             tampered = recorded is not None and recorded != old_files[path]
-            lines.append(f"{path}: differs (sha256 {old_files[path][:12]} != {new_files[path][:12]})"
-                         + ("; the original no longer matches the sha256 its manifest recorded "
-                            f"({recorded[:12]}): it was modified after the export" if tampered else ""))
+            lines.append(
+                f"{path}: differs (sha256 {old_files[path][:12]} != {new_files[path][:12]})"
+                + (
+                    "; the original no longer matches the sha256 its manifest recorded "
+                    f"({recorded[:12]}): it was modified after the export"
+                    if tampered
+                    else ""
+                )
+            )
     for key in diff_configs(old_manifest.get("config", {}), new_manifest.get("config", {})):
         lines.append(f"config {key}")
     return lines

@@ -6,6 +6,7 @@ in the ``model`` group, named first in that option's YAML), so a required field 
 there; the model source class is the node's ``_target_``. Rules that span several fields live
 in ``validate`` below. Defaults are stated here, once: ``conf/config.yaml`` only picks options.
 """
+
 import dataclasses
 import math
 import re
@@ -94,7 +95,7 @@ def model_option(target: str) -> str:
     """``model=NAME`` for the option whose source class is ``target``, else ``model._target_=...``."""
     for name, node in MODEL_SCHEMAS.items():
         if node._target_ == target:
-            return f"model={name[:-len('_schema')]}"
+            return f"model={name[: -len('_schema')]}"
     return f"model._target_={target}"
 
 
@@ -221,24 +222,35 @@ def register() -> None:
 
 # what tf.DeviceSpec.from_string takes for one device: /CPU:0, /device:GPU:1, /job:w/task:0/device:GPU:0, gpu
 DEVICE = re.compile(r"^(/job:\w+)?(/replica:\d+)?(/task:\d+)?/?(device:)?(CPU|GPU|TPU)(:\d+)?$", re.IGNORECASE)
-SEED_LIMIT = 2 ** 32  # NumPy's and TensorFlow's seeds are 32-bit
+SEED_LIMIT = 2**32  # NumPy's and TensorFlow's seeds are 32-bit
 
 
 def validate(cfg: DictConfig) -> None:
     """Check the rules that span fields and the values a type alone does not rule out; raise
     ``ConfigError`` naming the key and the fix."""
     if not isinstance(cfg.model, DictConfig) or not cfg.model.get("_target_"):
-        raise ConfigError("model has no `_target_`; pick a model option (model=example, model=keras, "
-                          "model=keras_file or model=jax) or name your own source class as model._target_")
+        raise ConfigError(
+            "model has no `_target_`; pick a model option (model=example, model=keras, "
+            "model=keras_file or model=jax) or name your own source class as model._target_"
+        )
     for key in sorted(OmegaConf.missing_keys(cfg.model)):
-        raise ConfigError(f"model.{key} is required and not set: set model.{key}=VALUE (e.g. "
-                          + ("model.build._target_=your_module.your_factory)" if key.startswith("build")
-                             else "model.path=/path/to/model.keras)" if key == "path" else "...)"))
+        raise ConfigError(
+            f"model.{key} is required and not set: set model.{key}=VALUE (e.g. "
+            + (
+                "model.build._target_=your_module.your_factory)"
+                if key.startswith("build")
+                else "model.path=/path/to/model.keras)"
+                if key == "path"
+                else "...)"
+            )
+        )
     if not str(cfg.export_dir).strip():
         raise ConfigError("export_dir is empty: set export_dir=/path/to/saved_model")
     if (cfg.compile.optimizer is None) != (cfg.compile.loss is None):
-        raise ConfigError("compile needs both compile.optimizer and compile.loss (e.g. compile.optimizer=adam "
-                          "compile.loss=mse), or neither")
+        raise ConfigError(
+            "compile needs both compile.optimizer and compile.loss (e.g. compile.optimizer=adam "
+            "compile.loss=mse), or neither"
+        )
     for name, spec in cfg.compile.targets.items():
         _check_target(name, spec)
     if not 0 <= cfg.seed < SEED_LIMIT:
@@ -246,18 +258,24 @@ def validate(cfg: DictConfig) -> None:
     _validate_target(cfg.target)
     for key, signature in (cfg.signatures or {}).items():
         if not isinstance(signature, DictConfig):
-            raise ConfigError(f"signatures.{key}={signature!r} is not a signature; write it as "
-                              f"+signatures.{key}={{inputs: {{NAME: {{shape: [null, 8], dtype: float32}}}}}}")
+            raise ConfigError(
+                f"signatures.{key}={signature!r} is not a signature; write it as "
+                f"+signatures.{key}={{inputs: {{NAME: {{shape: [null, 8], dtype: float32}}}}}}"
+            )
     if cfg.layout not in LAYOUTS:
-        raise ConfigError(f"layout={cfg.layout!r} is not a layout; use layout=serving (the default: serve "
-                          f"alone in saved_model.pb, train/eval under graphs/) or layout=tf1 (TF 1.14's "
-                          f"three MetaGraphDefs in one saved_model.pb)")
+        raise ConfigError(
+            f"layout={cfg.layout!r} is not a layout; use layout=serving (the default: serve "
+            f"alone in saved_model.pb, train/eval under graphs/) or layout=tf1 (TF 1.14's "
+            f"three MetaGraphDefs in one saved_model.pb)"
+        )
     validate_verify(cfg.verify)
     validate_serving(cfg.serving)
     for name, path in cfg.custom_objects.items():
         if "." not in str(path):
-            raise ConfigError(f"custom_objects.{name}={path!r} is not a dotted import path; "
-                              f"write +custom_objects.{name}=package.module.{name}")
+            raise ConfigError(
+                f"custom_objects.{name}={path!r} is not a dotted import path; "
+                f"write +custom_objects.{name}=package.module.{name}"
+            )
 
 
 def _check_target(name: str, spec: Any) -> None:
@@ -272,12 +290,16 @@ def _check_target(name: str, spec: Any) -> None:
 
 def _validate_target(target) -> None:
     if not target.devices:
-        raise ConfigError("target.devices=[] names no device to verify on; give at least one, "
-                          "e.g. target.devices=[/CPU:0] or [/GPU:0]")
+        raise ConfigError(
+            "target.devices=[] names no device to verify on; give at least one, "
+            "e.g. target.devices=[/CPU:0] or [/GPU:0]"
+        )
     for device in target.devices:
         if not isinstance(device, str) or not DEVICE.match(device):
-            raise ConfigError(f"target.devices has {device!r}, which is not a TensorFlow device name; "
-                              f"write /CPU:0, /GPU:0, /GPU:1 ... (target.devices=[/GPU:0])")
+            raise ConfigError(
+                f"target.devices has {device!r}, which is not a TensorFlow device name; "
+                f"write /CPU:0, /GPU:0, /GPU:1 ... (target.devices=[/GPU:0])"
+            )
 
 
 def _field_types(node_type) -> Dict[str, Any]:
@@ -300,8 +322,9 @@ def schema_keys() -> List[str]:
     walk(ExportConfig, "")
     for node in MODEL_SCHEMAS.values():
         walk(node, "model.")
-    keys += [f"pipeline.stages.{name}" for name in
-             ("build", "jax2tf", "trace", "write_checkpoint", "write_graphs", "verify")]
+    keys += [
+        f"pipeline.stages.{name}" for name in ("build", "jax2tf", "trace", "write_checkpoint", "write_graphs", "verify")
+    ]
     return sorted(set(keys))
 
 
@@ -334,63 +357,90 @@ def expected_kind(full_key: str) -> Optional[str]:
     if dataclasses.is_dataclass(kind):
         return "a mapping"
     return _KINDS.get(kind)
+
+
 def validate_verify(verify: DictConfig) -> None:
     """``verify``'s batch sizes, tolerances, ``dims``, ``dim_sizes``, ``tolerances`` and ``top1``
     (``values`` and ``inputs`` need the model's inputs: the verify stage checks them). A
     configuration that would verify no case is an error, never a pass."""
     if not verify.batch_sizes:
-        raise ConfigError("verify.batch_sizes=[] would verify no case; give at least one batch size "
-                          "(verify.batch_sizes=[1,3]), or disable verification with pipeline.stages.verify=null")
+        raise ConfigError(
+            "verify.batch_sizes=[] would verify no case; give at least one batch size "
+            "(verify.batch_sizes=[1,3]), or disable verification with pipeline.stages.verify=null"
+        )
     timeout = verify.get("timeout_s", 600.0)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
         shown = f"{timeout:g}" if isinstance(timeout, (int, float)) else repr(timeout)
-        raise ConfigError(f"verify.timeout_s={shown}: the verify process needs a positive number of seconds "
-                          f"to answer in (verify.timeout_s=600)")
+        raise ConfigError(
+            f"verify.timeout_s={shown}: the verify process needs a positive number of seconds "
+            f"to answer in (verify.timeout_s=600)"
+        )
     for size in verify.batch_sizes:
         if size < 1:
-            raise ConfigError(f"verify.batch_sizes has {size}; batch sizes are positive integers "
-                              f"(verify.batch_sizes=[1,3])")
+            raise ConfigError(
+                f"verify.batch_sizes has {size}; batch sizes are positive integers (verify.batch_sizes=[1,3])"
+            )
     for key in ("atol", "rtol"):
         value = verify[key]
         if not math.isfinite(value) or value < 0:
-            raise ConfigError(f"verify.{key}={value} is not a tolerance; give a finite number >= 0 "
-                              f"(verify.{key}=1e-5)")
+            raise ConfigError(f"verify.{key}={value} is not a tolerance; give a finite number >= 0 (verify.{key}=1e-5)")
     for key, sizes in [("dim_sizes", verify.dim_sizes)] + [(f"dims.{k}", v) for k, v in verify.dims.items()]:
         if not sizes or any(size < 1 for size in sizes):
-            raise ConfigError(f"verify.{key}={list(sizes or [])}: give a non-empty list of positive sizes, "
-                              f"e.g. verify.{key}=[1,7,64]")
+            raise ConfigError(
+                f"verify.{key}={list(sizes or [])}: give a non-empty list of positive sizes, e.g. verify.{key}=[1,7,64]"
+            )
     for name, tolerance in verify.tolerances.items():
-        if not isinstance(tolerance, DictConfig) or not tolerance or set(tolerance) - {"atol", "rtol"} or \
-                any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in tolerance.values()):
-            raise ConfigError(f"verify.tolerances.{name}={tolerance!r}: give {{atol: A, rtol: R}} (either may be "
-                              f"left out), numbers >= 0, e.g. +verify.tolerances.{name}={{atol: 1e-3}}")
+        if (
+            not isinstance(tolerance, DictConfig)
+            or not tolerance
+            or set(tolerance) - {"atol", "rtol"}
+            or any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in tolerance.values())
+        ):
+            raise ConfigError(
+                f"verify.tolerances.{name}={tolerance!r}: give {{atol: A, rtol: R}} (either may be "
+                f"left out), numbers >= 0, e.g. +verify.tolerances.{name}={{atol: 1e-3}}"
+            )
     latency = verify.get("latency")
     if latency is not None and (latency.runs < 1 or not latency.budget_s > 0):
-        raise ConfigError(f"verify.latency: runs={latency.runs}, budget_s={latency.budget_s}; give runs >= 1 and "
-                          f"budget_s > 0 (verify.latency.runs=20), or turn it off with verify.latency.enabled=false")
+        raise ConfigError(
+            f"verify.latency: runs={latency.runs}, budget_s={latency.budget_s}; give runs >= 1 and "
+            f"budget_s > 0 (verify.latency.runs=20), or turn it off with verify.latency.enabled=false"
+        )
     top1 = verify.top1
     if not isinstance(top1, bool) and not (OmegaConf.is_list(top1) and all(isinstance(n, str) for n in top1)):
-        raise ConfigError(f"verify.top1={top1!r}: give true (every output whose last dimension is > 1) "
-                          f"or a list of output names")
+        raise ConfigError(
+            f"verify.top1={top1!r}: give true (every output whose last dimension is > 1) or a list of output names"
+        )
+
+
 def validate_serving(serving: DictConfig) -> None:
     """``serving.*``: a version is ``auto`` or an integer >= 0; keys that place versions need a base path."""
     version = serving.version
     if version != "auto" and (isinstance(version, bool) or not isinstance(version, int) or version < 0):
-        raise ConfigError(f"serving.version={version!r} is neither `auto` nor an integer >= 0; write "
-                          f"serving.version=auto (the next free version) or serving.version=3")
+        raise ConfigError(
+            f"serving.version={version!r} is neither `auto` nor an integer >= 0; write "
+            f"serving.version=auto (the next free version) or serving.version=3"
+        )
     if serving.base_path is None:
-        for key, value in (("version", None if version == "auto" else version), ("keep", serving.keep),
-                           ("labels", dict(serving.labels) or None),
-                           ("model_config_file", serving.model_config_file)):
+        for key, value in (
+            ("version", None if version == "auto" else version),
+            ("keep", serving.keep),
+            ("labels", dict(serving.labels) or None),
+            ("model_config_file", serving.model_config_file),
+        ):
             if value is not None:
-                raise ConfigError(f"serving.{key} needs serving.base_path: set serving.base_path=/srv/models/NAME "
-                                  f"(versions are published as its numbered subdirectories)")
+                raise ConfigError(
+                    f"serving.{key} needs serving.base_path: set serving.base_path=/srv/models/NAME "
+                    f"(versions are published as its numbered subdirectories)"
+                )
         return
     if not str(serving.base_path).strip():
         raise ConfigError("serving.base_path is empty: set serving.base_path=/srv/models/NAME or null")
     if serving.keep is not None and serving.keep < 1:
-        raise ConfigError(f"serving.keep={serving.keep} keeps no version; give serving.keep=N with N >= 1, "
-                          f"or null to keep every version")
+        raise ConfigError(
+            f"serving.keep={serving.keep} keeps no version; give serving.keep=N with N >= 1, "
+            f"or null to keep every version"
+        )
     for label, number in serving.labels.items():
         if number < 0:
             raise ConfigError(f"serving.labels.{label}={number} is not a version number (an integer >= 0)")

@@ -11,6 +11,7 @@
 
 What happened lands in ``ctx.extra["serving"]``, which the manifest records as ``serving``.
 """
+
 import contextlib
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
@@ -43,12 +44,18 @@ def open_slot(cfg: DictConfig, notify: Callable[[str], None]) -> Iterator[Slot]:
         return
     from exportkit.artifact import model_config, versions
 
-    check = (lambda: model_config.check(Path(serving.model_config_file).expanduser())) \
-        if serving.model_config_file else (lambda: None)
-    with versions.version_slot(Path(serving.base_path), serving.version, cfg.overwrite, dict(serving.labels),
-                               notify=notify, check=check) as slot:
-        notify(f"publishing version {slot.version} of {model_name(cfg)} under {slot.base_path}"
-               + (f" (previous: {slot.previous})" if slot.previous is not None else ""))
+    check = (
+        (lambda: model_config.check(Path(serving.model_config_file).expanduser()))
+        if serving.model_config_file
+        else (lambda: None)
+    )
+    with versions.version_slot(
+        Path(serving.base_path), serving.version, cfg.overwrite, dict(serving.labels), notify=notify, check=check
+    ) as slot:
+        notify(
+            f"publishing version {slot.version} of {model_name(cfg)} under {slot.base_path}"
+            + (f" (previous: {slot.previous})" if slot.previous is not None else "")
+        )
         yield slot
 
 
@@ -80,10 +87,15 @@ def write_warmup(ctx) -> None:
     record = ctx.extra.setdefault("serving", {"model_name": model_name(ctx.cfg)})
     record["warmup"] = {"records": count, "bytes": size}
     batches = sorted({batch for _, batch in cases})
-    ctx.reporter.progress(f"warmup: {count} requests ({', '.join(sorted({k for k, _ in cases}))} x batch "
-                          f"{batches}) in {warmup.WARMUP} ({size} bytes)"
-                          + (f"; {len(cases) - count} more cases left out (TF Serving reads at most "
-                             f"{warmup.MAX_RECORDS})" if len(cases) > count else ""))
+    ctx.reporter.progress(
+        f"warmup: {count} requests ({', '.join(sorted({k for k, _ in cases}))} x batch "
+        f"{batches}) in {warmup.WARMUP} ({size} bytes)"
+        + (
+            f"; {len(cases) - count} more cases left out (TF Serving reads at most {warmup.MAX_RECORDS})"
+            if len(cases) > count
+            else ""
+        )
+    )
 
 
 def check_contract(ctx) -> Optional[Dict[str, Any]]:
@@ -106,12 +118,17 @@ def check_contract(ctx) -> Optional[Dict[str, Any]]:
         return None
     old, read_from = reference_contract(against)
     found = contract.diff(old, contract.read(ctx.work_dir))
-    record["contract_check"] = {"against": str(read_from), "status": found.status,
-                                "breaking": found.breaking, "compatible": found.compatible}
+    record["contract_check"] = {
+        "against": str(read_from),
+        "status": found.status,
+        "breaking": found.breaking,
+        "compatible": found.compatible,
+    }
     if found.breaking and not serving.allow_breaking:
         raise contract.ContractError(
             f"the new signatures break the contract of {read_from}: {found.summary()}; keep the names, dtypes "
-            f"and shapes clients use, or pass serving.allow_breaking=true to publish anyway")
+            f"and shapes clients use, or pass serving.allow_breaking=true to publish anyway"
+        )
     for line in found.breaking:
         ctx.reporter.progress(f"contract: BREAKING (serving.allow_breaking=true): {line}")
     for line in found.compatible:
@@ -130,8 +147,10 @@ def reference_contract(path: Path) -> Tuple[Dict[str, Any], Path]:
     if files.saved_model_file(path) is None:
         versions = list_versions(path)
         if not versions:
-            raise ConfigError(f"serving.compare_to={path} is neither an export (no saved_model.pb) nor a "
-                              f"base path with numbered versions; give one of those, or null")
+            raise ConfigError(
+                f"serving.compare_to={path} is neither an export (no saved_model.pb) nor a "
+                f"base path with numbered versions; give one of those, or null"
+            )
         path = versions[max(versions)]
     recorded = None
     if (path / manifest.MANIFEST).is_file():
@@ -147,5 +166,11 @@ def finish(cfg: DictConfig, slot: Slot, notify: Callable[[str], None]) -> Option
 
     serving = cfg.serving
     config_file = Path(serving.model_config_file).expanduser() if serving.model_config_file else None
-    return versions.finish(slot, keep=serving.keep, labels=dict(serving.labels), model_name=model_name(cfg),
-                           model_config_file=config_file, notify=notify)
+    return versions.finish(
+        slot,
+        keep=serving.keep,
+        labels=dict(serving.labels),
+        model_name=model_name(cfg),
+        model_config_file=config_file,
+        notify=notify,
+    )

@@ -10,6 +10,7 @@ outputs by name, as every SignatureDef's outputs are.
 >>> to_specs(parsed)["serving_default"]["x"]
 TensorSpec(shape=(None, 8), dtype=tf.float32, name='x')
 """
+
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
@@ -19,8 +20,17 @@ from omegaconf import MISSING, OmegaConf
 from exportkit.errors import ConfigError, ModelSourceError, SignatureError, first_line
 
 DTYPES = (
-    "float16", "bfloat16", "float32", "float64",
-    "int8", "int16", "int32", "int64", "uint8", "bool", "string",
+    "float16",
+    "bfloat16",
+    "float32",
+    "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "bool",
+    "string",
 )
 
 
@@ -44,8 +54,9 @@ def parse(signatures: Optional[Mapping]) -> Dict[str, SignatureConf]:
     the key and the fix for anything malformed."""
     checked = {}
     for key, sig in (signatures or {}).items():
-        node = checked_node(SignatureConf, sig, f"signatures.{key}",
-                            "{inputs: {NAME: {shape: [null, 8], dtype: float32}}}")
+        node = checked_node(
+            SignatureConf, sig, f"signatures.{key}", "{inputs: {NAME: {shape: [null, 8], dtype: float32}}}"
+        )
         _check(key, node)
         checked[key] = node
     return checked
@@ -66,20 +77,22 @@ def checked_node(schema, value, where: str, example: str):
 
 def _check(key: str, sig: SignatureConf) -> None:
     if not sig.inputs:
-        raise ConfigError(f"signatures.{key}.inputs is empty: give at least one input "
-                          f"with a shape and a dtype")
+        raise ConfigError(f"signatures.{key}.inputs is empty: give at least one input with a shape and a dtype")
     for name, spec in sig.inputs.items():
         where = f"signatures.{key}.inputs.{name}"
         if not name.isidentifier():
-            raise ConfigError(f"{where}: input name {name!r} must be a Python identifier "
-                              f"(letters, digits and '_'), as TensorFlow signatures require")
+            raise ConfigError(
+                f"{where}: input name {name!r} must be a Python identifier "
+                f"(letters, digits and '_'), as TensorFlow signatures require"
+            )
         if spec.dtype not in DTYPES:
-            raise ConfigError(f"{where}.dtype={spec.dtype!r} is not supported; use one of "
-                              f"{', '.join(DTYPES)}")
+            raise ConfigError(f"{where}.dtype={spec.dtype!r} is not supported; use one of {', '.join(DTYPES)}")
         for dim in spec.shape:
             if dim is not None and dim < 1:
-                raise ConfigError(f"{where}.shape={list(spec.shape)} has {dim}; each dimension "
-                                  f"is a positive size or null for a dynamic one")
+                raise ConfigError(
+                    f"{where}.shape={list(spec.shape)} has {dim}; each dimension "
+                    f"is a positive size or null for a dynamic one"
+                )
 
 
 def tensor_spec(shape: Sequence[Optional[int]], dtype, name: str):
@@ -90,9 +103,10 @@ def tensor_spec(shape: Sequence[Optional[int]], dtype, name: str):
 
 def to_specs(parsed: Mapping[str, SignatureConf]) -> Dict[str, Dict[str, Any]]:
     """Parsed signatures -> signature key -> ordered ``{input name: tf.TensorSpec}``."""
-    return {key: OrderedDict((name, tensor_spec(spec.shape, spec.dtype, name))
-                             for name, spec in sig.inputs.items())
-            for key, sig in parsed.items()}
+    return {
+        key: OrderedDict((name, tensor_spec(spec.shape, spec.dtype, name)) for name, spec in sig.inputs.items())
+        for key, sig in parsed.items()
+    }
 
 
 def to_config(named_specs: Sequence) -> Dict[str, Dict[str, Any]]:

@@ -13,6 +13,7 @@ Example::
     python -m exportkit -m model=keras model.build._target_=my_models.mlp +model.build.units=4,8
     # ... multirun/2026-11-24/15-40-00/summary.md
 """
+
 import csv
 import io
 import json
@@ -48,8 +49,9 @@ class JobFailed:
         reason = first_line(error)
         if not user_error:
             reason = f"{type(error).__name__}: {reason}"
-        return cls(reason, failed, user_error,
-                   [{"name": r.name, "status": r.status, "seconds": r.seconds} for r in records])
+        return cls(
+            reason, failed, user_error, [{"name": r.name, "status": r.status, "seconds": r.seconds} for r in records]
+        )
 
 
 class SweepSummary(Callback):
@@ -81,15 +83,15 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir).absolute()
         rows = collect(sweep_dir, self.sweep_id)
         if not rows:
-            print(f"exportkit: no job of this sweep left a {JOB_RECORD} under {sweep_dir}",
-                  file=sys.stderr)
+            print(f"exportkit: no job of this sweep left a {JOB_RECORD} under {sweep_dir}", file=sys.stderr)
             return
         write(rows, sweep_dir)
         show(rows, sweep_dir)
         failed = [r for r in rows if r["status"] != "ok"]
         if failed and self.fail_on_error:
-            print(f"exportkit: {len(failed)} of {len(rows)} jobs failed (see {sweep_dir / 'summary.md'})",
-                  file=sys.stderr)
+            print(
+                f"exportkit: {len(failed)} of {len(rows)} jobs failed (see {sweep_dir / 'summary.md'})", file=sys.stderr
+            )
             sys.stdout.flush()
             # SystemExit, not an exception: Hydra turns a callback's exception into a warning.
             sys.exit(1)
@@ -102,17 +104,28 @@ def job_row(config: DictConfig, job_return: Any) -> Dict[str, Any]:
     row: Dict[str, Any] = {
         "job": int(config.hydra.job.num),
         "overrides": list(job_return.overrides or []),
-        "status": "ok", "reason": "", "export_dir": "",
-        "saved_model_bytes": None, "checkpoint_bytes": None,
-        "stages": {}, "verify_max_abs_error": None, "verify": "", "p50_ms": {}, "contract": "-",
-        "fingerprint": "", "digest": "",
+        "status": "ok",
+        "reason": "",
+        "export_dir": "",
+        "saved_model_bytes": None,
+        "checkpoint_bytes": None,
+        "stages": {},
+        "verify_max_abs_error": None,
+        "verify": "",
+        "p50_ms": {},
+        "contract": "-",
+        "fingerprint": "",
+        "digest": "",
     }
     value = job_return._return_value
     if job_return.status != JobStatus.COMPLETED:  # raised (HYDRA_FULL_ERROR, or not via exportkit.cli)
         value = JobFailed.from_error(value, user_error=False)
     if isinstance(value, JobFailed):
-        row.update(status="failed", reason=(f"{value.stage}: " if value.stage else "") + value.reason,
-                   stages={s["name"]: round(s["seconds"], 3) for s in value.stages})
+        row.update(
+            status="failed",
+            reason=(f"{value.stage}: " if value.stage else "") + value.reason,
+            stages={s["name"]: round(s["seconds"], 3) for s in value.stages},
+        )
         return row
     export_dir = Path(str(value))
     row["export_dir"] = str(export_dir)
@@ -128,16 +141,27 @@ def export_facts(export_dir: Path) -> Dict[str, Any]:
     graph = files.saved_model_file(export_dir)
     variables = export_dir / "variables"
     verify = recorded.get("verify") or {}
-    errors = [o["max_abs_error"] for sizes in verify.values() if isinstance(sizes, dict)
-              for case in sizes.values() for o in case.values()
-              if isinstance(o, dict) and "max_abs_error" in o]
+    errors = [
+        o["max_abs_error"]
+        for sizes in verify.values()
+        if isinstance(sizes, dict)
+        for case in sizes.values()
+        for o in case.values()
+        if isinstance(o, dict) and "max_abs_error" in o
+    ]
     stages = {s["name"]: s for s in recorded.get("stages", [])}
-    verify_state = ("skipped" if "skipped" in verify or stages.get("verify", {}).get("status") == "skipped"
-                    else "ok" if errors else "off")
+    verify_state = (
+        "skipped"
+        if "skipped" in verify or stages.get("verify", {}).get("status") == "skipped"
+        else "ok"
+        if errors
+        else "off"
+    )
     return {
         "saved_model_bytes": graph.stat().st_size if graph else None,
         "checkpoint_bytes": sum(p.stat().st_size for p in variables.rglob("*") if p.is_file())
-        if variables.is_dir() else None,
+        if variables.is_dir()
+        else None,
         "stages": {name: s["seconds"] for name, s in stages.items()},
         "verify_max_abs_error": max(errors) if errors else None,
         "verify": verify_state,
@@ -180,10 +204,13 @@ def columns(rows: List[Dict[str, Any]]) -> List[str]:
     stage_names: List[str] = []
     for row in rows:
         stage_names += [s for s in row["stages"] if s not in stage_names]
-    return (["job", "overrides", "status", "reason", "export_dir", "saved_model_bytes",
-             "checkpoint_bytes"] + [f"{s}_s" for s in stage_names]
-            + ["verify", "verify_max_abs_error"] + [f"p50_ms_b{b}" for b in _batches(rows)]
-            + ["contract", "fingerprint", "digest"])
+    return (
+        ["job", "overrides", "status", "reason", "export_dir", "saved_model_bytes", "checkpoint_bytes"]
+        + [f"{s}_s" for s in stage_names]
+        + ["verify", "verify_max_abs_error"]
+        + [f"p50_ms_b{b}" for b in _batches(rows)]
+        + ["contract", "fingerprint", "digest"]
+    )
 
 
 def flat(row: Dict[str, Any], names: List[str]) -> Dict[str, Any]:
@@ -194,7 +221,7 @@ def flat(row: Dict[str, Any], names: List[str]) -> Dict[str, Any]:
         elif name.endswith("_s"):
             out[name] = ""
         elif name.startswith("p50_ms_b"):
-            value = (row.get("p50_ms") or {}).get(name[len("p50_ms_b"):])
+            value = (row.get("p50_ms") or {}).get(name[len("p50_ms_b") :])
             out[name] = "" if value is None else value
         elif name == "overrides":
             out[name] = " ".join(row["overrides"])
@@ -224,20 +251,35 @@ def varying_overrides(rows: List[Dict[str, Any]]):
 def display_rows(rows: List[Dict[str, Any]]):
     """Header and human-readable cells shared by the terminal table and summary.md."""
     stage_names = [n[:-2] for n in columns(rows) if n.endswith("_s")]
-    header = (["job", "overrides", "status", "saved_model", "checkpoint"]
-              + [f"{s} (s)" for s in stage_names] + ["verify max err"]
-              + [f"p50 b{b} (ms)" for b in _batches(rows)] + ["contract", "fingerprint", "digest", "export / reason"])
+    header = (
+        ["job", "overrides", "status", "saved_model", "checkpoint"]
+        + [f"{s} (s)" for s in stage_names]
+        + ["verify max err"]
+        + [f"p50 b{b} (ms)" for b in _batches(rows)]
+        + ["contract", "fingerprint", "digest", "export / reason"]
+    )
     _, varying = varying_overrides(rows)
     cells = []
     for row, own in zip(rows, varying):
         error = row["verify_max_abs_error"]
-        cells.append([str(row["job"]), " ".join(own) or "(none)", row["status"].upper(),
-                      _size(row["saved_model_bytes"]), _size(row["checkpoint_bytes"])]
-                     + [f"{row['stages'][s]:.2f}" if s in row["stages"] else "-" for s in stage_names]
-                     + [f"{error:.3g}" if error is not None else (row["verify"] or "-")]
-                     + [_ms((row.get("p50_ms") or {}).get(b)) for b in _batches(rows)]
-                     + [row.get("contract") or "-", row["fingerprint"] or "-", row["digest"][:12] or "-",
-                        row["export_dir"] if row["status"] == "ok" else row["reason"]])
+        cells.append(
+            [
+                str(row["job"]),
+                " ".join(own) or "(none)",
+                row["status"].upper(),
+                _size(row["saved_model_bytes"]),
+                _size(row["checkpoint_bytes"]),
+            ]
+            + [f"{row['stages'][s]:.2f}" if s in row["stages"] else "-" for s in stage_names]
+            + [f"{error:.3g}" if error is not None else (row["verify"] or "-")]
+            + [_ms((row.get("p50_ms") or {}).get(b)) for b in _batches(rows)]
+            + [
+                row.get("contract") or "-",
+                row["fingerprint"] or "-",
+                row["digest"][:12] or "-",
+                row["export_dir"] if row["status"] == "ok" else row["reason"],
+            ]
+        )
     return header, cells
 
 
@@ -264,8 +306,12 @@ def show(rows: List[Dict[str, Any]], sweep_dir: Path) -> None:
     header, cells = display_rows(rows)
     failed = sum(r["status"] != "ok" for r in rows)
     # A log file or a pipe gets the whole table, not one folded to 80 columns.
-    console = Console(file=sys.stdout, highlight=False, soft_wrap=False,
-                      width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 240)))
+    console = Console(
+        file=sys.stdout,
+        highlight=False,
+        soft_wrap=False,
+        width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 240)),
+    )
     # the headline on a line of its own: a table title is folded with the table when it is wide
     console.print(f"exportkit sweep: {len(rows) - failed} ok, {failed} failed")
     table = Table()
@@ -291,7 +337,6 @@ def _size(value: Optional[int]) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return str(value)
-
 
 
 def _ms(value: Optional[float]) -> str:

@@ -11,6 +11,7 @@ resource with checkpointed state (a ``MutableHashTable``) has the same keys in t
 and in every graph. Only resources some graph uses are exported: a lookup layer's adapt-time
 token counts are not.
 """
+
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 
@@ -63,8 +64,11 @@ def untracked_captures(functions: Iterable, variables: Iterable) -> List[Tuple[A
     from tensorflow.python.trackable.resource import CapturableResource
 
     known = {id(v) for v in variables}
-    return [(tensor, owner) for tensor, owner in captured(functions)
-            if not isinstance(owner, CapturableResource) and id(owner) not in known]
+    return [
+        (tensor, owner)
+        for tensor, owner in captured(functions)
+        if not isinstance(owner, CapturableResource) and id(owner) not in known
+    ]
 
 
 def holder(root, tensor, owner=None, depth: int = 4) -> Optional[str]:
@@ -74,7 +78,7 @@ def holder(root, tensor, owner=None, depth: int = 4) -> Optional[str]:
     objects (layers); an attribute matches when it is the tensor, its owner, or an unnamed object
     whose handle it is."""
     flatten = getattr(root, "_flatten_layers", None)
-    for layer in (list(flatten()) if callable(flatten) else [root]):
+    for layer in list(flatten()) if callable(flatten) else [root]:
         path = _attribute_path(layer, tensor, owner, depth)
         if path:
             return f"layer {getattr(layer, 'name', '?')!r} ({type(layer).__name__}), attribute {path}"
@@ -97,13 +101,20 @@ def _attribute_path(layer, tensor, owner, depth: int) -> Optional[str]:
             try:
                 if getattr(value, attribute, None) is tensor:
                     return True
-            except Exception:  # a property that cannot be read here is no match
+            except Exception:  # noqa: BLE001 - a property that cannot be read here is no match
                 pass
         return False
 
     def walk(obj, path, level):
-        items = (obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple))
-                 else vars(obj).items() if hasattr(obj, "__dict__") else ())
+        items = (
+            obj.items()
+            if isinstance(obj, dict)
+            else enumerate(obj)
+            if isinstance(obj, (list, tuple))
+            else vars(obj).items()
+            if hasattr(obj, "__dict__")
+            else ()
+        )
         # public attributes first: TF's tracking keeps its own private references too
         for key, value in sorted(items, key=lambda item: str(item[0]).startswith("_")):
             here = f"{path}.{key}" if path else str(key)
@@ -153,11 +164,15 @@ def assign(variables, values, group: str) -> None:
     from exportkit.errors import LoadError
 
     if len(variables) != len(values):
-        raise LoadError(f"the checkpoint holds {len(values)} {group} variables but the rebuilt model has "
-                        f"{len(variables)}; was the export written from a different model?")
+        raise LoadError(
+            f"the checkpoint holds {len(values)} {group} variables but the rebuilt model has "
+            f"{len(variables)}; was the export written from a different model?"
+        )
     for variable, value in zip(variables, values):
         if tuple(variable.shape) != tuple(value.shape):
             name = getattr(variable, "path", None) or variable.name
-            raise LoadError(f"{group} variable {name} has shape {tuple(variable.shape)} but the "
-                            f"checkpoint holds {tuple(value.shape)}")
+            raise LoadError(
+                f"{group} variable {name} has shape {tuple(variable.shape)} but the "
+                f"checkpoint holds {tuple(value.shape)}"
+            )
         variable.assign(value)

@@ -15,6 +15,7 @@ a GPU machine::
 A mismatch (or a graph or warmup record that does not run) is one ``exportkit: error:`` line and
 exit status 1.
 """
+
 import json
 import tempfile
 import time
@@ -43,12 +44,15 @@ def export_of(path: Path, version: Optional[int] = None) -> Tuple[Path, Optional
         return path, None
     versions = list_versions(path)
     if not versions:
-        raise ExportkitError(f"verify: {path} holds no saved_model.pb and no numbered versions; give an "
-                             f"export directory or a TF Serving base path")
+        raise ExportkitError(
+            f"verify: {path} holds no saved_model.pb and no numbered versions; give an "
+            f"export directory or a TF Serving base path"
+        )
     number = max(versions) if version is None else version
     if number not in versions:
-        raise ExportkitError(f"verify: {path} has no version {number} (versions: "
-                             f"{', '.join(map(str, sorted(versions)))})")
+        raise ExportkitError(
+            f"verify: {path} has no version {number} (versions: {', '.join(map(str, sorted(versions)))})"
+        )
     return versions[number], number
 
 
@@ -60,16 +64,19 @@ def kept_cases(export_dir: Path) -> Dict[str, Any]:
     kept = export_dir / KEPT_DIR
     index_file = kept / INDEX_FILE
     if not index_file.is_file():
-        raise ExportkitError(f"verify: {export_dir} keeps no verification cases ({KEPT_DIR}/{INDEX_FILE} is "
-                             f"missing): it was exported with verification off or by an older exportkit; "
-                             f"export it again with the verify stage on to verify it later")
+        raise ExportkitError(
+            f"verify: {export_dir} keeps no verification cases ({KEPT_DIR}/{INDEX_FILE} is "
+            f"missing): it was exported with verification off or by an older exportkit; "
+            f"export it again with the verify stage on to verify it later"
+        )
     try:
         index = json.loads(index_file.read_text())
     except ValueError as error:
         raise ExportkitError(f"verify: {index_file} is not JSON ({error})") from None
     if index.get("format") != FORMAT:
-        raise ExportkitError(f"verify: {index_file} has format {index.get('format')!r}; this exportkit reads "
-                             f"{FORMAT!r}")
+        raise ExportkitError(
+            f"verify: {index_file} has format {index.get('format')!r}; this exportkit reads {FORMAT!r}"
+        )
     arrays = {}
     for kind in ("inputs", "outputs"):
         try:
@@ -85,16 +92,30 @@ def kept_cases(export_dir: Path) -> Dict[str, Any]:
             flat = {name: f"{key}/{label}/{name}" for name in names}
             missing = [k for k in flat.values() if k not in arrays[kind]]
             if missing:
-                raise ExportkitError(f"verify: {kept / index[kind]} has no array {missing[0]!r}, which "
-                                     f"{INDEX_FILE} lists; the kept files do not belong together")
+                raise ExportkitError(
+                    f"verify: {kept / index[kind]} has no array {missing[0]!r}, which "
+                    f"{INDEX_FILE} lists; the kept files do not belong together"
+                )
             into[(key, label)] = {name: arrays[kind][k] for name, k in flat.items()}
     tolerances = {name: (t["atol"], t["rtol"]) for name, t in index["tolerances"].items()}
-    return {"inputs": inputs, "expected": expected, "graph_of": graph_of, "tolerances": tolerances,
-            "top1": set(index.get("top1", [])), "source": index.get("source")}
+    return {
+        "inputs": inputs,
+        "expected": expected,
+        "graph_of": graph_of,
+        "tolerances": tolerances,
+        "top1": set(index.get("top1", [])),
+        "source": index.get("source"),
+    }
 
 
-def verify(path: Path, *, version: Optional[int] = None, devices: Optional[List[str]] = None,
-           latency_runs: int = 20, latency_budget_s: float = 5.0) -> Dict[str, Any]:
+def verify(
+    path: Path,
+    *,
+    version: Optional[int] = None,
+    devices: Optional[List[str]] = None,
+    latency_runs: int = 20,
+    latency_budget_s: float = 5.0,
+) -> Dict[str, Any]:
     """Verify an existing export here; returns the report (``ok`` False on a mismatch, with
     ``failures``). Raises ``ExportkitError`` when it cannot be verified at all.
 
@@ -120,39 +141,71 @@ def verify(path: Path, *, version: Optional[int] = None, devices: Optional[List[
         facts: Dict[str, Any] = {}
         with tempfile.TemporaryDirectory(prefix="exportkit-verify-") as tmp:
             try:
-                actual, peak_kib = run_worker(export_dir, cases["inputs"], cases["graph_of"], asked, modules,
-                                              export_dir, facts, latency=latency, temp_dir=Path(tmp))
+                actual, peak_kib = run_worker(
+                    export_dir,
+                    cases["inputs"],
+                    cases["graph_of"],
+                    asked,
+                    modules,
+                    export_dir,
+                    facts,
+                    latency=latency,
+                    temp_dir=Path(tmp),
+                )
             except VerificationError as error:
-                raise VerificationError(f"{export_dir} could not be loaded and run on {asked}: "
-                                        f"{str(error).strip().splitlines()[-1]}") from None
+                raise VerificationError(
+                    f"{export_dir} could not be loaded and run on {asked}: {str(error).strip().splitlines()[-1]}"
+                ) from None
         measured = facts.pop(WORKER, {})
         device = measured.get("device", asked)
         done.add(device)
         if asked == AUTO:  # every other GPU too
             queue += [gpu for gpu in measured.get("gpus", []) if gpu not in done and gpu not in queue]
-        report, failed = compare(cases["expected"], actual, cases["tolerances"], cases["top1"],
-                                 partial=partial, ties=ties)
+        report, failed = compare(
+            cases["expected"], actual, cases["tolerances"], cases["top1"], partial=partial, ties=ties
+        )
         failures += [f"on {device}: {f}" for f in failed]
-        errors = [o["max_abs_error"] for sizes in report.values() for case in sizes.values()
-                  for o in case.values() if isinstance(o, dict) and "max_abs_error" in o]
+        errors = [
+            o["max_abs_error"]
+            for sizes in report.values()
+            for case in sizes.values()
+            for o in case.values()
+            if isinstance(o, dict) and "max_abs_error" in o
+        ]
         record = latency_record(measured) if measured.get("latency") else None
-        ran.append({
-            "device": device, "ok": not failed, "failures": failed,
-            "max_abs_error": max(errors) if errors else None,
-            "summary": list(summarize(report)), "report": report,
-            "warmup": {"records": facts[WARMUP_RECORDS], "seconds": round(facts[WARMUP_SECONDS], 4)}
-            if WARMUP_RECORDS in facts else None,
-            "load_s": record["load_s"] if record else {k: round(v, 4) for k, v in measured.get("load_s", {}).items()},
-            "latency": record, "latency_lines": latency_lines(record) if record else [],
-            "peak_rss_mib": round(peak_kib / 1024, 1),
-        })
+        ran.append(
+            {
+                "device": device,
+                "ok": not failed,
+                "failures": failed,
+                "max_abs_error": max(errors) if errors else None,
+                "summary": list(summarize(report)),
+                "report": report,
+                "warmup": {"records": facts[WARMUP_RECORDS], "seconds": round(facts[WARMUP_SECONDS], 4)}
+                if WARMUP_RECORDS in facts
+                else None,
+                "load_s": record["load_s"]
+                if record
+                else {k: round(v, 4) for k, v in measured.get("load_s", {}).items()},
+                "latency": record,
+                "latency_lines": latency_lines(record) if record else [],
+                "peak_rss_mib": round(peak_kib / 1024, 1),
+            }
+        )
     return {
-        "path": str(export_dir), "version": number, "ok": not failures, "failures": failures,
-        "cases": len(cases["inputs"]), "inputs": cases["source"],
+        "path": str(export_dir),
+        "version": number,
+        "ok": not failures,
+        "failures": failures,
+        "cases": len(cases["inputs"]),
+        "inputs": cases["source"],
         "signatures": {key: [label for k, label in cases["inputs"] if k == key] for key in cases["graph_of"]},
-        "tensorflow": {"here": _installed("tensorflow"),
-                       "exported_with": (recorded.get("versions") or {}).get("tensorflow")},
-        "devices": ran, "seconds": round(time.perf_counter() - start, 3),
+        "tensorflow": {
+            "here": _installed("tensorflow"),
+            "exported_with": (recorded.get("versions") or {}).get("tensorflow"),
+        },
+        "devices": ran,
+        "seconds": round(time.perf_counter() - start, 3),
     }
 
 
@@ -160,26 +213,39 @@ def failure_message(report: Dict[str, Any]) -> str:
     """The one line for a report with failures."""
     failures = report["failures"]
     more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
-    return (f"{report['path']} does not reproduce the outputs recorded at export time: {failures[0]}{more}; "
-            f"tensorflow {report['tensorflow']['here']} here, {report['tensorflow']['exported_with']} at export")
+    return (
+        f"{report['path']} does not reproduce the outputs recorded at export time: {failures[0]}{more}; "
+        f"tensorflow {report['tensorflow']['here']} here, {report['tensorflow']['exported_with']} at export"
+    )
 
 
 def text(report: Dict[str, Any]) -> List[str]:
     """The short human-readable report of a successful run."""
     versions = report["tensorflow"]
-    lines = [f"{report['path']}" + (f" (version {report['version']})" if report["version"] is not None else "")
-             + f": {report['cases']} kept cases ({report['inputs']} inputs; "
-             + "; ".join(f"{k}: {' '.join(labels)}" for k, labels in report["signatures"].items()) + ")"]
+    lines = [
+        f"{report['path']}"
+        + (f" (version {report['version']})" if report["version"] is not None else "")
+        + f": {report['cases']} kept cases ({report['inputs']} inputs; "
+        + "; ".join(f"{k}: {' '.join(labels)}" for k, labels in report["signatures"].items())
+        + ")"
+    ]
     for run in report["devices"]:
         error = run["max_abs_error"]
-        lines.append(f"  {'OK' if run['ok'] else 'FAILED'} on {run['device']}: max abs error "
-                     + (f"{error:.3g}" if error is not None else "-") + " (export-time tolerances)")
+        lines.append(
+            f"  {'OK' if run['ok'] else 'FAILED'} on {run['device']}: max abs error "
+            + (f"{error:.3g}" if error is not None else "-")
+            + " (export-time tolerances)"
+        )
         if run["warmup"]:
-            lines.append(f"    warmup: {run['warmup']['records']} requests replayed through the TF1 session "
-                         f"loader in {run['warmup']['seconds']:.2f}s")
+            lines.append(
+                f"    warmup: {run['warmup']['records']} requests replayed through the TF1 session "
+                f"loader in {run['warmup']['seconds']:.2f}s"
+            )
         lines += [f"    {line}" for line in run["latency_lines"]]
-    lines.append(f"  tensorflow {versions['here']} (exported with {versions['exported_with'] or 'unknown'}); "
-                 f"verified in {report['seconds']:.1f}s")
+    lines.append(
+        f"  tensorflow {versions['here']} (exported with {versions['exported_with'] or 'unknown'}); "
+        f"verified in {report['seconds']:.1f}s"
+    )
     return lines
 
 

@@ -26,11 +26,16 @@ def export(*overrides, model=None):
 
 def run_cli(*args, cwd=None, env=None, check=False):
     """``python -m exportkit ARGS`` in a fresh process, as a user runs it."""
-    full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "examples")]),
-                    **(env or {}))
+    full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "examples")]), **(env or {}))
     full_env.pop("HYDRA_FULL_ERROR", None) if not (env and "HYDRA_FULL_ERROR" in env) else None
-    done = subprocess.run([sys.executable, "-m", "exportkit", *map(str, args)], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "exportkit", *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check and done.returncode != 0:
         raise AssertionError(f"exportkit failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done
@@ -38,8 +43,14 @@ def run_cli(*args, cwd=None, env=None, check=False):
 
 def run_python(code, *args, timeout=600):
     """``python -c CODE ARGS`` in a fresh process, exportkit importable, from the repository root."""
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, cwd=ROOT,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=timeout,
+    )
 
 
 def serve(export_dir, inputs, key="serving_default", tag="serve"):

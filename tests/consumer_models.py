@@ -10,6 +10,7 @@ vocabulary, a dynamic sequence length other than verify's), and targets for comp
 >>> model = text_classifier()
 >>> model(case.tensors(case.inputs(batch=2)))  # doctest: +SKIP
 """
+
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
@@ -21,8 +22,13 @@ from tests.registry import Registry
 REGISTRY = Registry()
 register = REGISTRY.register
 
-SENTENCES = ["the cat sat on the mat", "a dog ate my homework", "the quick brown fox",
-             "jumps over the lazy dog", "my cat likes the dog"]
+SENTENCES = [
+    "the cat sat on the mat",
+    "a dog ate my homework",
+    "the quick brown fox",
+    "jumps over the lazy dog",
+    "my cat likes the dog",
+]
 COLORS = ["red", "green", "blue"]
 SIZES = [3, 5, 7, 11]
 VOCABULARY_SIZE, MAX_SEQUENCE_LENGTH = 50, 16
@@ -43,8 +49,9 @@ def mobilenet_v2():
     """keras.applications MobileNetV2, random weights, 32x32 input; logits (no softmax) so the
     comparison sees the deep net's own numbers."""
     image = keras.Input((32, 32, 3), name="image")  # else the input is named by a global counter
-    model = keras.applications.MobileNetV2(input_tensor=image, alpha=0.35, weights=None, classes=5,
-                                           classifier_activation=None)
+    model = keras.applications.MobileNetV2(
+        input_tensor=image, alpha=0.35, weights=None, classes=5, classifier_activation=None
+    )
     _randomize_batchnorm(model)
     return model
 
@@ -55,8 +62,14 @@ def bert_tiny():
     padding_mask -> sequence_output, pooled_output."""
     import keras_hub
 
-    return keras_hub.models.BertBackbone(vocabulary_size=VOCABULARY_SIZE, num_layers=1, num_heads=2, hidden_dim=8,
-                                         intermediate_dim=16, max_sequence_length=MAX_SEQUENCE_LENGTH)
+    return keras_hub.models.BertBackbone(
+        vocabulary_size=VOCABULARY_SIZE,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
+        max_sequence_length=MAX_SEQUENCE_LENGTH,
+    )
 
 
 @register
@@ -64,8 +77,14 @@ def gpt2_tiny():
     """keras-hub GPT2Backbone from an explicit config (no preset): token_ids, padding_mask."""
     import keras_hub
 
-    return keras_hub.models.GPT2Backbone(vocabulary_size=VOCABULARY_SIZE, num_layers=1, num_heads=2, hidden_dim=8,
-                                         intermediate_dim=16, max_sequence_length=MAX_SEQUENCE_LENGTH)
+    return keras_hub.models.GPT2Backbone(
+        vocabulary_size=VOCABULARY_SIZE,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
+        max_sequence_length=MAX_SEQUENCE_LENGTH,
+    )
 
 
 @register
@@ -118,8 +137,7 @@ def bn_dropout_sparse(features: int = 10, classes: int = 4):
     outputs = keras.layers.Dense(classes, activation="softmax", name="probabilities")(x)
     model = keras.Model(x_in, outputs, name="bn_dropout_sparse")
     _randomize_batchnorm(model)
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
@@ -132,9 +150,12 @@ def dict_io_compiled():
     value = keras.layers.Dense(1, name="value")(hidden)
     klass = keras.layers.Dense(3, activation="softmax", name="klass")(hidden)
     model = keras.Model({"a": a, "b": b}, {"value": value, "klass": klass}, name="dict_io")
-    model.compile(optimizer=keras.optimizers.SGD(0.1),
-                  loss={"value": "mse", "klass": "categorical_crossentropy"},
-                  loss_weights={"value": 0.5, "klass": 1.0}, metrics={"klass": ["accuracy"]})
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss={"value": "mse", "klass": "categorical_crossentropy"},
+        loss_weights={"value": 0.5, "klass": 1.0},
+        metrics={"klass": ["accuracy"]},
+    )
     return model
 
 
@@ -169,8 +190,12 @@ def flax_cnn(seed: int = 0):
     variables = _flax_cnn_module().init(jax.random.key(seed), jnp.zeros((1, 8, 8, 3), jnp.float32))
     rng = np.random.default_rng(seed)
     stats = variables["batch_stats"]["bn"]
-    batch_stats = {"bn": {"mean": rng.normal(0.0, 0.5, stats["mean"].shape).astype("float32"),
-                          "var": rng.uniform(0.5, 2.0, stats["var"].shape).astype("float32")}}
+    batch_stats = {
+        "bn": {
+            "mean": rng.normal(0.0, 0.5, stats["mean"].shape).astype("float32"),
+            "var": rng.uniform(0.5, 2.0, stats["var"].shape).astype("float32"),
+        }
+    }
     return flax_cnn_apply, {"params": variables["params"], "batch_stats": batch_stats}
 
 
@@ -215,12 +240,14 @@ SEQ = 5  # a dynamic sequence length other than verify's default probe (2)
 
 
 def _tokens(rng, batch, names=("token_ids", "padding_mask")):
-    out = {"token_ids": rng.integers(1, VOCABULARY_SIZE, (batch, SEQ)).astype("int32"),
-           "padding_mask": np.ones((batch, SEQ), "int32")}
+    out = {
+        "token_ids": rng.integers(1, VOCABULARY_SIZE, (batch, SEQ)).astype("int32"),
+        "padding_mask": np.ones((batch, SEQ), "int32"),
+    }
     out["padding_mask"][0, -2:] = 0  # a padded row
     if "segment_ids" in names:
         out["segment_ids"] = np.zeros((batch, SEQ), "int32")
-        out["segment_ids"][:, SEQ // 2:] = 1
+        out["segment_ids"][:, SEQ // 2 :] = 1
     return {k: out[k] for k in names}
 
 
@@ -229,24 +256,50 @@ def _words(rng, batch):
     return np.array([[" ".join(rng.choice(words, rng.integers(2, 7)))] for _ in range(batch)], dtype=object)
 
 
-CASES: Dict[str, Case] = {c.name: c for c in [
-    Case("mobilenet_v2", "keras", lambda rng, b: {"image": rng.uniform(-1, 1, (b, 32, 32, 3)).astype("float32")}),
-    Case("bert_tiny", "keras", lambda rng, b: _tokens(rng, b, ("padding_mask", "segment_ids", "token_ids"))),
-    Case("gpt2_tiny", "keras", lambda rng, b: _tokens(rng, b, ("padding_mask", "token_ids"))),
-    Case("text_classifier", "keras", lambda rng, b: {"text": _words(rng, b).astype(bytes)}),
-    Case("lookup_dict", "keras", lambda rng, b: {
-        "color": np.array([[c] for c in rng.choice(COLORS + ["purple"], b)]).astype(bytes),
-        "size": rng.choice(SIZES + [4], (b, 1)).astype("int64"),
-        "amount": rng.normal(5.0, 3.0, (b, 3)).astype("float32")}),
-    Case("lstm_varlen", "keras", lambda rng, b: {"sequence": rng.standard_normal((b, SEQ + 2, 4)).astype("float32")}),
-    Case("bn_dropout_sparse", "keras", lambda rng, b: {"features": rng.standard_normal((b, 10)).astype("float32")},
-         make_targets=lambda rng, b: rng.integers(0, 4, (b,)).astype("int64")),
-    Case("dict_io_compiled", "keras", lambda rng, b: {"a": rng.standard_normal((b, 6)).astype("float32"),
-                                                      "b": rng.standard_normal((b, 3)).astype("float32")},
-         make_targets=lambda rng, b: {"value": rng.standard_normal((b, 1)).astype("float32"),
-                                      "klass": np.eye(3, dtype="float32")[rng.integers(0, 3, b)]}),
-    Case("flax_cnn", "jax", lambda rng, b: {"x": rng.standard_normal((b, 8, 8, 3)).astype("float32")},
-         overrides=("+signatures.serving_default={inputs: {x: {shape: [null, 8, 8, 3], dtype: float32}}}",),
-         jax_shapes={"x": (None, 8, 8, 3)}),
-]}
+CASES: Dict[str, Case] = {
+    c.name: c
+    for c in [
+        Case("mobilenet_v2", "keras", lambda rng, b: {"image": rng.uniform(-1, 1, (b, 32, 32, 3)).astype("float32")}),
+        Case("bert_tiny", "keras", lambda rng, b: _tokens(rng, b, ("padding_mask", "segment_ids", "token_ids"))),
+        Case("gpt2_tiny", "keras", lambda rng, b: _tokens(rng, b, ("padding_mask", "token_ids"))),
+        Case("text_classifier", "keras", lambda rng, b: {"text": _words(rng, b).astype(bytes)}),
+        Case(
+            "lookup_dict",
+            "keras",
+            lambda rng, b: {
+                "color": np.array([[c] for c in rng.choice(COLORS + ["purple"], b)]).astype(bytes),
+                "size": rng.choice(SIZES + [4], (b, 1)).astype("int64"),
+                "amount": rng.normal(5.0, 3.0, (b, 3)).astype("float32"),
+            },
+        ),
+        Case(
+            "lstm_varlen", "keras", lambda rng, b: {"sequence": rng.standard_normal((b, SEQ + 2, 4)).astype("float32")}
+        ),
+        Case(
+            "bn_dropout_sparse",
+            "keras",
+            lambda rng, b: {"features": rng.standard_normal((b, 10)).astype("float32")},
+            make_targets=lambda rng, b: rng.integers(0, 4, (b,)).astype("int64"),
+        ),
+        Case(
+            "dict_io_compiled",
+            "keras",
+            lambda rng, b: {
+                "a": rng.standard_normal((b, 6)).astype("float32"),
+                "b": rng.standard_normal((b, 3)).astype("float32"),
+            },
+            make_targets=lambda rng, b: {
+                "value": rng.standard_normal((b, 1)).astype("float32"),
+                "klass": np.eye(3, dtype="float32")[rng.integers(0, 3, b)],
+            },
+        ),
+        Case(
+            "flax_cnn",
+            "jax",
+            lambda rng, b: {"x": rng.standard_normal((b, 8, 8, 3)).astype("float32")},
+            overrides=("+signatures.serving_default={inputs: {x: {shape: [null, 8, 8, 3], dtype: float32}}}",),
+            jax_shapes={"x": (None, 8, 8, 3)},
+        ),
+    ]
+}
 assert set(CASES) == set(REGISTRY), "every registered model has a Case and every Case a model"

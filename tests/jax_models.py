@@ -1,5 +1,6 @@
 """The tiny JAX models the tests export: factories returning ``(apply_fn, params)``, importable
 as ``_target_``s (``tests.jax_models.mlp``), in a registry that refuses duplicate names."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,15 +15,17 @@ def misaligned(array):
     """``array``'s values 16 bytes past a 64-byte boundary, as NumPy may place any array."""
     raw = np.empty(array.nbytes + 64, np.uint8)
     start = (16 - raw.ctypes.data) % 64
-    out = raw[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    out = raw[start : start + array.nbytes].view(array.dtype).reshape(array.shape)
     out[...] = array
     assert out.ctypes.data % 64 == 16
     return out
 
 
 def _dense(rng, n_in, n_out):
-    return {"kernel": (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype("float32"),
-            "bias": rng.standard_normal(n_out).astype("float32") * 0.1}
+    return {
+        "kernel": (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype("float32"),
+        "bias": rng.standard_normal(n_out).astype("float32") * 0.1,
+    }
 
 
 def mlp_apply(params, x):
@@ -50,8 +53,10 @@ def two_inputs_apply(params, image, meta):
     # lowers with one shared batch symbol.
     joined = jnp.concatenate([image, meta], axis=-1)
     hidden = jax.nn.relu(joined @ params["hidden"]["kernel"] + params["hidden"]["bias"])
-    return {"score": hidden @ params["score"]["kernel"],
-            "label": jax.nn.softmax(hidden @ params["label"]["kernel"], axis=-1)}
+    return {
+        "score": hidden @ params["score"]["kernel"],
+        "label": jax.nn.softmax(hidden @ params["label"]["kernel"], axis=-1),
+    }
 
 
 @register

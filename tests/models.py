@@ -3,6 +3,7 @@
 Factories are importable ``_target_``s (``tests.models.sequential``) for the CLI, and callables
 for the Python API.
 """
+
 import keras
 import numpy as np
 
@@ -14,9 +15,14 @@ register = REGISTRY.register
 
 @register
 def sequential(units: int = 4, features: int = 6, compiled: bool = False):
-    model = keras.Sequential([keras.Input((features,), name="x"),
-                              keras.layers.Dense(units, activation="tanh", name="hidden"),
-                              keras.layers.Dense(2, name="out")], name="seq")
+    model = keras.Sequential(
+        [
+            keras.Input((features,), name="x"),
+            keras.layers.Dense(units, activation="tanh", name="hidden"),
+            keras.layers.Dense(2, name="out"),
+        ],
+        name="seq",
+    )
     if compiled:
         model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", metrics=["mae"])
     return model
@@ -33,8 +39,11 @@ def functional_multi_io(compiled: bool = False):
     label = keras.layers.Dense(4, activation="softmax", name="label")(hidden)
     model = keras.Model({"image": image, "meta": meta}, {"score": score, "label": label}, name="multi")
     if compiled:
-        model.compile(optimizer="adam", loss={"score": "mse", "label": "categorical_crossentropy"},
-                      metrics={"label": ["accuracy"]})
+        model.compile(
+            optimizer="adam",
+            loss={"score": "mse", "label": "categorical_crossentropy"},
+            metrics={"label": ["accuracy"]},
+        )
     return model
 
 
@@ -46,8 +55,9 @@ class Scale(keras.layers.Layer):
         self.init = init
 
     def build(self, input_shape):
-        self.scale = self.add_weight(shape=(input_shape[-1],), initializer=keras.initializers.Constant(self.init),
-                                     name="scale")
+        self.scale = self.add_weight(
+            shape=(input_shape[-1],), initializer=keras.initializers.Constant(self.init), name="scale"
+        )
 
     def call(self, x):
         return x * self.scale
@@ -149,13 +159,19 @@ def graph_differs():
 
 # --- compiled models with any Keras loss (train/eval graphs), and functions in the JSON config ---
 
+
 @register
 def sparse_classifier(loss="sparse_categorical_crossentropy", activation="softmax", compiled: bool = True):
     """A classifier over 4 classes trained on integer class ids (no dropout: train steps compare
     exactly with Keras')."""
-    model = keras.Sequential([keras.Input((6,), name="x"),
-                              keras.layers.Dense(8, activation="relu", name="hidden"),
-                              keras.layers.Dense(4, activation=activation, name="out")], name="classifier")
+    model = keras.Sequential(
+        [
+            keras.Input((6,), name="x"),
+            keras.layers.Dense(8, activation="relu", name="hidden"),
+            keras.layers.Dense(4, activation=activation, name="out"),
+        ],
+        name="classifier",
+    )
     if compiled:
         model.compile(optimizer=keras.optimizers.Adam(0.01), loss=loss, metrics=["accuracy"])
     return model
@@ -163,9 +179,11 @@ def sparse_classifier(loss="sparse_categorical_crossentropy", activation="softma
 
 def _heads(x):
     hidden = keras.layers.Dense(8, activation="tanh", name="hidden")(x)
-    return (keras.layers.Dense(1, name="score")(hidden),
-            keras.layers.Dense(3, activation="softmax", name="label")(hidden),
-            keras.layers.Dense(2, name="aux")(hidden))
+    return (
+        keras.layers.Dense(1, name="score")(hidden),
+        keras.layers.Dense(3, activation="softmax", name="label")(hidden),
+        keras.layers.Dense(2, name="aux")(hidden),
+    )
 
 
 @register
@@ -176,10 +194,12 @@ def dict_heads(compiled: bool = True):
     score, label, aux = _heads(x)
     model = keras.Model(x, {"score": score, "label": label, "aux": aux}, name="dict_heads")
     if compiled:
-        model.compile(optimizer=keras.optimizers.Adam(0.01),
-                      loss={"score": "mse", "label": "sparse_categorical_crossentropy"},
-                      loss_weights={"score": 0.5, "label": 2.0},
-                      metrics={"label": ["accuracy"], "score": ["mae"]})
+        model.compile(
+            optimizer=keras.optimizers.Adam(0.01),
+            loss={"score": "mse", "label": "sparse_categorical_crossentropy"},
+            loss_weights={"score": 0.5, "label": 2.0},
+            metrics={"label": ["accuracy"], "score": ["mae"]},
+        )
     return model
 
 
@@ -190,9 +210,12 @@ def list_heads(compiled: bool = True):
     score, label, _ = _heads(x)
     model = keras.Model(x, [score, label], name="list_heads")
     if compiled:
-        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-                      loss=["mse", keras.losses.SparseCategoricalCrossentropy()], loss_weights=[0.3, 1.0],
-                      metrics=[["mae"], ["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=2)]])
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+            loss=["mse", keras.losses.SparseCategoricalCrossentropy()],
+            loss_weights=[0.3, 1.0],
+            metrics=[["mae"], ["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=2)]],
+        )
     return model
 
 
@@ -214,8 +237,11 @@ def with_functions(compiled: bool = True):
     hidden = keras.layers.Dense(6, activation=scaled_tanh, name="hidden")(x)
     model = keras.Model(x, keras.layers.Dense(3, activation="softmax", name="out")(hidden), name="functions")
     if compiled:
-        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=half_squared_error,
-                      metrics=[keras.metrics.categorical_accuracy, keras.losses.mean_squared_error])
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.1),
+            loss=half_squared_error,
+            metrics=[keras.metrics.categorical_accuracy, keras.losses.mean_squared_error],
+        )
     return model
 
 

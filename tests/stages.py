@@ -1,4 +1,5 @@
 """Users' own stages, plugged in by ``_target_`` in the tests."""
+
 import json
 
 from exportkit.stages.base import Stage

@@ -1,4 +1,5 @@
 """The Python API: export_saved_model / load_from_saved_model, TF 1.14's pair and beyond."""
+
 import json
 import subprocess
 import sys
@@ -27,8 +28,9 @@ def test_seed_example_runs_as_written(tmp_path):
     script = (ROOT / "examples" / "seed_example.py").read_text()
     target = tmp_path / "simple_keras_model"
     (tmp_path / "seed.py").write_text(script.replace("'/tmp/simple_keras_model'", repr(str(target))))
-    done = subprocess.run([sys.executable, str(tmp_path / "seed.py")], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "seed.py")], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("Total params: 11") == 2  # summary before export and after load
     assert (target / "saved_model.pb").exists() and (target / "assets" / "saved_model.json").exists()
@@ -47,8 +49,9 @@ def test_load_from_saved_model_gives_identical_outputs(name, export_dir):
 
 
 def test_missing_custom_object_names_the_class(export_dir):
-    exportkit.export_saved_model(models.custom_layer(), export_dir, custom_objects={"Scale": models.Scale},
-                                 overrides=NO_VERIFY)
+    exportkit.export_saved_model(
+        models.custom_layer(), export_dir, custom_objects={"Scale": models.Scale}, overrides=NO_VERIFY
+    )
     with pytest.raises(LoadError, match="the model uses Scale, which is not among custom_objects"):
         exportkit.load_from_saved_model(export_dir)
 
@@ -78,8 +81,10 @@ def test_compiled_export_resumes_training_where_it_left_off(export_dir):
     source = models.functional_multi_io(compiled=True)
     rng = np.random.default_rng(0)
     x = {"image": rng.standard_normal((8, 5)).astype("float32"), "meta": rng.standard_normal((8, 3)).astype("float32")}
-    y = {"score": rng.standard_normal((8, 1)).astype("float32"),
-         "label": np.eye(4, dtype="float32")[rng.integers(0, 4, 8)]}
+    y = {
+        "score": rng.standard_normal((8, 1)).astype("float32"),
+        "label": np.eye(4, dtype="float32")[rng.integers(0, 4, 8)],
+    }
     source.fit(x, y, epochs=3, batch_size=4, verbose=0)  # Adam moments and iterations are non-trivial
     exportkit.export_saved_model(source, export_dir, overrides=NO_VERIFY)
     loaded = exportkit.load_from_saved_model(export_dir)

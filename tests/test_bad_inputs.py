@@ -6,6 +6,7 @@ or value, no traceback, nothing beside ``export_dir``, and every file already on
 Most CLI cases fail at composition or at ``schema.validate``, before TensorFlow is imported
 (about 1 s each); the cases that need a model run in-process.
 """
+
 import contextlib
 import hashlib
 import io
@@ -19,17 +20,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exportkit.errors import (ConfigError, ExportDirExistsError, ExportkitError, FilesystemError, LoadError,
-                              ModelSourceError, SignatureError, VerificationError, print_error)
+from exportkit.errors import (
+    ConfigError,
+    ExportDirExistsError,
+    ExportkitError,
+    FilesystemError,
+    LoadError,
+    ModelSourceError,
+    SignatureError,
+    VerificationError,
+    print_error,
+)
 from tests.conftest import leftovers, run_cli
 
 KERAS = ("model=keras", "model.build._target_=tests.models.sequential")
 SIG = "+signatures.serving_default={inputs: {%s}}"
-JAX = ("model=jax", "model.build._target_=tests.jax_models.mlp_template",
-       SIG % "x: {shape: [null, 6], dtype: float32}")
+JAX = ("model=jax", "model.build._target_=tests.jax_models.mlp_template", SIG % "x: {shape: [null, 6], dtype: float32}")
 # TensorFlow's and absl's log lines (C++: I0000 00:00:... file.cc:12] ...; Python: WARNING:absl:...)
-TF_LOG = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\]|WARNING: All log messages before absl"
-                    r"|(WARNING|ERROR|INFO):(absl|tensorflow):|.*oneDNN custom operations|.*cuInit)", re.M)
+TF_LOG = re.compile(
+    r"^([IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\]|WARNING: All log messages before absl"
+    r"|(WARNING|ERROR|INFO):(absl|tensorflow):|.*oneDNN custom operations|.*cuInit)",
+    re.M,
+)
 
 
 def cli(*args, error=None):
@@ -94,8 +106,10 @@ CASES = {
     "signature dtype": (cli(*KERAS, SIG % "x: {shape: [null, 6], dtype: float31}"), "float31"),
     "signature negative dim": (cli(*KERAS, SIG % "x: {shape: [null, -6]}"), "shape=[None, -6]"),
     "signature malformed": (cli(*KERAS, "+signatures.serving_default={inputz: {}}"), "signatures.serving_default"),
-    "signature no inputs": (cli(*KERAS, "+signatures.serving_default={inputs: {}}"),
-                            "signatures.serving_default.inputs"),
+    "signature no inputs": (
+        cli(*KERAS, "+signatures.serving_default={inputs: {}}"),
+        "signatures.serving_default.inputs",
+    ),
     "signature shape not a list": (cli(*KERAS, SIG % "x: {shape: 5}"), "signatures.serving_default"),
     "override syntax": (cli("verify.atol=[1,"), "'verify.atol=[1,'"),
     "override without =": (cli("export_dir"), "'export_dir'"),
@@ -104,119 +118,230 @@ CASES = {
     "config dir missing": (cli("--config-dir", "/nonexistent/conf"), "/nonexistent/conf"),
     # --- through TensorFlow, in a fresh process ---
     "cli: unimportable target keeps its cause": (
-        cli("model=keras", "model.build._target_=no_such_module.factory"), "No module named 'no_such_module'"),
+        cli("model=keras", "model.build._target_=no_such_module.factory"),
+        "No module named 'no_such_module'",
+    ),
     "cli: signature of the wrong rank": (cli(*KERAS, SIG % "x: {shape: [null]}"), "has rank 1"),
     "cli: text .h5": (cli("model=keras_file", "model.path={tree}/text.h5"), "not an HDF5 file"),
     "cli: parent of export_dir is a file": (cli(*KERAS, "export_dir={tree}/keep.txt/model"), "keep.txt"),
     # --- in-process pipeline: cases that need a model ---
-    "unimportable target": (run("model=keras", "model.build._target_=no_such_module.factory", error=ModelSourceError),
-                            "No module named 'no_such_module'"),
-    "target attribute missing": (run("model=keras", "model.build._target_=tests.models.sequentail",
-                                     error=ModelSourceError), "sequentail"),
-    "factory returns no model": (run("model=keras", "model.build._target_=tests.models.not_a_model",
-                                     error=ModelSourceError), "not a keras.Model"),
+    "unimportable target": (
+        run("model=keras", "model.build._target_=no_such_module.factory", error=ModelSourceError),
+        "No module named 'no_such_module'",
+    ),
+    "target attribute missing": (
+        run("model=keras", "model.build._target_=tests.models.sequentail", error=ModelSourceError),
+        "sequentail",
+    ),
+    "factory returns no model": (
+        run("model=keras", "model.build._target_=tests.models.not_a_model", error=ModelSourceError),
+        "not a keras.Model",
+    ),
     "bad factory kwarg": (run(*KERAS, "+model.build.colour=red", error=ModelSourceError), "colour"),
-    "unknown signature input": (run(*KERAS, SIG % "y: {shape: [null, 6]}", error=SignatureError),
-                                "signatures.serving_default.inputs.y: the model has no input 'y'; its inputs are x"),
-    "signature wrong width": (run(*KERAS, SIG % "x: {shape: [null, 7]}", error=SignatureError),
-                              "dimension 1 is 7 but the model's input 'x' has 6"),
+    "unknown signature input": (
+        run(*KERAS, SIG % "y: {shape: [null, 6]}", error=SignatureError),
+        "signatures.serving_default.inputs.y: the model has no input 'y'; its inputs are x",
+    ),
+    "signature wrong width": (
+        run(*KERAS, SIG % "x: {shape: [null, 7]}", error=SignatureError),
+        "dimension 1 is 7 but the model's input 'x' has 6",
+    ),
     "signature wrong rank": (run(*KERAS, SIG % "x: {shape: [null, 6, 1]}", error=SignatureError), "has rank 3"),
-    "signature lacks an input": (run("model=keras", "model.build._target_=tests.models.functional_multi_io",
-                                     SIG % "image: {shape: [null, 5]}", error=SignatureError), "meta"),
-    "custom object unimportable": (run(*KERAS, "+custom_objects.Scale=tests.models.NoSuchLayer",
-                                       error=ModelSourceError), "custom_objects.Scale='tests.models.NoSuchLayer'"),
-    "custom object module missing": (run(*KERAS, "+custom_objects.Scale=nowhere.Scale", error=ModelSourceError),
-                                     "nowhere"),
-    "stage target unimportable": (run(*KERAS, "pipeline.stages.trace._target_=nowhere.Trace", error=ConfigError),
-                                  "pipeline.stages.trace._target_='nowhere.Trace'"),
-    "disabled stage needed later": (run(*KERAS, "pipeline.stages.trace=null", error=ConfigError),
-                                    "pipeline.stages.write_graphs needs `graphs`"),
-    "all stages disabled": (run(*KERAS, *(f"pipeline.stages.{s}=null" for s in (
-        "build", "trace", "write_checkpoint", "write_graphs", "verify")), error=ConfigError), "pipeline.stages"),
+    "signature lacks an input": (
+        run(
+            "model=keras",
+            "model.build._target_=tests.models.functional_multi_io",
+            SIG % "image: {shape: [null, 5]}",
+            error=SignatureError,
+        ),
+        "meta",
+    ),
+    "custom object unimportable": (
+        run(*KERAS, "+custom_objects.Scale=tests.models.NoSuchLayer", error=ModelSourceError),
+        "custom_objects.Scale='tests.models.NoSuchLayer'",
+    ),
+    "custom object module missing": (
+        run(*KERAS, "+custom_objects.Scale=nowhere.Scale", error=ModelSourceError),
+        "nowhere",
+    ),
+    "stage target unimportable": (
+        run(*KERAS, "pipeline.stages.trace._target_=nowhere.Trace", error=ConfigError),
+        "pipeline.stages.trace._target_='nowhere.Trace'",
+    ),
+    "disabled stage needed later": (
+        run(*KERAS, "pipeline.stages.trace=null", error=ConfigError),
+        "pipeline.stages.write_graphs needs `graphs`",
+    ),
+    "all stages disabled": (
+        run(
+            *KERAS,
+            *(f"pipeline.stages.{s}=null" for s in ("build", "trace", "write_checkpoint", "write_graphs", "verify")),
+            error=ConfigError,
+        ),
+        "pipeline.stages",
+    ),
     "in_memory from the config": (run("model=in_memory", error=ConfigError), "model=in_memory"),
-    "unknown optimizer": (run(*KERAS, "compile.optimizer=nosuchopt", "compile.loss=mse", error=ConfigError),
-                          "nosuchopt"),
-    "missing model file": (run("model=keras_file", "model.path={tree}/absent.keras", error=ModelSourceError),
-                           "absent.keras"),
-    "model file of another kind": (run("model=keras_file", "model.path={tree}/keep.txt", error=ModelSourceError),
-                                   "keep.txt"),
+    "unknown optimizer": (
+        run(*KERAS, "compile.optimizer=nosuchopt", "compile.loss=mse", error=ConfigError),
+        "nosuchopt",
+    ),
+    "missing model file": (
+        run("model=keras_file", "model.path={tree}/absent.keras", error=ModelSourceError),
+        "absent.keras",
+    ),
+    "model file of another kind": (
+        run("model=keras_file", "model.path={tree}/keep.txt", error=ModelSourceError),
+        "keep.txt",
+    ),
     "text .h5": (run("model=keras_file", "model.path={tree}/text.h5", error=ModelSourceError), "text.h5"),
-    "truncated .h5": (run("model=keras_file", "model.path={tree}/truncated.h5", error=ModelSourceError),
-                      "truncated.h5"),
-    "corrupt .keras": (run("model=keras_file", "model.path={tree}/corrupt.keras", error=ModelSourceError),
-                       "corrupt.keras"),
-    "truncated .keras": (run("model=keras_file", "model.path={tree}/truncated.keras", error=ModelSourceError),
-                         "truncated.keras"),
-    ".keras without config.json": (run("model=keras_file", "model.path={tree}/empty.keras",
-                                       error=ModelSourceError), "empty.keras"),
-    "jax without signatures": (run("model=jax", "model.build._target_=tests.jax_models.mlp", error=SignatureError),
-                               "signatures"),
-    "jax platform misspelt": (run("model=jax", "model.build._target_=tests.jax_models.mlp", JAX[2],
-                                  "target.platforms=[gpu]", error=ConfigError), "target.platforms"),
+    "truncated .h5": (
+        run("model=keras_file", "model.path={tree}/truncated.h5", error=ModelSourceError),
+        "truncated.h5",
+    ),
+    "corrupt .keras": (
+        run("model=keras_file", "model.path={tree}/corrupt.keras", error=ModelSourceError),
+        "corrupt.keras",
+    ),
+    "truncated .keras": (
+        run("model=keras_file", "model.path={tree}/truncated.keras", error=ModelSourceError),
+        "truncated.keras",
+    ),
+    ".keras without config.json": (
+        run("model=keras_file", "model.path={tree}/empty.keras", error=ModelSourceError),
+        "empty.keras",
+    ),
+    "jax without signatures": (
+        run("model=jax", "model.build._target_=tests.jax_models.mlp", error=SignatureError),
+        "signatures",
+    ),
+    "jax platform misspelt": (
+        run(
+            "model=jax",
+            "model.build._target_=tests.jax_models.mlp",
+            JAX[2],
+            "target.platforms=[gpu]",
+            error=ConfigError,
+        ),
+        "target.platforms",
+    ),
     "npz not a zip": (run(*JAX, "model.params_path={tree}/text.npz", error=ModelSourceError), "text.npz"),
     "npz truncated": (run(*JAX, "model.params_path={tree}/truncated.npz", error=ModelSourceError), "truncated.npz"),
     "npz pickled": (run(*JAX, "model.params_path={tree}/pickled.npz", error=ModelSourceError), "pickled.npz"),
     "npz wrong shapes": (run(*JAX, "model.params_path={tree}/wide.npz", error=ModelSourceError), "wide.npz"),
     "params not npz": (run(*JAX, "model.params_path={tree}/keep.txt", error=ConfigError), "keep.txt"),
     "params missing": (run(*JAX, "model.params_path={tree}/absent.npz", error=ModelSourceError), "absent.npz"),
-    "export_dir exists": (run(*KERAS, "export_dir={tree}/old_export", error=ExportDirExistsError),
-                          "overwrite=true"),
-    "parent of export_dir is a file": (run(*KERAS, "export_dir={tree}/keep.txt/model", error=FilesystemError),
-                                       "keep.txt"),
-    "export_dir name too long": (run(*KERAS, "export_dir={tree}/" + "m" * 250, error=FilesystemError), "export_dir name"),
-    "optional verify failed": (run("model=keras", "model.build._target_=tests.models.stochastic",
-                                   "+pipeline.stages.verify.required=false", error=VerificationError),
-                               "verify.allow_unverified=true"),
+    "export_dir exists": (run(*KERAS, "export_dir={tree}/old_export", error=ExportDirExistsError), "overwrite=true"),
+    "parent of export_dir is a file": (
+        run(*KERAS, "export_dir={tree}/keep.txt/model", error=FilesystemError),
+        "keep.txt",
+    ),
+    "export_dir name too long": (
+        run(*KERAS, "export_dir={tree}/" + "m" * 250, error=FilesystemError),
+        "export_dir name",
+    ),
+    "optional verify failed": (
+        run(
+            "model=keras",
+            "model.build._target_=tests.models.stochastic",
+            "+pipeline.stages.verify.required=false",
+            error=VerificationError,
+        ),
+        "verify.allow_unverified=true",
+    ),
     # --- the Python API's own arguments ---
-    "overrides a string": (api(lambda ek, m, d, t: ek.export_saved_model(m, d, overrides="seed=3"), ConfigError),
-                           "overrides='seed=3'"),
-    "overrides not strings": (api(lambda ek, m, d, t: ek.export_saved_model(m, d, overrides=[3]), ConfigError),
-                              "overrides=[3]"),
-    "api misspelt override": (api(lambda ek, m, d, t: ek.export_saved_model(m, d, overrides=["verify.atoll=1"]),
-                                  ConfigError), "did you mean verify.atol?"),
-    "api unknown option": (api(lambda ek, m, d, t: ek.export_saved_model(m, d, overrides=["target=tpu"]),
-                               ConfigError), "target=tpu"),
-    "custom object not a class": (api(lambda ek, m, d, t: ek.export_saved_model(m, d, custom_objects={"X": 42}),
-                                      ConfigError), "custom_objects['X'] is 42"),
-    "custom_objects not a dict": (api(lambda ek, m, d, t: ek.export_saved_model(m, d, custom_objects=[1]),
-                                      ConfigError), "custom_objects is a list"),
-    "model not a model": (api(lambda ek, m, d, t: ek.export_saved_model(42, d), ModelSourceError),
-                          "was given a builtins.int"),
+    "overrides a string": (
+        api(lambda ek, m, d, t: ek.export_saved_model(m, d, overrides="seed=3"), ConfigError),
+        "overrides='seed=3'",
+    ),
+    "overrides not strings": (
+        api(lambda ek, m, d, t: ek.export_saved_model(m, d, overrides=[3]), ConfigError),
+        "overrides=[3]",
+    ),
+    "api misspelt override": (
+        api(lambda ek, m, d, t: ek.export_saved_model(m, d, overrides=["verify.atoll=1"]), ConfigError),
+        "did you mean verify.atol?",
+    ),
+    "api unknown option": (
+        api(lambda ek, m, d, t: ek.export_saved_model(m, d, overrides=["target=tpu"]), ConfigError),
+        "target=tpu",
+    ),
+    "custom object not a class": (
+        api(lambda ek, m, d, t: ek.export_saved_model(m, d, custom_objects={"X": 42}), ConfigError),
+        "custom_objects['X'] is 42",
+    ),
+    "custom_objects not a dict": (
+        api(lambda ek, m, d, t: ek.export_saved_model(m, d, custom_objects=[1]), ConfigError),
+        "custom_objects is a list",
+    ),
+    "model not a model": (
+        api(lambda ek, m, d, t: ek.export_saved_model(42, d), ModelSourceError),
+        "was given a builtins.int",
+    ),
     "path None": (api(lambda ek, m, d, t: ek.export_saved_model(m, None), ConfigError), "saved_model_path=None"),
-    "api as_text not a bool": (api(lambda ek, m, d, t: ek.export_saved_model(m, d, as_text="yes"), ConfigError),
-                           "as_text='yes'"),
-    "input_signature not specs": (api(lambda ek, m, d, t: ek.export_saved_model(m, d, input_signature=[42]),
-                                      SignatureError), "input_signature"),
-    "input_signature wrong width": (api(lambda ek, m, d, t: ek.export_saved_model(
-        m, d, input_signature=[__import__("tensorflow").TensorSpec([None, 7], name="x")]), SignatureError),
-        "dimension 1 is 7"),
+    "api as_text not a bool": (
+        api(lambda ek, m, d, t: ek.export_saved_model(m, d, as_text="yes"), ConfigError),
+        "as_text='yes'",
+    ),
+    "input_signature not specs": (
+        api(lambda ek, m, d, t: ek.export_saved_model(m, d, input_signature=[42]), SignatureError),
+        "input_signature",
+    ),
+    "input_signature wrong width": (
+        api(
+            lambda ek, m, d, t: ek.export_saved_model(
+                m, d, input_signature=[__import__("tensorflow").TensorSpec([None, 7], name="x")]
+            ),
+            SignatureError,
+        ),
+        "dimension 1 is 7",
+    ),
     # --- loading and reproducing a missing, truncated, tampered or foreign export ---
     "load missing dir": (api(lambda ek, m, d, t: ek.load_from_saved_model(d), LoadError), "no such directory"),
-    "load a file": (api(lambda ek, m, d, t: ek.load_from_saved_model(t / "keep.txt"), LoadError),
-                    "keep.txt"),
-    "load a foreign dir": (api(lambda ek, m, d, t: ek.load_from_saved_model(t), LoadError),
-                           "not a SavedModel directory"),
-    "load truncated json": (api(lambda ek, m, d, t: ek.load_from_saved_model(t / "truncated_json"),
-                                LoadError), "saved_model.json cannot be read as JSON"),
-    "load json a list": (api(lambda ek, m, d, t: ek.load_from_saved_model(t / "list_json"), LoadError),
-                         "holds a JSON list"),
-    "load os.system": (api(lambda ek, m, d, t: ek.load_from_saved_model(t / "os_system"), LoadError),
-                       "os.system, which is not a Keras class"),
-    "load garbage config": (api(lambda ek, m, d, t: ek.load_from_saved_model(t / "garbage_json"),
-                                LoadError), "saved_model.json does not describe"),
-    "load without checkpoint": (api(lambda ek, m, d, t: ek.load_from_saved_model(t / "no_variables"),
-                                    LoadError), "variables"),
-    "load custom object not a class": (api(lambda ek, m, d, t: ek.load_from_saved_model(
-        t / "good", custom_objects={"X": 42}), ConfigError), "custom_objects['X']"),
-    "load safe_mode not a bool": (api(lambda ek, m, d, t: ek.load_from_saved_model(
-        t / "good", safe_mode="no"), ConfigError), "safe_mode='no'"),
-    "reproduce into a non-empty --out": (api(lambda ek, m, d, t: _reproduce(t / "good",
-                                                                         t / "old_export"),
-                                             None), "--out"),
-    "reproduce truncated manifest": (api(lambda ek, m, d, t: _reproduce(t / "truncated_manifest", d),
-                                         None), "manifest.json cannot be read as JSON"),
-    "reproduce foreign manifest": (api(lambda ek, m, d, t: _reproduce(t / "foreign_manifest", d),
-                                       None), "`config` is missing"),
+    "load a file": (api(lambda ek, m, d, t: ek.load_from_saved_model(t / "keep.txt"), LoadError), "keep.txt"),
+    "load a foreign dir": (
+        api(lambda ek, m, d, t: ek.load_from_saved_model(t), LoadError),
+        "not a SavedModel directory",
+    ),
+    "load truncated json": (
+        api(lambda ek, m, d, t: ek.load_from_saved_model(t / "truncated_json"), LoadError),
+        "saved_model.json cannot be read as JSON",
+    ),
+    "load json a list": (
+        api(lambda ek, m, d, t: ek.load_from_saved_model(t / "list_json"), LoadError),
+        "holds a JSON list",
+    ),
+    "load os.system": (
+        api(lambda ek, m, d, t: ek.load_from_saved_model(t / "os_system"), LoadError),
+        "os.system, which is not a Keras class",
+    ),
+    "load garbage config": (
+        api(lambda ek, m, d, t: ek.load_from_saved_model(t / "garbage_json"), LoadError),
+        "saved_model.json does not describe",
+    ),
+    "load without checkpoint": (
+        api(lambda ek, m, d, t: ek.load_from_saved_model(t / "no_variables"), LoadError),
+        "variables",
+    ),
+    "load custom object not a class": (
+        api(lambda ek, m, d, t: ek.load_from_saved_model(t / "good", custom_objects={"X": 42}), ConfigError),
+        "custom_objects['X']",
+    ),
+    "load safe_mode not a bool": (
+        api(lambda ek, m, d, t: ek.load_from_saved_model(t / "good", safe_mode="no"), ConfigError),
+        "safe_mode='no'",
+    ),
+    "reproduce into a non-empty --out": (
+        api(lambda ek, m, d, t: _reproduce(t / "good", t / "old_export"), None),
+        "--out",
+    ),
+    "reproduce truncated manifest": (
+        api(lambda ek, m, d, t: _reproduce(t / "truncated_manifest", d), None),
+        "manifest.json cannot be read as JSON",
+    ),
+    "reproduce foreign manifest": (
+        api(lambda ek, m, d, t: _reproduce(t / "foreign_manifest", d), None),
+        "`config` is missing",
+    ),
 }
 
 
@@ -263,10 +388,12 @@ def make_tree(root: Path, reference: Path) -> None:
     for name, change in {
         "truncated_json": lambda d: (d / "assets/saved_model.json").write_text('{"class_name": "Seq'),
         "list_json": lambda d: (d / "assets/saved_model.json").write_text("[1, 2]"),
-        "os_system": lambda d: (d / "assets/saved_model.json").write_text(json.dumps(
-            {"module": "os", "class_name": "system", "config": {"command": "echo hacked"}})),
-        "garbage_json": lambda d: (d / "assets/saved_model.json").write_text(json.dumps(
-            {"module": "keras", "class_name": "Sequential", "config": 7})),
+        "os_system": lambda d: (d / "assets/saved_model.json").write_text(
+            json.dumps({"module": "os", "class_name": "system", "config": {"command": "echo hacked"}})
+        ),
+        "garbage_json": lambda d: (d / "assets/saved_model.json").write_text(
+            json.dumps({"module": "keras", "class_name": "Sequential", "config": 7})
+        ),
         "no_variables": lambda d: shutil.rmtree(d / "variables"),
         "truncated_manifest": lambda d: (d / "assets.extra/manifest.json").write_text('{"config": {'),
         "foreign_manifest": lambda d: (d / "assets.extra/manifest.json").write_text('{"files": {}}'),
@@ -280,8 +407,12 @@ def make_tree(root: Path, reference: Path) -> None:
 def snapshot(root: Path):
     """Every file's sha256 and mtime, every directory's existence (the lock beside export_dir
     comes and goes in its parent)."""
-    return {p.relative_to(root).as_posix(): ("dir",) if p.is_dir() else
-            (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest()) for p in [root, *root.rglob("*")]}
+    return {
+        p.relative_to(root).as_posix(): ("dir",)
+        if p.is_dir()
+        else (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in [root, *root.rglob("*")]
+    }
 
 
 def error_lines(text: str):
@@ -368,8 +499,13 @@ def test_unverified_export_is_published_only_when_allowed(tmp_path):
 
     export_dir = tmp_path / "model"
     out = io.StringIO()
-    cfg = compose("model=keras", "model.build._target_=tests.models.stochastic", f"export_dir={export_dir}",
-                  "+pipeline.stages.verify.required=false", "verify.allow_unverified=true")
+    cfg = compose(
+        "model=keras",
+        "model.build._target_=tests.models.stochastic",
+        f"export_dir={export_dir}",
+        "+pipeline.stages.verify.required=false",
+        "verify.allow_unverified=true",
+    )
     result = pipeline.Export(pipeline.resolved(cfg), reporter=Reporter(file=out)).run()
     assert result.manifest["verification"]["verified"] is False
     assert "verify stage failed" in result.manifest["verification"]["reason"]

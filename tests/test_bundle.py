@@ -1,6 +1,7 @@
 """exportkit's checkpoint writer (exportkit.artifact.bundle) against TensorFlow's own save, and the
 export's background writing (exportkit.background): same bytes, digests of what is on disk,
 failures told as the write_checkpoint stage's and nothing left behind."""
+
 import hashlib
 import threading
 
@@ -39,11 +40,16 @@ def test_same_bytes_as_tensorflow_for_every_kind_of_tensor(tmp_path):
 
     root = tf.Module()
     root.values = [
-        tf.Variable(np.arange(12, dtype=np.float32).reshape(3, 4)), tf.Variable(np.int64(-3)),
-        tf.Variable([True, False, True]), tf.Variable(np.linspace(-2, 2, 6).astype(ml_dtypes.bfloat16)),
-        tf.Variable(np.zeros((0, 3), np.float16)), tf.Variable(["", "a", "ünïcode" * 40]),
-        tf.Variable([[b"nul\x00\x00", b"\x00"]]), tf.Variable(b"scalar ends in NUL\x00"),
-        tf.Variable(np.arange(6, dtype=np.uint8)), tf.Variable(np.array([1 + 2j], np.complex64)),
+        tf.Variable(np.arange(12, dtype=np.float32).reshape(3, 4)),
+        tf.Variable(np.int64(-3)),
+        tf.Variable([True, False, True]),
+        tf.Variable(np.linspace(-2, 2, 6).astype(ml_dtypes.bfloat16)),
+        tf.Variable(np.zeros((0, 3), np.float16)),
+        tf.Variable(["", "a", "ünïcode" * 40]),
+        tf.Variable([[b"nul\x00\x00", b"\x00"]]),
+        tf.Variable(b"scalar ends in NUL\x00"),
+        tf.Variable(np.arange(6, dtype=np.uint8)),
+        tf.Variable(np.array([1 + 2j], np.complex64)),
     ]
     root.table = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, default_value=-1)
     root.table.insert(tf.constant(["x", "yy", "zzz"]), tf.constant([1, 2, 3], tf.int64))
@@ -76,8 +82,7 @@ def test_same_bytes_as_tensorflow_for_a_library_model_with_its_optimizer(tmp_pat
 
     model = keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3), classes=10)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.train_on_batch(np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype("float32"),
-                         np.array([1, 2]))
+    model.train_on_batch(np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype("float32"), np.array([1, 2]))
     root = tf.Module()
     root.model, root.optimizer = list(model.variables), list(model.optimizer.variables)
     theirs, ours, _ = tf_and_exportkit_bundles(root, tmp_path)
@@ -129,9 +134,13 @@ def test_jax_params_written_by_tensorflow_get_their_values_first(export_dir, mon
     seen = []
     real_fill = write_checkpoint.fill
     monkeypatch.setattr(write_checkpoint, "fill", lambda ctx: (seen.append(len(ctx.unfilled)), real_fill(ctx)))
-    result = exportkit.export_saved_model((apply_fn, misaligned), export_dir, verbose=False,
-                                          input_signature=[tf.TensorSpec([None, 32], tf.float32, name="x")],
-                                          overrides=["pipeline.stages.verify=null"])  # unverified: no copy made
+    result = exportkit.export_saved_model(
+        (apply_fn, misaligned),
+        export_dir,
+        verbose=False,
+        input_signature=[tf.TensorSpec([None, 32], tf.float32, name="x")],
+        overrides=["pipeline.stages.verify=null"],
+    )  # unverified: no copy made
     assert seen == [2] and result.context.unfilled == [] and [r.status for r in result.records] == ["ok"] * 5
     reader = tf.train.load_checkpoint(str(export_dir / "variables" / "variables"))
     keys = sorted(k for k in reader.get_variable_to_shape_map() if k.endswith("VARIABLE_VALUE"))
@@ -184,12 +193,21 @@ def test_a_checkpoint_written_before_the_graphs_captured_a_table_is_refused(expo
 
     inputs = keras.Input((1,), dtype="string", name="word")
     model = keras.Model(inputs, keras.layers.StringLookup(vocabulary=["a", "b"])(inputs))
-    order = ["~pipeline.stages.trace", "~pipeline.stages.write_graphs", "pipeline.stages.verify=null",
-             "+pipeline.stages.trace_late={_target_: exportkit.stages.trace.Trace}",
-             "+pipeline.stages.graphs={_target_: exportkit.stages.write_graphs.WriteGraphs}"]
+    order = [
+        "~pipeline.stages.trace",
+        "~pipeline.stages.write_graphs",
+        "pipeline.stages.verify=null",
+        "+pipeline.stages.trace_late={_target_: exportkit.stages.trace.Trace}",
+        "+pipeline.stages.graphs={_target_: exportkit.stages.write_graphs.WriteGraphs}",
+    ]
     with pytest.raises(ModelSourceError, match="captures 1 resource.*checkpoint was written with 0"):
-        exportkit.export_saved_model(model, export_dir, verbose=False, overrides=order,
-                                     input_signature=[tf.TensorSpec([None, 1], tf.string, name="word")])
+        exportkit.export_saved_model(
+            model,
+            export_dir,
+            verbose=False,
+            overrides=order,
+            input_signature=[tf.TensorSpec([None, 1], tf.string, name="word")],
+        )
     assert leftovers(export_dir) == []
 
 

@@ -1,4 +1,5 @@
 """The CLI as a user runs it: a fresh process, exit codes, what it prints and writes."""
+
 import json
 import subprocess
 
@@ -22,9 +23,11 @@ def test_default_run_exports_and_verifies_the_example(tmp_path):
 
 def test_help_and_cfg_do_not_import_tensorflow():
     # told at exit (python -m exportkit ends its process with exit_now, after the atexit handlers)
-    probe = ("import atexit, sys, runpy; sys.argv = ['exportkit'] + sys.argv[1:]\n"
-             "atexit.register(lambda: print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED'))\n"
-             "runpy.run_module('exportkit', run_name='__main__')\n")
+    probe = (
+        "import atexit, sys, runpy; sys.argv = ['exportkit'] + sys.argv[1:]\n"
+        "atexit.register(lambda: print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED'))\n"
+        "runpy.run_module('exportkit', run_name='__main__')\n"
+    )
     for flag in (["--help"], ["--cfg", "job"]):
         done = run_python(probe, *flag, timeout=120)
         assert "TF_NOT_IMPORTED" in done.stdout, done.stdout + done.stderr
@@ -39,8 +42,15 @@ def test_console_script_is_the_same_app():
 
 def test_multirun_exports_each_variant_into_its_own_job_dir(tmp_path):
     sweep = tmp_path / "sweep"
-    run_cli("-m", "model=keras", "model.build._target_=my_models.classifier", "+model.build.units=4,8",
-            "verify.batch_sizes=[2]", f"hydra.sweep.dir={sweep}", check=True)
+    run_cli(
+        "-m",
+        "model=keras",
+        "model.build._target_=my_models.classifier",
+        "+model.build.units=4,8",
+        "verify.batch_sizes=[2]",
+        f"hydra.sweep.dir={sweep}",
+        check=True,
+    )
     for job, units in (("0", 4), ("1", 8)):
         export_dir = sweep / job / "saved_model"
         config = json.loads((export_dir / "assets.extra" / "manifest.json").read_text())["config"]
@@ -50,8 +60,14 @@ def test_multirun_exports_each_variant_into_its_own_job_dir(tmp_path):
 
 def test_users_experiment_file_via_config_dir(tmp_path):
     export_dir = tmp_path / "exp"
-    run_cli("--config-dir", ROOT / "examples" / "conf", "+experiment=my_classifier",
-            f"export_dir={export_dir}", f"hydra.run.dir={tmp_path}/run", check=True)
+    run_cli(
+        "--config-dir",
+        ROOT / "examples" / "conf",
+        "+experiment=my_classifier",
+        f"export_dir={export_dir}",
+        f"hydra.run.dir={tmp_path}/run",
+        check=True,
+    )
     manifest = json.loads((export_dir / "assets.extra" / "manifest.json").read_text())
     assert set(manifest["verify"]["serving_default"]) == {"1", "2", "16"}
     assert serve(export_dir, random_inputs({"features": (12,)}, 5))["probabilities"].shape == (5, 4)
@@ -59,8 +75,12 @@ def test_users_experiment_file_via_config_dir(tmp_path):
 
 def test_user_error_is_one_line_without_traceback_unless_full_error(tmp_path):
     export_dir = tmp_path / "x"
-    args = ("model=keras", "model.build._target_=no_such_module.factory", f"export_dir={export_dir}",
-            f"hydra.run.dir={tmp_path}/run")
+    args = (
+        "model=keras",
+        "model.build._target_=no_such_module.factory",
+        f"export_dir={export_dir}",
+        f"hydra.run.dir={tmp_path}/run",
+    )
     done = run_cli(*args)
     assert done.returncode == 1
     assert "model.build._target_='no_such_module.factory'" in done.stderr

@@ -13,6 +13,7 @@ test``. With ``EXPORTKIT_MATRIX_OUT=path.md`` set, the outcome table (model x co
 consumer limit / FAIL) and each failure's first line are written there when the module ends
 (``bench/consumer_matrix.py`` runs the whole matrix and prints it).
 """
+
 import os
 import re
 import subprocess
@@ -83,7 +84,7 @@ class Subject:
                 else:
                     jax2tf_export(self.case, *self.source, path)
                 self._control = path
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - the control's own failure is the cell's answer
                 self._control = e
         if isinstance(self._control, Exception):
             raise RuntimeError(f"the control export failed: {first_line(self._control)}") from self._control
@@ -122,7 +123,7 @@ def jax2tf_export(case: Case, apply_fn, params, path: Path) -> None:
     import tensorflow as tf
     from jax.experimental import jax2tf
 
-    (name, shape), = case.jax_shapes.items()
+    ((name, shape),) = case.jax_shapes.items()
     poly = "(b, " + ", ".join(str(d) for d in shape[1:]) + ")"
     module = tf.Module()
     module.params = tf.nest.map_structure(lambda a: tf.Variable(np.asarray(a), trainable=False), params)
@@ -145,7 +146,7 @@ def make_subject(case: Case, work: Path) -> Subject:
         export_dir = work / f"exportkit{attempt}"
         try:
             result = export(*base, f"export_dir={export_dir}", *extra)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - told in the cell
             if attempt == 0:
                 subject.verify_error = first_line(e)
             else:
@@ -236,8 +237,9 @@ def tf1_session(path: Path, s: Subject) -> None:
 
 
 def saved_model_cli(*args) -> str:
-    done = subprocess.run([str(BIN / "saved_model_cli"), *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env=SUBPROCESS_ENV)
+    done = subprocess.run(
+        [str(BIN / "saved_model_cli"), *map(str, args)], capture_output=True, text=True, timeout=300, env=SUBPROCESS_ENV
+    )
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         raise RuntimeError(f"saved_model_cli {args[0]} exited {done.returncode}: {lines[-1] if lines else ''}")
@@ -251,12 +253,19 @@ def cli_show(path: Path, s: Subject) -> None:
     """``saved_model_cli show --all``: the serve tag-set's serving_default lists the model's inputs
     (names, dtypes, ranks) and outputs (names, ranks)."""
     text = saved_model_cli("show", "--dir", path, "--all")
-    block = re.search(r"MetaGraphDef with tag-set: 'serve' .*?signature_def\['serving_default'\]:(.*?)Method name",
-                      text, re.S)
+    block = re.search(
+        r"MetaGraphDef with tag-set: 'serve' .*?signature_def\['serving_default'\]:(.*?)Method name", text, re.S
+    )
     assert block, "no serving_default under the 'serve' tag-set in `saved_model_cli show --all`"
-    found = {kind: {name: (dtype, shape) for name, dtype, shape in re.findall(
-        kind + r"\['([^']+)'\] tensor_info:\s+dtype: (\w+)\s+shape: (\([^)]*\)|unknown_rank)", block.group(1))}
-        for kind in ("inputs", "outputs")}
+    found = {
+        kind: {
+            name: (dtype, shape)
+            for name, dtype, shape in re.findall(
+                kind + r"\['([^']+)'\] tensor_info:\s+dtype: (\w+)\s+shape: (\([^)]*\)|unknown_rank)", block.group(1)
+            )
+        }
+        for kind in ("inputs", "outputs")
+    }
     for name, value in s.inputs.items():
         assert name in found["inputs"], f"input {name!r} not among {sorted(found['inputs'])}"
         dtype, shape = found["inputs"][name]
@@ -279,8 +288,20 @@ def cli_run(path: Path, s: Subject) -> None:
         np.save(tmp / f"{name}.npy", value)
         specs.append(f"{name}={tmp / (name + '.npy')}")
     out = tmp / "out"
-    saved_model_cli("run", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default",
-                    "--inputs", ";".join(specs), "--outdir", out, "--overwrite")
+    saved_model_cli(
+        "run",
+        "--dir",
+        path,
+        "--tag_set",
+        "serve",
+        "--signature_def",
+        "serving_default",
+        "--inputs",
+        ";".join(specs),
+        "--outdir",
+        out,
+        "--overwrite",
+    )
     assert_matches({p.stem: np.load(p, allow_pickle=True) for p in out.glob("*.npy")}, s.want)
 
 
@@ -289,6 +310,7 @@ def tfsm_layer(endpoint=None):
     positionally to the endpoint. The default endpoint (``serve``) is called as the model is (one
     tensor, a list or a dict); a signature (``serving_default``) with the one tensor, or the dict
     of named inputs."""
+
     def consume(path: Path, s: Subject) -> None:
         import keras
 
@@ -313,9 +335,27 @@ def onnx(path: Path, s: Subject) -> None:
     import onnxruntime
 
     out = s.work / f"model_{abs(hash(str(path)))}.onnx"
-    done = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(path), "--tag", "serve",
-                           "--signature_def", "serving_default", "--opset", "17", "--output", str(out)],
-                          capture_output=True, text=True, timeout=600, env=SUBPROCESS_ENV)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tf2onnx.convert",
+            "--saved-model",
+            str(path),
+            "--tag",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--opset",
+            "17",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=SUBPROCESS_ENV,
+    )
     if done.returncode != 0:
         errors = [line for line in done.stderr.splitlines() if "Error" in line or "error" in line]
         raise RuntimeError(f"tf2onnx exited {done.returncode}: {(errors or done.stderr.splitlines() or [''])[-1]}")
@@ -374,8 +414,7 @@ def cells():
             if consumer in KERAS_ONLY and case.source != "keras":
                 continue
             fast = model in FAST_MODELS and consumer in (*FAST_CONSUMERS, "export")
-            yield pytest.param(model, consumer, id=f"{model}-{consumer}",
-                               marks=() if fast else pytest.mark.consumers)
+            yield pytest.param(model, consumer, id=f"{model}-{consumer}", marks=() if fast else pytest.mark.consumers)
 
 
 @pytest.mark.parametrize("model,consumer", list(cells()))
@@ -399,18 +438,19 @@ def test_cell(subjects, model, consumer):
             raise
         try:
             control = subject.control_dir()
-        except Exception as control_error:  # no control to prove a consumer limit with
+        except Exception as control_error:  # noqa: BLE001 - a consumer limit  # no control to prove a consumer limit with
             OUTCOMES[model, consumer] = (FAIL, f"{reason} ({first_line(control_error)})")
             raise
         try:
             consume(control, subject)
-        except Exception as control_error:
+        except Exception as control_error:  # noqa: BLE001 - a consumer limit
             limit = first_line(control_error)
             OUTCOMES[model, consumer] = (LIMIT, limit)
             pytest.skip(f"consumer limit: {consumer} fails on {subject.control_label} too: {limit}")
         OUTCOMES[model, consumer] = (FAIL, reason)
-        raise AssertionError(f"{consumer} reads {subject.control_label} of {model} but not exportkit's "
-                             f"export: {reason}") from error
+        raise AssertionError(
+            f"{consumer} reads {subject.control_label} of {model} but not exportkit's export: {reason}"
+        ) from error
     OUTCOMES[model, consumer] = (OK, "")
 
 
@@ -427,12 +467,16 @@ def matrix_markdown(outcomes: Dict[tuple, tuple]) -> str:
             else:
                 row.append(outcomes.get((model, consumer), ("", ""))[0])
         lines.append(f"| {model} | " + " | ".join(row) + " |")
-    notes = [f"- {model} x {consumer}: {outcome}: {reason[:400]}"
-             for (model, consumer), (outcome, reason) in outcomes.items()
-             if outcome != OK and NO_EXPORT not in reason]
+    notes = [
+        f"- {model} x {consumer}: {outcome}: {reason[:400]}"
+        for (model, consumer), (outcome, reason) in outcomes.items()
+        if outcome != OK and NO_EXPORT not in reason
+    ]
     unread = sorted({model for (model, _), (_, reason) in outcomes.items() if NO_EXPORT in reason})
-    notes += [f"- {model}: every other FAIL: no export to read, even with verify off (see {model} x export)"
-              for model in unread]
+    notes += [
+        f"- {model}: every other FAIL: no export to read, even with verify off (see {model} x export)"
+        for model in unread
+    ]
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
@@ -456,13 +500,20 @@ def test_comparison_is_relative_to_the_outputs_scale():
 
 
 def test_matrix_table_lists_every_model_and_consumer():
-    text = matrix_markdown({("bert_tiny", "tflite"): (OK, ""), ("lookup_dict", "onnx"): (LIMIT, "why"),
-                            ("bn_dropout_sparse", "export"): (FAIL, "ValueError: x"),
-                            ("bn_dropout_sparse", "tflite"): (FAIL, f"RuntimeError: {NO_EXPORT} ValueError: x")})
+    text = matrix_markdown(
+        {
+            ("bert_tiny", "tflite"): (OK, ""),
+            ("lookup_dict", "onnx"): (LIMIT, "why"),
+            ("bn_dropout_sparse", "export"): (FAIL, "ValueError: x"),
+            ("bn_dropout_sparse", "tflite"): (FAIL, f"RuntimeError: {NO_EXPORT} ValueError: x"),
+        }
+    )
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert set(CASES) <= set(rows) and all(c in rows["model"] for c in CONSUMERS)
     assert "| n/a |" in rows["flax_cnn"]
     assert "- lookup_dict x onnx: consumer limit: why" in text
     assert "- bn_dropout_sparse x export: FAIL: ValueError: x" in text
     assert "bn_dropout_sparse x tflite" not in text and "- bn_dropout_sparse: every other FAIL: no export" in text
-    assert rows["bn_dropout_sparse"].startswith("| bn_dropout_sparse | FAIL |") and "| FAIL |" in rows["bn_dropout_sparse"]
+    assert (
+        rows["bn_dropout_sparse"].startswith("| bn_dropout_sparse | FAIL |") and "| FAIL |" in rows["bn_dropout_sparse"]
+    )

@@ -13,24 +13,35 @@ from tests.conftest import export, run_cli, serve
 KERAS_COMPILED = ("model=keras", "model.build._target_=tests.models.sequential", "+model.build.compiled=true")
 # case -> (CLI overrides, each SavedModel proto of its export -> the MetaGraphDef tags it holds)
 CASES = {
-    "keras_compiled": (KERAS_COMPILED, {"saved_model.pb": ["serve"], "graphs/train/saved_model.pb": ["train"],
-                                        "graphs/eval/saved_model.pb": ["eval"]}),
+    "keras_compiled": (
+        KERAS_COMPILED,
+        {"saved_model.pb": ["serve"], "graphs/train/saved_model.pb": ["train"], "graphs/eval/saved_model.pb": ["eval"]},
+    ),
     "keras_compiled_tf1": ((*KERAS_COMPILED, "layout=tf1"), {"saved_model.pb": ["serve", "train", "eval"]}),
     # lookup tables in all three graphs: table names and initializer names carry process counters
-    "keras_text": (("model=keras", "model.build._target_=tests.test_resources.text_vectorization",
-                    "+model.build.compiled=true"),
-                   {"saved_model.pb": ["serve"], "graphs/train/saved_model.pb": ["train"],
-                    "graphs/eval/saved_model.pb": ["eval"]}),
-    "jax": (("model=jax", "model.build._target_=tests.jax_models.two_inputs",
-             "+signatures.serving_default={inputs: {image: {shape: [null, 5], dtype: float32}, "
-             "meta: {shape: [null, 3], dtype: float32}}}"), {"saved_model.pb": ["serve"]}),
+    "keras_text": (
+        ("model=keras", "model.build._target_=tests.test_resources.text_vectorization", "+model.build.compiled=true"),
+        {"saved_model.pb": ["serve"], "graphs/train/saved_model.pb": ["train"], "graphs/eval/saved_model.pb": ["eval"]},
+    ),
+    "jax": (
+        (
+            "model=jax",
+            "model.build._target_=tests.jax_models.two_inputs",
+            "+signatures.serving_default={inputs: {image: {shape: [null, 5], dtype: float32}, "
+            "meta: {shape: [null, 3], dtype: float32}}}",
+        ),
+        {"saved_model.pb": ["serve"]},
+    ),
 }
 
 
 def contents(export_dir):
     """Relative path -> bytes of every file but the manifest."""
-    return {p.relative_to(export_dir).as_posix(): p.read_bytes()
-            for p in sorted(export_dir.rglob("*")) if p.is_file() and p.relative_to(export_dir) != manifest.MANIFEST}
+    return {
+        p.relative_to(export_dir).as_posix(): p.read_bytes()
+        for p in sorted(export_dir.rglob("*"))
+        if p.is_file() and p.relative_to(export_dir) != manifest.MANIFEST
+    }
 
 
 def without_timings(recorded):
@@ -45,23 +56,28 @@ def tf1_serve(export_dir, inputs, key="serving_default"):
         meta = tf.compat.v1.saved_model.load(sess, ["serve"], str(export_dir))
         sig = meta.signature_def[key]
         names = sorted(sig.outputs)
-        values = sess.run([sig.outputs[n].name for n in names],
-                          {sig.inputs[k].name: v for k, v in inputs.items()})
+        values = sess.run([sig.outputs[n].name for n in names], {sig.inputs[k].name: v for k, v in inputs.items()})
     return dict(zip(names, values))
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_two_fresh_processes_write_identical_bytes(tmp_path, case):
-    from exportkit.stages.verify_inputs import make_inputs
-
     from tensorflow.core.protobuf import saved_model_pb2
+
+    from exportkit.stages.verify_inputs import make_inputs
 
     overrides, tags = CASES[case]
     export_dir = tmp_path / "model"
     runs = []
     for hash_seed in ("1", "2"):  # different str hashes: set and dict-of-set orders differ
-        run_cli(*overrides, f"export_dir={export_dir}", "pipeline.stages.verify=null",
-                f"hydra.run.dir={tmp_path / 'hydra' / hash_seed}", env={"PYTHONHASHSEED": hash_seed}, check=True)
+        run_cli(
+            *overrides,
+            f"export_dir={export_dir}",
+            "pipeline.stages.verify=null",
+            f"hydra.run.dir={tmp_path / 'hydra' / hash_seed}",
+            env={"PYTHONHASHSEED": hash_seed},
+            check=True,
+        )
         runs.append(export_dir.rename(tmp_path / f"run{hash_seed}"))
     first, second = runs
 
@@ -99,8 +115,7 @@ def test_function_counters_do_not_reach_the_bytes(tmp_path, monkeypatch):
     canonicalization removes: without it the saved_model.pb files differ, with it they don't."""
     import tensorflow as tf
 
-    overrides = ("model=keras", "model.build._target_=tests.models.functional_multi_io",
-                 "pipeline.stages.verify=null")
+    overrides = ("model=keras", "model.build._target_=tests.models.functional_multi_io", "pipeline.stages.verify=null")
 
     def twice(tag):
         out = []
@@ -119,14 +134,24 @@ def test_function_counters_do_not_reach_the_bytes(tmp_path, monkeypatch):
 
 
 def test_text_format_is_canonical_too(tmp_path):
-    overrides = ("model=keras", "model.build._target_=tests.models.custom_layer", "+custom_objects.Scale=tests.models.Scale",
-                 "as_text=true", "pipeline.stages.verify=null")
+    overrides = (
+        "model=keras",
+        "model.build._target_=tests.models.custom_layer",
+        "+custom_objects.Scale=tests.models.Scale",
+        "as_text=true",
+        "pipeline.stages.verify=null",
+    )
     export(*overrides, f"export_dir={tmp_path / 'a'}")
     export(*overrides, f"export_dir={tmp_path / 'b'}")
     a, b = contents(tmp_path / "a"), contents(tmp_path / "b")
     assert "saved_model.pbtxt" in a and a == b
     # fingerprint.pb has no content hashes for a .pbtxt; its uuid still tells exports apart
-    other = ("model=keras", "model.build._target_=tests.models.sequential", "as_text=true", "pipeline.stages.verify=null")
+    other = (
+        "model=keras",
+        "model.build._target_=tests.models.sequential",
+        "as_text=true",
+        "pipeline.stages.verify=null",
+    )
     export(*other, f"export_dir={tmp_path / 'c'}")
     uuids = {manifest.read(tmp_path / d)["fingerprint"]["uuid"] for d in "abc"}
     assert len(uuids) == 2
@@ -137,8 +162,12 @@ def test_canonical_names_keep_the_loaders_format(tmp_path):
     to a function names one that exists in the library."""
     from tensorflow.core.protobuf import saved_model_pb2
 
-    export("model=keras", "model.build._target_=tests.models.functional_multi_io",
-           f"export_dir={tmp_path / 'm'}", "pipeline.stages.verify=null")
+    export(
+        "model=keras",
+        "model.build._target_=tests.models.functional_multi_io",
+        f"export_dir={tmp_path / 'm'}",
+        "pipeline.stages.verify=null",
+    )
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString((tmp_path / "m" / "saved_model.pb").read_bytes())
     meta = proto.meta_graphs[0]

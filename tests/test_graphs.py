@@ -2,6 +2,7 @@
 TensorFlow's own saved_model_cli, in both layouts: ``serving`` (the default: ``serve`` alone in
 ``saved_model.pb``, ``train``/``eval`` under ``graphs/<tag>/``) and ``tf1`` (TF 1.14's three
 MetaGraphDefs in one ``saved_model.pb``). Each graph is loaded from ``files.graph_dir``."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 import exportkit
 from exportkit.artifact.files import GRAPHS, graph_dir, saved_model_file
-from tests import models
-from tests.conftest import export, random_inputs, run_cli, serve
+from tests.conftest import export, run_cli, serve
 
 COMPILED = ("model=keras", "model.build._target_=tests.models.sequential", "+model.build.compiled=true")
 X = np.random.default_rng(0).standard_normal((8, 6)).astype("float32")
@@ -35,6 +35,7 @@ def meta_graphs(export_dir):
             proto.ParseFromString(path.read_bytes())
         else:
             from google.protobuf import text_format
+
             text_format.Parse(path.read_text(), proto)
         found.update({tuple(m.meta_info_def.tags): m for m in proto.meta_graphs})
     return found
@@ -51,9 +52,11 @@ def test_three_tagged_graphs_with_their_signatures(compiled_export):
     export_dir, _ = compiled_export
     graphs = meta_graphs(export_dir)
     assert set(graphs) == {("serve",), ("train",), ("eval",)}
-    expected = {"serve": ("serving_default", "tensorflow/serving/predict"),
-                "train": ("train", "tensorflow/supervised/training"),
-                "eval": ("eval", "tensorflow/supervised/eval")}
+    expected = {
+        "serve": ("serving_default", "tensorflow/serving/predict"),
+        "train": ("train", "tensorflow/supervised/training"),
+        "eval": ("eval", "tensorflow/supervised/eval"),
+    }
     for (tag,), graph in graphs.items():
         key, method = expected[tag]
         assert [k for k in graph.signature_def if not k.startswith("__")] == [key]
@@ -69,12 +72,18 @@ def test_each_graph_carries_only_its_own_functions(compiled_export):
     graphs = meta_graphs(export_dir)
 
     def ops(graph):  # of the graph's own functions, not TF's checkpoint save/restore helpers
-        return {node.op for f in graph.graph_def.library.function for node in f.node_def
-                if "_traced_" not in f.signature.name}
+        return {
+            node.op
+            for f in graph.graph_def.library.function
+            for node in f.node_def
+            if "_traced_" not in f.signature.name
+        }
 
     assert not any("Apply" in op or "Assign" in op for op in ops(graphs[("serve",)]))
-    assert any("AssignSubVariableOp" == op or "ResourceApplyGradientDescent" == op or "AssignVariableOp" == op
-               for op in ops(graphs[("train",)]))
+    assert any(
+        "AssignSubVariableOp" == op or "ResourceApplyGradientDescent" == op or "AssignVariableOp" == op
+        for op in ops(graphs[("train",)])
+    )
     names = {tag: {f.signature.name for f in g.graph_def.library.function} for (tag,), g in graphs.items()}
     assert not any("train" in n for n in names["serve"] | names["eval"])
     saved_model = sum(path.stat().st_size for path in saved_model_files(export_dir))
@@ -151,16 +160,25 @@ def test_checkpoint_holds_optimizer_and_metric_state(compiled_export):
     assert sum(k.startswith("optimizer_variables/") for k, _ in keys) == len(model.optimizer.variables)
 
 
-@pytest.mark.parametrize("overrides,tags", [
-    ((), {"serve", "train", "eval"}),
-    (("serving_only=true",), {"serve"}),
-])
+@pytest.mark.parametrize(
+    "overrides,tags",
+    [
+        ((), {"serve", "train", "eval"}),
+        (("serving_only=true",), {"serve"}),
+    ],
+)
 @pytest.mark.parametrize("as_text", [False, True])
 @pytest.mark.parametrize("layout", ["serving", "tf1"])
 def test_serving_only_and_as_text_in_every_mode(tmp_path, overrides, tags, as_text, layout):
     export_dir = tmp_path / "m"
-    result = export(*COMPILED, f"export_dir={export_dir}", f"as_text={as_text}", *overrides,
-                    "pipeline.stages.verify=null", f"layout={layout}")
+    result = export(
+        *COMPILED,
+        f"export_dir={export_dir}",
+        f"as_text={as_text}",
+        *overrides,
+        "pipeline.stages.verify=null",
+        f"layout={layout}",
+    )
     for path in saved_model_files(export_dir):
         assert path.name == ("saved_model.pbtxt" if as_text else "saved_model.pb")
     assert {t for (t,) in meta_graphs(export_dir)} == tags
@@ -170,8 +188,12 @@ def test_serving_only_and_as_text_in_every_mode(tmp_path, overrides, tags, as_te
 
 
 def test_uncompiled_model_gets_serve_only(export_dir):
-    export("model=keras", "model.build._target_=tests.models.sequential", f"export_dir={export_dir}",
-           "pipeline.stages.verify=null")
+    export(
+        "model=keras",
+        "model.build._target_=tests.models.sequential",
+        f"export_dir={export_dir}",
+        "pipeline.stages.verify=null",
+    )
     assert set(meta_graphs(export_dir)) == {("serve",)}
 
 
@@ -180,8 +202,9 @@ def test_saved_model_cli_show_and_run_on_every_tag_set(compiled_export, tmp_path
     cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
     stdout = ""
     for directory in sorted({graph_dir(export_dir, tag) for tag in ("serve", "train", "eval")}):
-        shown = subprocess.run([*cli, "show", "--dir", str(directory), "--all"], capture_output=True, text=True,
-                               timeout=300)
+        shown = subprocess.run(
+            [*cli, "show", "--dir", str(directory), "--all"], capture_output=True, text=True, timeout=300
+        )
         assert shown.returncode == 0, shown.stderr
         stdout += shown.stdout
     for tag, key in (("serve", "serving_default"), ("train", "train"), ("eval", "eval")):
@@ -194,8 +217,24 @@ def test_saved_model_cli_show_and_run_on_every_tag_set(compiled_export, tmp_path
         # --outdir only for serve: it writes a file per output key, and TF 1.14's keys
         # (metrics/mae/value) contain '/'; without it the results are printed.
         extra = ["--outdir", str(outdir)] if tag == "serve" else []
-        done = subprocess.run([*cli, "run", "--dir", str(graph_dir(export_dir, tag)), "--tag_set", tag, "--signature_def", key,
-                               "--inputs", inputs, *extra], capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [
+                *cli,
+                "run",
+                "--dir",
+                str(graph_dir(export_dir, tag)),
+                "--tag_set",
+                tag,
+                "--signature_def",
+                key,
+                "--inputs",
+                inputs,
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr
         if tag == "serve":
             got = np.load(outdir / "out.npy")
@@ -210,9 +249,15 @@ def test_cli_compiled_factory_and_compile_node(tmp_path):
     run_cli(*COMPILED, f"export_dir={compiled}", f"hydra.run.dir={tmp_path}/r1", check=True)
     assert {t for (t,) in meta_graphs(compiled)} == {"serve", "train", "eval"}
     node = tmp_path / "node"
-    run_cli("model=keras", "model.build._target_=tests.models.sequential", f"export_dir={node}",
-            "compile={optimizer: {_target_: keras.optimizers.Adam, learning_rate: 0.01}, loss: mse, metrics: [mae]}",
-            "as_text=true", f"hydra.run.dir={tmp_path}/r2", check=True)
+    run_cli(
+        "model=keras",
+        "model.build._target_=tests.models.sequential",
+        f"export_dir={node}",
+        "compile={optimizer: {_target_: keras.optimizers.Adam, learning_rate: 0.01}, loss: mse, metrics: [mae]}",
+        "as_text=true",
+        f"hydra.run.dir={tmp_path}/r2",
+        check=True,
+    )
     assert {t for (t,) in meta_graphs(node)} == {"serve", "train", "eval"}
     train = tf.saved_model.load(str(graph_dir(node, "train")), tags=["train"]).signatures["train"]
     assert "metrics/mae/value" in train(x=X, out_target=Y)

@@ -1,5 +1,6 @@
 """JAX models through the jax2tf pipeline: round trips through the written SavedModel, compared
 numerically with the JAX function itself (rebuilt from its factory, not taken from the export)."""
+
 import sys
 
 import numpy as np
@@ -9,8 +10,10 @@ from tests import jax_models
 from tests.conftest import ROOT, compose, export, leftovers, random_inputs, run_cli, serve
 
 MLP_SIG = "+signatures.serving_default={inputs: {x: {shape: [null, 6], dtype: float32}}}"
-TWO_SIG = ("+signatures.serving_default={inputs: {image: {shape: [null, 5], dtype: float32}, "
-           "meta: {shape: [null, 3], dtype: float32}}}")
+TWO_SIG = (
+    "+signatures.serving_default={inputs: {image: {shape: [null, 5], dtype: float32}, "
+    "meta: {shape: [null, 3], dtype: float32}}}"
+)
 
 
 def jax_outputs(apply_fn, params, *inputs):
@@ -39,8 +42,13 @@ def xla_call_modules(export_dir):
 @pytest.fixture(scope="module")
 def mlp_export(tmp_path_factory):
     export_dir = tmp_path_factory.mktemp("jax") / "mlp"
-    result = export("model=jax", "model.build._target_=tests.jax_models.mlp", MLP_SIG,
-                    f"export_dir={export_dir}", "verify.batch_sizes=[1,7]")
+    result = export(
+        "model=jax",
+        "model.build._target_=tests.jax_models.mlp",
+        MLP_SIG,
+        f"export_dir={export_dir}",
+        "verify.batch_sizes=[1,7]",
+    )
     return export_dir, result
 
 
@@ -60,8 +68,13 @@ def test_mlp_export_is_native_serialization_verified_in_a_fresh_process(mlp_expo
 
     export_dir, result = mlp_export
     assert [(r.name, r.status) for r in result.records] == [
-        ("build", "ok"), ("jax2tf", "ok"), ("write_checkpoint", "ok"), ("trace", "ok"),
-        ("write_graphs", "ok"), ("verify", "ok")]
+        ("build", "ok"),
+        ("jax2tf", "ok"),
+        ("write_checkpoint", "ok"),
+        ("trace", "ok"),
+        ("write_graphs", "ok"),
+        ("verify", "ok"),
+    ]
     report = result.manifest["verify"]["serving_default"]
     assert set(report) == {"1", "7"} and all(case["output_0"]["ok"] for case in report.values())
     assert xla_call_modules(export_dir) == [(10, ["CPU"])]
@@ -79,8 +92,12 @@ def test_params_are_checkpoint_variables(mlp_export):
     keys = sorted(k for k in reader.get_variable_to_shape_map() if k.startswith("params_variables/"))
     assert len(keys) == 4
     # pytree order: layers/0/bias, layers/0/kernel, layers/1/bias, layers/1/kernel
-    want = [params["layers"][0]["bias"], params["layers"][0]["kernel"],
-            params["layers"][1]["bias"], params["layers"][1]["kernel"]]
+    want = [
+        params["layers"][0]["bias"],
+        params["layers"][0]["kernel"],
+        params["layers"][1]["bias"],
+        params["layers"][1]["kernel"],
+    ]
     for i, array in enumerate(want):
         np.testing.assert_array_equal(reader.get_tensor(f"params_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE"), array)
 
@@ -88,17 +105,24 @@ def test_params_are_checkpoint_variables(mlp_export):
 def test_weights_are_not_in_the_graph(tmp_path):
     """4 MiB of params: saved_model.pb stays tiny, variables/ holds them."""
     export_dir = tmp_path / "wide"
-    export("model=jax", "model.build._target_=tests.jax_models.wide", "+model.build.width=512",
-           "+model.build.layers=4", f"export_dir={export_dir}", "pipeline.stages.verify=null",
-           "+signatures.serving_default={inputs: {x: {shape: [null, 512], dtype: float32}}}")
+    export(
+        "model=jax",
+        "model.build._target_=tests.jax_models.wide",
+        "+model.build.width=512",
+        "+model.build.layers=4",
+        f"export_dir={export_dir}",
+        "pipeline.stages.verify=null",
+        "+signatures.serving_default={inputs: {x: {shape: [null, 512], dtype: float32}}}",
+    )
     pb = (export_dir / "saved_model.pb").stat().st_size
     variables = sum(p.stat().st_size for p in (export_dir / "variables").iterdir())
     assert variables >= 4 * 512 * 512 * 4
     assert pb < 100_000 and pb * 40 < variables, (pb, variables)
     apply_fn, params = jax_models.wide(width=512, layers=4)
     inputs = random_inputs({"x": (512,)}, 3)
-    np.testing.assert_allclose(serve(export_dir, inputs)["y"], jax_outputs(apply_fn, params, inputs["x"])["y"],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        serve(export_dir, inputs)["y"], jax_outputs(apply_fn, params, inputs["x"])["y"], atol=1e-5
+    )
 
 
 def test_two_inputs_share_one_batch_symbol(tmp_path):
@@ -111,8 +135,13 @@ def test_two_inputs_share_one_batch_symbol(tmp_path):
     assert polymorphic_shape("x", tf.TensorShape([4, 5])) is None
     export_dir = tmp_path / "two"
     # apply_fn concatenates image and meta: it lowers only if both have the same batch symbol
-    export("model=jax", "model.build._target_=tests.jax_models.two_inputs", TWO_SIG,
-           f"export_dir={export_dir}", "verify.batch_sizes=[2]")
+    export(
+        "model=jax",
+        "model.build._target_=tests.jax_models.two_inputs",
+        TWO_SIG,
+        f"export_dir={export_dir}",
+        "verify.batch_sizes=[2]",
+    )
     apply_fn, params = jax_models.two_inputs()
     inputs = random_inputs({"image": (5,), "meta": (3,)}, 4)
     got = serve(export_dir, inputs)
@@ -125,9 +154,14 @@ def test_two_inputs_share_one_batch_symbol(tmp_path):
         serve(export_dir, {"image": inputs["image"], "meta": inputs["meta"][:3]})
     # with a symbol per input (the polymorphic_shapes override) the same function cannot lower
     with pytest.raises(Exception, match=r"(?i)concatenate"):
-        export("model=jax", "model.build._target_=tests.jax_models.two_inputs", TWO_SIG,
-               f"export_dir={tmp_path / 'apart'}", "pipeline.stages.verify=null",
-               "pipeline.stages.jax2tf.polymorphic_shapes={image: '(b1, 5)', meta: '(b2, 3)'}")
+        export(
+            "model=jax",
+            "model.build._target_=tests.jax_models.two_inputs",
+            TWO_SIG,
+            f"export_dir={tmp_path / 'apart'}",
+            "pipeline.stages.verify=null",
+            "pipeline.stages.jax2tf.polymorphic_shapes={image: '(b1, 5)', meta: '(b2, 3)'}",
+        )
 
 
 def test_params_from_npz(tmp_path):
@@ -138,8 +172,14 @@ def test_params_from_npz(tmp_path):
     save_params(path, trained)
     export_dir = tmp_path / "npz"
     # mlp_template has only shapes and dtypes: every value must come from the file
-    export("model=jax", "model.build._target_=tests.jax_models.mlp_template", f"model.params_path={path}",
-           MLP_SIG, f"export_dir={export_dir}", "verify.batch_sizes=[3]")
+    export(
+        "model=jax",
+        "model.build._target_=tests.jax_models.mlp_template",
+        f"model.params_path={path}",
+        MLP_SIG,
+        f"export_dir={export_dir}",
+        "verify.batch_sizes=[3]",
+    )
     inputs = random_inputs({"x": (6,)}, 3)
     got = serve(export_dir, inputs)["output_0"]
     np.testing.assert_allclose(got, jax_outputs(apply_fn, trained, inputs["x"])["output_0"], atol=1e-5)
@@ -160,25 +200,43 @@ def test_params_from_an_orbax_checkpoint(tmp_path):
     checkpointer.save(checkpoint, jax.tree_util.tree_map(jnp.asarray, trained))  # as training leaves them
     checkpointer.wait_until_finished()
     export_dir = tmp_path / "orbax"
-    result = export("model=jax", "model.build._target_=tests.jax_models.mlp_template",
-                    f"model.params_path={checkpoint}", MLP_SIG, f"export_dir={export_dir}", "verify.batch_sizes=[2]")
+    result = export(
+        "model=jax",
+        "model.build._target_=tests.jax_models.mlp_template",
+        f"model.params_path={checkpoint}",
+        MLP_SIG,
+        f"export_dir={export_dir}",
+        "verify.batch_sizes=[2]",
+    )
     # the manifest pins the checkpoint directory's contents, as it pins a .npz file's
     from exportkit.artifact import manifest
 
     recorded = result.manifest["inputs"]["model.params_path"]["sha256"]
     assert recorded == manifest.sha256(checkpoint)
     inputs = random_inputs({"x": (6,)}, 2)
-    np.testing.assert_allclose(serve(export_dir, inputs)["output_0"],
-                               jax_outputs(apply_fn, trained, inputs["x"])["output_0"], atol=1e-5)
+    np.testing.assert_allclose(
+        serve(export_dir, inputs)["output_0"], jax_outputs(apply_fn, trained, inputs["x"])["output_0"], atol=1e-5
+    )
     (checkpoint / "tampered").write_text("x")
     assert manifest.sha256(checkpoint) != recorded
     # Orbax would restore a (16, 2) kernel into a (8, 2) request without a word: exportkit says so
     with pytest.raises(ModelSourceError, match=r"'layers/0/bias' is float32\[16\] in the file but float32\[8\]"):
-        export("model=jax", "model.build._target_=tests.jax_models.mlp_template", "+model.build.units=8",
-               f"model.params_path={checkpoint}", MLP_SIG, f"export_dir={tmp_path / 'bad'}")
+        export(
+            "model=jax",
+            "model.build._target_=tests.jax_models.mlp_template",
+            "+model.build.units=8",
+            f"model.params_path={checkpoint}",
+            MLP_SIG,
+            f"export_dir={tmp_path / 'bad'}",
+        )
     with pytest.raises(ModelSourceError, match="not an Orbax checkpoint directory"):
-        export("model=jax", "model.build._target_=tests.jax_models.mlp_template", f"model.params_path={tmp_path}",
-               MLP_SIG, f"export_dir={tmp_path / 'bad'}")
+        export(
+            "model=jax",
+            "model.build._target_=tests.jax_models.mlp_template",
+            f"model.params_path={tmp_path}",
+            MLP_SIG,
+            f"export_dir={tmp_path / 'bad'}",
+        )
 
 
 def test_npz_that_does_not_match_the_params_is_named(tmp_path):
@@ -188,18 +246,39 @@ def test_npz_that_does_not_match_the_params_is_named(tmp_path):
     missing = tmp_path / "missing.npz"
     np.savez(missing, **{"layers/0/kernel": params["layers"][0]["kernel"], "extra": np.zeros(1)})
     with pytest.raises(ModelSourceError, match=r"missing \['layers/0/bias'.*unexpected \['extra'\]"):
-        export("model=jax", "model.build._target_=tests.jax_models.mlp", f"model.params_path={missing}",
-               MLP_SIG, f"export_dir={tmp_path / 'a'}")
+        export(
+            "model=jax",
+            "model.build._target_=tests.jax_models.mlp",
+            f"model.params_path={missing}",
+            MLP_SIG,
+            f"export_dir={tmp_path / 'a'}",
+        )
     wrong = tmp_path / "wrong.npz"
-    arrays = {"layers/0/kernel": np.zeros((6, 5), "float32"), "layers/0/bias": np.zeros(16, "float32"),
-              "layers/1/kernel": np.zeros((16, 2), "float32"), "layers/1/bias": np.zeros(2, "float32")}
+    arrays = {
+        "layers/0/kernel": np.zeros((6, 5), "float32"),
+        "layers/0/bias": np.zeros(16, "float32"),
+        "layers/1/kernel": np.zeros((16, 2), "float32"),
+        "layers/1/bias": np.zeros(2, "float32"),
+    }
     np.savez(wrong, **arrays)
-    with pytest.raises(ModelSourceError, match=r"'layers/0/kernel' is float32\[6, 5\] in the file but float32\[6, 16\]"):
-        export("model=jax", "model.build._target_=tests.jax_models.mlp", f"model.params_path={wrong}",
-               MLP_SIG, f"export_dir={tmp_path / 'b'}")
+    with pytest.raises(
+        ModelSourceError, match=r"'layers/0/kernel' is float32\[6, 5\] in the file but float32\[6, 16\]"
+    ):
+        export(
+            "model=jax",
+            "model.build._target_=tests.jax_models.mlp",
+            f"model.params_path={wrong}",
+            MLP_SIG,
+            f"export_dir={tmp_path / 'b'}",
+        )
     with pytest.raises(ConfigError, match=r"expected a \.npz file"):
-        export("model=jax", "model.build._target_=tests.jax_models.mlp", "model.params_path=params.msgpack",
-               MLP_SIG, f"export_dir={tmp_path / 'c'}")
+        export(
+            "model=jax",
+            "model.build._target_=tests.jax_models.mlp",
+            "model.params_path=params.msgpack",
+            MLP_SIG,
+            f"export_dir={tmp_path / 'c'}",
+        )
     assert not leftovers(tmp_path / "a") and not leftovers(tmp_path / "b")
 
 
@@ -210,9 +289,15 @@ def test_flax_example_through_the_cli(tmp_path):
     finally:
         sys.path.remove(str(ROOT / "examples"))
     export_dir = tmp_path / "flax"
-    run_cli("model=jax", "model.build._target_=flax_mlp.build",
-            "+signatures.serving_default={inputs: {features: {shape: [null, 8], dtype: float32}}}",
-            f"export_dir={export_dir}", "verify.batch_sizes=[1,5]", cwd=tmp_path, check=True)
+    run_cli(
+        "model=jax",
+        "model.build._target_=flax_mlp.build",
+        "+signatures.serving_default={inputs: {features: {shape: [null, 8], dtype: float32}}}",
+        f"export_dir={export_dir}",
+        "verify.batch_sizes=[1,5]",
+        cwd=tmp_path,
+        check=True,
+    )
     apply_fn, variables = flax_mlp.build()
     for batch in (1, 5):
         inputs = random_inputs({"features": (8,)}, batch, seed=batch)
@@ -243,14 +328,31 @@ def test_model_jax_alone_selects_the_jax_pipeline(tmp_path):
     assert "jax2tf" not in compose("model=keras", "export_dir=/tmp/x").pipeline.stages
     # an explicit pipeline=keras wins over model=jax's choice, and says what is missing
     with pytest.raises(ConfigError, match="needs the jax2tf stage"):
-        export("model=jax", "pipeline=keras", "model.build._target_=tests.jax_models.mlp", MLP_SIG,
-               f"export_dir={tmp_path / 'm'}")
-    with pytest.raises(ConfigError, match=r"jax2tf converts JAX models, but model._target_=exportkit.keras.source.KerasFactory gives a Sequential; use .*pipeline=keras"):
-        export("model=keras", "pipeline=jax", "model.build._target_=tests.models.sequential",
-               f"export_dir={tmp_path / 'k'}")
+        export(
+            "model=jax",
+            "pipeline=keras",
+            "model.build._target_=tests.jax_models.mlp",
+            MLP_SIG,
+            f"export_dir={tmp_path / 'm'}",
+        )
+    with pytest.raises(
+        ConfigError,
+        match=r"jax2tf converts JAX models, but model._target_=exportkit.keras.source.KerasFactory gives a Sequential; use .*pipeline=keras",
+    ):
+        export(
+            "model=keras",
+            "pipeline=jax",
+            "model.build._target_=tests.models.sequential",
+            f"export_dir={tmp_path / 'k'}",
+        )
     with pytest.raises(ConfigError, match=r"polymorphic_shapes names \['y'\].*inputs are \['x'\]"):
-        export("model=jax", "model.build._target_=tests.jax_models.mlp", MLP_SIG, f"export_dir={tmp_path / 'y'}",
-               "pipeline.stages.jax2tf.polymorphic_shapes={y: '(batch, 6)'}")
+        export(
+            "model=jax",
+            "model.build._target_=tests.jax_models.mlp",
+            MLP_SIG,
+            f"export_dir={tmp_path / 'y'}",
+            "pipeline.stages.jax2tf.polymorphic_shapes={y: '(batch, 6)'}",
+        )
     assert not any(leftovers(tmp_path / d) for d in "mky")
 
 
@@ -258,14 +360,14 @@ def test_factory_that_returns_no_pair_is_named(tmp_path):
     from exportkit.errors import ModelSourceError
 
     with pytest.raises(ModelSourceError, match=r"tests.jax_models.not_a_pair.*returns \(apply_fn, params\)"):
-        export("model=jax", "model.build._target_=tests.jax_models.not_a_pair", MLP_SIG,
-               f"export_dir={tmp_path / 'm'}")
+        export("model=jax", "model.build._target_=tests.jax_models.not_a_pair", MLP_SIG, f"export_dir={tmp_path / 'm'}")
 
 
 def test_gpu_target_lowers_for_cpu_and_cuda(tmp_path):
     export_dir = tmp_path / "gpu"
-    result = export("model=jax", "model.build._target_=tests.jax_models.mlp", MLP_SIG, "target=gpu",
-                    f"export_dir={export_dir}")
+    result = export(
+        "model=jax", "model.build._target_=tests.jax_models.mlp", MLP_SIG, "target=gpu", f"export_dir={export_dir}"
+    )
     assert xla_call_modules(export_dir) == [(10, ["CPU", "CUDA"])]
     verify = [r for r in result.records if r.name == "verify"][0]
     import tensorflow as tf
@@ -279,20 +381,32 @@ def test_gpu_target_lowers_for_cpu_and_cuda(tmp_path):
     # the multi-platform module still runs here, on the CPU
     apply_fn, params = jax_models.mlp()
     inputs = random_inputs({"x": (6,)}, 2)
-    np.testing.assert_allclose(serve(export_dir, inputs)["output_0"],
-                               jax_outputs(apply_fn, params, inputs["x"])["output_0"], atol=1e-5)
+    np.testing.assert_allclose(
+        serve(export_dir, inputs)["output_0"], jax_outputs(apply_fn, params, inputs["x"])["output_0"], atol=1e-5
+    )
 
 
 def test_platforms_list_and_bad_platform(tmp_path):
     from exportkit.errors import ConfigError
 
     export_dir = tmp_path / "tpu"
-    export("model=jax", "model.build._target_=tests.jax_models.mlp", MLP_SIG, "target.platforms=[tpu,cpu]",
-           f"export_dir={export_dir}", "pipeline.stages.verify=null")
+    export(
+        "model=jax",
+        "model.build._target_=tests.jax_models.mlp",
+        MLP_SIG,
+        "target.platforms=[tpu,cpu]",
+        f"export_dir={export_dir}",
+        "pipeline.stages.verify=null",
+    )
     assert xla_call_modules(export_dir) == [(10, ["TPU", "CPU"])]
     with pytest.raises(ConfigError, match=r"target.platforms=\['gpu'\].*'gpu' is spelt 'cuda'"):
-        export("model=jax", "model.build._target_=tests.jax_models.mlp", MLP_SIG, "target.platforms=[gpu]",
-               f"export_dir={tmp_path / 'bad'}")
+        export(
+            "model=jax",
+            "model.build._target_=tests.jax_models.mlp",
+            MLP_SIG,
+            "target.platforms=[gpu]",
+            f"export_dir={tmp_path / 'bad'}",
+        )
 
 
 @pytest.mark.parametrize("with_gradient", [True, False])
@@ -301,8 +415,14 @@ def test_with_gradient(tmp_path, with_gradient):
     import tensorflow as tf
 
     export_dir = tmp_path / "grad"
-    export("model=jax", "model.build._target_=tests.jax_models.mlp", MLP_SIG, f"export_dir={export_dir}",
-           f"pipeline.stages.jax2tf.with_gradient={str(with_gradient).lower()}", "pipeline.stages.verify=null")
+    export(
+        "model=jax",
+        "model.build._target_=tests.jax_models.mlp",
+        MLP_SIG,
+        f"export_dir={export_dir}",
+        f"pipeline.stages.jax2tf.with_gradient={str(with_gradient).lower()}",
+        "pipeline.stages.verify=null",
+    )
     loaded = tf.saved_model.load(str(export_dir))  # keeps the variables alive
     signature = loaded.signatures["serving_default"]
     x = tf.constant(random_inputs({"x": (6,)}, 3)["x"])
@@ -323,15 +443,20 @@ def test_with_gradient(tmp_path, with_gradient):
 
 
 def test_version_guard_fails_naming_both_versions(tmp_path, monkeypatch):
-    from exportkit.jax import versions as jax_versions
     from exportkit.errors import ConversionError
+    from exportkit.jax import versions as jax_versions
 
     monkeypatch.setattr(jax_versions, "tf_maximum_version", lambda: 8)  # an older TF than JAX can target
     with pytest.raises(ConversionError) as error:
         export("model=jax", "model.build._target_=tests.jax_models.mlp", MLP_SIG, f"export_dir={tmp_path / 'm'}")
     message = str(error.value)
-    for part in ("calling convention version 10", "emit versions 9 to 10", "supports versions up to 8",
-                 "upgrade tensorflow", "install a jax and jaxlib old enough to emit version 8"):
+    for part in (
+        "calling convention version 10",
+        "emit versions 9 to 10",
+        "supports versions up to 8",
+        "upgrade tensorflow",
+        "install a jax and jaxlib old enough to emit version 8",
+    ):
         assert part in message, message
     assert not leftovers(tmp_path / "m")
 
@@ -341,8 +466,13 @@ def test_version_guard_picks_a_version_this_tensorflow_runs(tmp_path, monkeypatc
 
     monkeypatch.setattr(jax_versions, "tf_maximum_version", lambda: 9)  # JAX defaults to 10
     export_dir = tmp_path / "v9"
-    result = export("model=jax", "model.build._target_=tests.jax_models.mlp", MLP_SIG,
-                    f"export_dir={export_dir}", "verify.batch_sizes=[2]")
+    result = export(
+        "model=jax",
+        "model.build._target_=tests.jax_models.mlp",
+        MLP_SIG,
+        f"export_dir={export_dir}",
+        "verify.batch_sizes=[2]",
+    )
     assert xla_call_modules(export_dir) == [(9, ["CPU"])]
     assert result.context.extra["jax2tf"]["calling_convention_version"] == 9
     assert {r.name: r.status for r in result.records}["verify"] == "ok"
@@ -354,8 +484,14 @@ def test_version_guard_picks_a_version_this_tensorflow_runs(tmp_path, monkeypatc
 
 def test_sweep_mixes_keras_and_jax(tmp_path):
     sweep = tmp_path / "sweep"
-    run_cli("-m", "+experiment=keras_mlp,jax_mlp", f"hydra.sweep.dir={sweep}", "verify.batch_sizes=[2]",
-            cwd=tmp_path, check=True)
+    run_cli(
+        "-m",
+        "+experiment=keras_mlp,jax_mlp",
+        f"hydra.sweep.dir={sweep}",
+        "verify.batch_sizes=[2]",
+        cwd=tmp_path,
+        check=True,
+    )
     from exportkit.artifact import manifest
 
     kinds = {}
@@ -373,8 +509,11 @@ def test_sweep_mixes_keras_and_jax(tmp_path):
     from exportkit.example_jax_model import build_example_jax_model
 
     apply_fn, params = build_example_jax_model()
-    np.testing.assert_allclose(serve(kinds["jax"], inputs)["probabilities"],
-                               jax_outputs(apply_fn, params, inputs["features"])["probabilities"], atol=1e-6)
+    np.testing.assert_allclose(
+        serve(kinds["jax"], inputs)["probabilities"],
+        jax_outputs(apply_fn, params, inputs["features"])["probabilities"],
+        atol=1e-6,
+    )
     assert list(manifest.read(kinds["jax"])["config"]["pipeline"]["stages"])[1] == "jax2tf"
     assert "jax2tf" not in manifest.read(kinds["keras"])["config"]["pipeline"]["stages"]
 
@@ -397,8 +536,9 @@ def test_variables_adopt_aligned_buffers_and_copy_the_rest():
     copied = to_variable(misaligned, trainable=False, name="misaligned")
     misaligned[0, 0] = 5.0
     assert copied.numpy()[0, 0] == 1.0
-    np.testing.assert_array_equal(to_variable(jnp.arange(6.0).reshape(2, 3), False, "j").numpy(),
-                                  np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(
+        to_variable(jnp.arange(6.0).reshape(2, 3), False, "j").numpy(), np.arange(6.0).reshape(2, 3)
+    )
     import ml_dtypes  # bfloat16: NumPy's DLPack cannot carry it, the plain copy still works
 
     bf16 = np.arange(4, dtype=ml_dtypes.bfloat16)
@@ -408,25 +548,39 @@ def test_variables_adopt_aligned_buffers_and_copy_the_rest():
 def test_misaligned_numpy_params_are_written_from_their_own_buffers_with_the_same_bytes(tmp_path):
     """Unverified, params TensorFlow cannot adopt give variables without values, the checkpoint
     written straight from the arrays (no copy): the export is byte for byte the verified one."""
-    import exportkit
     import tensorflow as tf
+
+    import exportkit
     from bench.jax_models import wide
 
     apply_fn, params = wide(width=64, layers=3)
     spec = [tf.TensorSpec([None, 64], tf.float32, name="x")]
     sources = [jax_models.misaligned(p) for p in params]
-    verified = exportkit.export_saved_model((apply_fn, sources), tmp_path / "verified", verbose=False,
-                                            input_signature=spec)
-    written = exportkit.export_saved_model((apply_fn, sources), tmp_path / "unverified", verbose=False,
-                                           input_signature=spec, overrides=["pipeline.stages.verify=null"])
+    verified = exportkit.export_saved_model(
+        (apply_fn, sources), tmp_path / "verified", verbose=False, input_signature=spec
+    )
+    written = exportkit.export_saved_model(
+        (apply_fn, sources),
+        tmp_path / "unverified",
+        verbose=False,
+        input_signature=spec,
+        overrides=["pipeline.stages.verify=null"],
+    )
     # verified: one aligned copy, which the JAX reference verify runs shares with the variables
     assert verified.context.unfilled == [] and [r.status for r in verified.records] == ["ok"] * 6
     assert [array is source for (_, array), source in zip(written.context.unfilled, sources)] == [True] * 3
     assert all(not v.is_initialized() for v in written.context.variables["params"])
-    files = sorted(p.relative_to(tmp_path / "unverified") for p in (tmp_path / "unverified").rglob("*")
-                   if p.is_file() and p.parent.name != "assets.extra")  # verify's files, the manifest
-    assert {str(f) for f in files} >= {"saved_model.pb", "fingerprint.pb", "variables/variables.index",
-                                       "variables/variables.data-00000-of-00001"}
+    files = sorted(
+        p.relative_to(tmp_path / "unverified")
+        for p in (tmp_path / "unverified").rglob("*")
+        if p.is_file() and p.parent.name != "assets.extra"
+    )  # verify's files, the manifest
+    assert {str(f) for f in files} >= {
+        "saved_model.pb",
+        "fingerprint.pb",
+        "variables/variables.index",
+        "variables/variables.data-00000-of-00001",
+    }
     for name in files:
         assert (tmp_path / "verified" / name).read_bytes() == (tmp_path / "unverified" / name).read_bytes(), name
 
@@ -443,25 +597,37 @@ class HalveParams:
 
 
 def test_a_user_stage_reading_the_variables_gets_their_values_and_its_changes_are_exported(tmp_path):
-    import exportkit
     import tensorflow as tf
+
+    import exportkit
     from bench.jax_models import wide
 
     apply_fn, params = wide(width=64, layers=3)
     sources = [jax_models.misaligned(p) for p in params]
     spec = [tf.TensorSpec([None, 64], tf.float32, name="x")]
-    plain = exportkit.export_saved_model((apply_fn, sources), tmp_path / "plain", verbose=False, input_signature=spec,
-                                         overrides=["pipeline.stages.verify=null"])
+    plain = exportkit.export_saved_model(
+        (apply_fn, sources),
+        tmp_path / "plain",
+        verbose=False,
+        input_signature=spec,
+        overrides=["pipeline.stages.verify=null"],
+    )
     assert len(plain.context.unfilled) == 3  # no stage read them
     # halve runs after trace and before the checkpoint: stages run in config order, and + appends
-    halved = exportkit.export_saved_model((apply_fn, sources), tmp_path / "halved", verbose=False, input_signature=spec,
-                                          overrides=["pipeline.stages.verify=null", "~pipeline.stages.write_checkpoint",
-                                                     "~pipeline.stages.write_graphs",
-                                                     "+pipeline.stages.halve={_target_: tests.test_jax.HalveParams}",
-                                                     "+pipeline.stages.checkpoint={_target_: exportkit.stages."
-                                                     "write_checkpoint.WriteCheckpoint}",
-                                                     "+pipeline.stages.graphs={_target_: exportkit.stages."
-                                                     "write_graphs.WriteGraphs}"])
+    halved = exportkit.export_saved_model(
+        (apply_fn, sources),
+        tmp_path / "halved",
+        verbose=False,
+        input_signature=spec,
+        overrides=[
+            "pipeline.stages.verify=null",
+            "~pipeline.stages.write_checkpoint",
+            "~pipeline.stages.write_graphs",
+            "+pipeline.stages.halve={_target_: tests.test_jax.HalveParams}",
+            "+pipeline.stages.checkpoint={_target_: exportkit.stages.write_checkpoint.WriteCheckpoint}",
+            "+pipeline.stages.graphs={_target_: exportkit.stages.write_graphs.WriteGraphs}",
+        ],
+    )
     assert [r.name for r in halved.records] == ["build", "jax2tf", "trace", "halve", "checkpoint", "graphs"]
     assert halved.context.unfilled == []
     for name in ("plain", "halved"):
@@ -480,8 +646,11 @@ def test_npz_members_are_read_into_aligned_buffers(tmp_path):
 
     from exportkit.jax.host_buffers import read_npz_member
 
-    arrays = {"a/b": np.arange(12, dtype="float32").reshape(3, 4), "c": np.arange(5, dtype="int64"),
-              "f": np.asfortranarray(np.ones((2, 3)))}
+    arrays = {
+        "a/b": np.arange(12, dtype="float32").reshape(3, 4),
+        "c": np.arange(5, dtype="int64"),
+        "f": np.asfortranarray(np.ones((2, 3))),
+    }
     for save in (np.savez, np.savez_compressed):
         path = tmp_path / f"{save.__name__}.npz"
         save(path, **arrays)
@@ -498,8 +667,14 @@ def test_verify_compares_with_the_jax_function(tmp_path):
 
     export_dir = tmp_path / "tampered"
     with pytest.raises(VerificationError, match=r"serving_default/output_0 at batch 1: max abs error"):
-        export("model=jax", "model.build._target_=tests.jax_models.mlp", MLP_SIG, f"export_dir={export_dir}",
-               "+pipeline.stages.tamper={_target_: tests.jax_models.TamperParams}",
-               # verify moved after tamper: stages run in config order, and + appends
-               "~pipeline.stages.verify", "+pipeline.stages.verify2={_target_: exportkit.stages.verify.Verify}")
+        export(
+            "model=jax",
+            "model.build._target_=tests.jax_models.mlp",
+            MLP_SIG,
+            f"export_dir={export_dir}",
+            "+pipeline.stages.tamper={_target_: tests.jax_models.TamperParams}",
+            # verify moved after tamper: stages run in config order, and + appends
+            "~pipeline.stages.verify",
+            "+pipeline.stages.verify2={_target_: exportkit.stages.verify.Verify}",
+        )
     assert not leftovers(export_dir)

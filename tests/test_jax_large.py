@@ -1,5 +1,6 @@
 """A JAX model with more than 2 GiB of params exports and verifies within about 1.3x of the
 params' bytes. Slow (about a minute, 2.25 GiB written twice): run with `make test-slow`."""
+
 import json
 import os
 import subprocess
@@ -13,9 +14,13 @@ from tests.conftest import ROOT
 @pytest.mark.slow
 def test_params_over_2_gib_export_verify_and_stay_out_of_the_graph(tmp_path):
     figures_path = tmp_path / "figures.json"
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_jax_large.py"), "--json", str(figures_path)],
-                          capture_output=True, text=True, timeout=1200,
-                          env=dict(os.environ, BENCH_TMP=str(tmp_path)))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_jax_large.py"), "--json", str(figures_path)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=dict(os.environ, BENCH_TMP=str(tmp_path)),
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = json.loads(figures_path.read_text())
     assert figures["param_gib"] > 2.0

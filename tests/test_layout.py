@@ -1,14 +1,34 @@
 """The package's layout holds: no import circles (at any depth, function-level imports too), and
 generic modules import neither Keras nor JAX at module level."""
+
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "exportkit"
-GENERIC = ("exportkit.context", "exportkit.pipeline", "exportkit.schema", "exportkit.signatures",
-           "exportkit.composition", "exportkit.report", "exportkit.errors", "exportkit.imports",
-           "exportkit.cli", "exportkit.api", "exportkit.sources.base")
-FRAMEWORKS = ("keras", "jax", "jaxlib", "flax", "orbax", "tf_keras", "exportkit.keras", "exportkit.jax",
-              "exportkit.tf_keras")
+GENERIC = (
+    "exportkit.context",
+    "exportkit.pipeline",
+    "exportkit.schema",
+    "exportkit.signatures",
+    "exportkit.composition",
+    "exportkit.report",
+    "exportkit.errors",
+    "exportkit.imports",
+    "exportkit.cli",
+    "exportkit.api",
+    "exportkit.sources.base",
+)
+FRAMEWORKS = (
+    "keras",
+    "jax",
+    "jaxlib",
+    "flax",
+    "orbax",
+    "tf_keras",
+    "exportkit.keras",
+    "exportkit.jax",
+    "exportkit.tf_keras",
+)
 
 
 def modules():
@@ -38,8 +58,7 @@ def graph():
     for name, path in known.items():
         found = {i for i in imports(path, top_level_only=False) if i in known and i != name}
         submodule_parents = {i.rpartition(".")[0] for i in found}
-        edges[name] = sorted(i for i in found
-                             if not name.startswith(i + ".") and i not in submodule_parents)
+        edges[name] = sorted(i for i in found if not name.startswith(i + ".") and i not in submodule_parents)
     return edges
 
 
@@ -50,7 +69,7 @@ def test_no_import_circles():
         state[node] = "open"
         for child in edges[node]:
             if state.get(child) == "open":
-                cycles.append(stack[stack.index(child):] + [child])
+                cycles.append(stack[stack.index(child) :] + [child])
             elif child not in state:
                 visit(child, stack + [child])
         state[node] = "done"
@@ -65,6 +84,9 @@ def test_no_import_circles():
 def test_generic_modules_import_no_framework_at_module_level():
     known = dict(modules())
     for name in GENERIC + tuple(n for n in known if n.startswith("exportkit.stages.")):
-        found = [i for i in imports(known[name], top_level_only=True)
-                 if any(i == f or i.startswith(f + ".") for f in FRAMEWORKS)]
+        found = [
+            i
+            for i in imports(known[name], top_level_only=True)
+            if any(i == f or i.startswith(f + ".") for f in FRAMEWORKS)
+        ]
         assert found == [], f"{name} imports {found} at module level"

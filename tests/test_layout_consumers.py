@@ -7,6 +7,7 @@ with tolerances relative to the outputs' scale. Where a consumer cannot read exp
 export, the same consumer runs on Keras' ``model.export()`` of the same model and must fail
 there too (a consumer limit, not ours).
 """
+
 import os
 import subprocess
 import sys
@@ -51,8 +52,10 @@ class Case:
         rng = np.random.default_rng(9)
         if self.name == "seq":
             return {"out_target": rng.standard_normal((3, 2)).astype("float32")}
-        return {"score_target": rng.standard_normal((3, 1)).astype("float32"),
-                "label_target": np.eye(4, dtype="float32")[rng.integers(0, 4, 3)]}
+        return {
+            "score_target": rng.standard_normal((3, 1)).astype("float32"),
+            "label_target": np.eye(4, dtype="float32")[rng.integers(0, 4, 3)],
+        }
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +89,11 @@ def tags_by_file(export_dir):
 
 def test_default_layout_serve_alone_and_one_shared_checkpoint(cases):
     path = cases["multi"].path
-    assert tags_by_file(path) == {"saved_model.pb": [["serve"]], "graphs/train/saved_model.pb": [["train"]],
-                                  "graphs/eval/saved_model.pb": [["eval"]]}
+    assert tags_by_file(path) == {
+        "saved_model.pb": [["serve"]],
+        "graphs/train/saved_model.pb": [["train"]],
+        "graphs/eval/saved_model.pb": [["eval"]],
+    }
     for tag in ("train", "eval"):
         nested = path / "graphs" / tag
         assert files.graph_dir(path, tag) == nested
@@ -98,8 +104,10 @@ def test_default_layout_serve_alone_and_one_shared_checkpoint(cases):
     assert files.graph_dir(path, "serve") == path
     # one checkpoint on disk: no file is stored twice, and the manifest hashes each once
     on_disk = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
-    assert [p for p in on_disk if p.startswith("variables/")] == ["variables/variables.data-00000-of-00001",
-                                                                 "variables/variables.index"]
+    assert [p for p in on_disk if p.startswith("variables/")] == [
+        "variables/variables.data-00000-of-00001",
+        "variables/variables.index",
+    ]
     recorded = manifest.read(path)["files"]
     assert sorted(recorded) == [p for p in on_disk if p != manifest.MANIFEST.as_posix()]
     assert recorded == manifest.file_hashes(path)
@@ -115,8 +123,9 @@ def test_tf2_load_without_tags_and_with_serve(cases, name):
         positional = [case.inputs, list(case.inputs.values())] if name == "multi" else [case.inputs["x"], case.inputs]
         for given in positional:
             out = loaded.serve(given)
-            close_all({k: v.numpy() for k, v in out.items()} if isinstance(out, dict) else {"out": out.numpy()},
-                      case.want)
+            close_all(
+                {k: v.numpy() for k, v in out.items()} if isinstance(out, dict) else {"out": out.numpy()}, case.want
+            )
 
 
 @pytest.mark.parametrize("name", list(FACTORIES))
@@ -132,8 +141,9 @@ def test_tfsm_layer_default_endpoint(cases, name):
     inputs = {k: keras.Input(shape, name=k) for k, shape in INPUTS[name].items()}
     wrapper = keras.Model(inputs, layer(inputs if name == "multi" else inputs["x"]))
     got = wrapper(case.inputs)
-    close_all({k: np.asarray(v) for k, v in got.items()} if isinstance(got, dict) else {"out": np.asarray(got)},
-              case.want)
+    close_all(
+        {k: np.asarray(v) for k, v in got.items()} if isinstance(got, dict) else {"out": np.asarray(got)}, case.want
+    )
     # the layer's weights are the export's
     assert len(layer.weights) == len(case.model.weights)
 
@@ -170,9 +180,13 @@ def test_tf2onnx_and_onnxruntime(cases, name, tmp_path):
 
     case = cases[name]
     onnx_file = tmp_path / "model.onnx"
-    done = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(case.path),
-                           "--output", str(onnx_file)], capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    done = subprocess.run(
+        [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(case.path), "--output", str(onnx_file)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     assert sorted(i.name for i in session.get_inputs()) == sorted(case.inputs)
@@ -189,8 +203,12 @@ def test_tf1_session_loader_trains_with_the_train_graph(cases, name):
     case = cases[name]
     targets = case.targets()
     y = {k[: -len("_target")]: v for k, v in targets.items()}
-    want_loss = case.model.evaluate(case.inputs if name == "multi" else case.inputs["x"],
-                                   y if name == "multi" else y["out"], verbose=0, return_dict=True)["loss"]
+    want_loss = case.model.evaluate(
+        case.inputs if name == "multi" else case.inputs["x"],
+        y if name == "multi" else y["out"],
+        verbose=0,
+        return_dict=True,
+    )["loss"]
     with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
         meta = tf.compat.v1.saved_model.load(sess, ["train"], str(files.graph_dir(case.path, "train")))
         sig = meta.signature_def["train"]
@@ -198,7 +216,7 @@ def test_tf1_session_loader_trains_with_the_train_graph(cases, name):
         fetch = {k: t.name for k, t in sig.outputs.items()}
         steps = [sess.run(fetch, feed) for _ in range(3)]
     close(steps[0]["loss"], want_loss)
-    close_all({k[len("predictions/"):]: v for k, v in steps[0].items() if k.startswith("predictions/")}, case.want)
+    close_all({k[len("predictions/") :]: v for k, v in steps[0].items() if k.startswith("predictions/")}, case.want)
     losses = [float(s["loss"]) for s in steps]
     assert losses[2] < losses[1] < losses[0]
 
@@ -226,14 +244,14 @@ def test_layout_tf1_trains_from_the_root_and_tf2_needs_its_tags(tmp_path):
     with pytest.raises(ValueError, match="tags"):  # TF 1.14's layout: the object-graph loader refuses it
         tf.saved_model.load(str(path))
     x = random_inputs({"x": (6,)}, 2)["x"]
-    close(tf.saved_model.load(str(path), tags=["serve"]).signatures["serving_default"](x=x)["out"],
-          model(x).numpy())
+    close(tf.saved_model.load(str(path), tags=["serve"]).signatures["serving_default"](x=x)["out"], model(x).numpy())
 
 
 def test_unknown_layout_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"layout='flat'.*layout=serving.*layout=tf1"):
-        export("model=keras", "model.build._target_=tests.models.sequential", f"export_dir={tmp_path / 'm'}",
-               "layout=flat")
+        export(
+            "model=keras", "model.build._target_=tests.models.sequential", f"export_dir={tmp_path / 'm'}", "layout=flat"
+        )
 
 
 def test_layout_experiments_compose():

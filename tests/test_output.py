@@ -1,5 +1,6 @@
 """What an export contains and how the runner treats stages: manifest, overwrite, text protos,
 targets, disabled and user stages."""
+
 import hashlib
 import json
 
@@ -18,8 +19,7 @@ def test_manifest_records_config_versions_stages_files_fingerprint_verify(export
     assert set(manifest) >= {"config", "versions", "stages", "files", "fingerprint", "verify"}
     assert manifest["config"]["seed"] == 7 and manifest["config"]["export_dir"] == str(export_dir)
     assert {"exportkit", "python", "tensorflow", "keras"} <= set(manifest["versions"])
-    assert [s["name"] for s in manifest["stages"]] == ["build", "trace", "write_checkpoint",
-                                                       "write_graphs", "verify"]
+    assert [s["name"] for s in manifest["stages"]] == ["build", "trace", "write_checkpoint", "write_graphs", "verify"]
     on_disk = {p.relative_to(export_dir).as_posix() for p in export_dir.rglob("*") if p.is_file()}
     assert set(manifest["files"]) == on_disk - {"assets.extra/manifest.json"}
     for rel, digest in manifest["files"].items():
@@ -35,8 +35,7 @@ def test_manifest_records_config_versions_stages_files_fingerprint_verify(export
 
 def test_overwrite_replaces_the_old_export(export_dir):
     export(*KERAS, "+model.build.units=3", f"export_dir={export_dir}", "pipeline.stages.verify=null")
-    export(*KERAS, "+model.build.units=5", f"export_dir={export_dir}", "overwrite=true",
-           "pipeline.stages.verify=null")
+    export(*KERAS, "+model.build.units=5", f"export_dir={export_dir}", "overwrite=true", "pipeline.stages.verify=null")
     config = json.loads((export_dir / "assets.extra" / "manifest.json").read_text())["config"]
     assert config["model"]["build"]["units"] == 5
     assert leftovers(export_dir) == [export_dir]
@@ -67,22 +66,30 @@ def test_gpu_target_without_a_gpu_verifies_on_the_cpu_and_records_the_gpu_as_not
     for size in ("1", "3"):
         assert result.manifest["verify"]["serving_default"][size]["out"]["ok"] is True
     inputs = random_inputs({"x": (6,)}, 3)
-    np.testing.assert_allclose(serve(export_dir, inputs)["out"], result.context.model(inputs["x"]).numpy(),
-                               atol=1e-5)
+    np.testing.assert_allclose(serve(export_dir, inputs)["out"], result.context.model(inputs["x"]).numpy(), atol=1e-5)
 
 
 def test_user_stage_plugs_in_by_target_and_null_disables(export_dir):
-    result = export(*KERAS, f"export_dir={export_dir}", "pipeline.stages.verify=null",
-                    "+pipeline.stages.count={_target_: tests.stages.CountParams}")
+    result = export(
+        *KERAS,
+        f"export_dir={export_dir}",
+        "pipeline.stages.verify=null",
+        "+pipeline.stages.count={_target_: tests.stages.CountParams}",
+    )
     assert [r.name for r in result.records] == ["build", "trace", "write_checkpoint", "write_graphs", "count"]
     assert result.context.extra["params"] == result.context.model.count_params()
     assert json.loads((export_dir / "assets.extra" / "params.json").read_text()) == {
-        "params": result.context.model.count_params()}
+        "params": result.context.model.count_params()
+    }
 
 
 def test_optional_stage_failure_is_recorded_and_the_run_goes_on(export_dir):
-    result = export(*KERAS, f"export_dir={export_dir}", "pipeline.stages.verify=null",
-                    "+pipeline.stages.broken={_target_: tests.stages.Broken, required: false}")
+    result = export(
+        *KERAS,
+        f"export_dir={export_dir}",
+        "pipeline.stages.verify=null",
+        "+pipeline.stages.broken={_target_: tests.stages.Broken, required: false}",
+    )
     broken = result.records[-1]
     assert broken.status == "failed" and "broken on purpose" in broken.detail
     assert (export_dir / "saved_model.pb").exists()
@@ -101,10 +108,20 @@ def test_tight_tolerance_is_a_hard_failure(export_dir):
     import pytest
 
     with pytest.raises(VerificationError):
-        export("model=keras", "model.build._target_=tests.models.stochastic", f"export_dir={export_dir}",
-               "verify.atol=0.5", "verify.rtol=0")
-    export("model=keras", "model.build._target_=tests.models.stochastic", f"export_dir={export_dir}",
-           "verify.atol=100", "verify.rtol=0")
+        export(
+            "model=keras",
+            "model.build._target_=tests.models.stochastic",
+            f"export_dir={export_dir}",
+            "verify.atol=0.5",
+            "verify.rtol=0",
+        )
+    export(
+        "model=keras",
+        "model.build._target_=tests.models.stochastic",
+        f"export_dir={export_dir}",
+        "verify.atol=100",
+        "verify.rtol=0",
+    )
     assert (export_dir / "saved_model.pb").exists()
 
 

@@ -1,6 +1,7 @@
 """exportkit.artifact.publish: one writer per export_dir, a swap without a gap, kills at every step,
 full and read-only filesystems, dead runs' leftovers. Fake exports (a few small files) stand in for
 SavedModels, so nothing here imports TensorFlow; one test races two real CLI exports."""
+
 import concurrent.futures
 import errno
 import fcntl
@@ -18,13 +19,16 @@ import pytest
 from exportkit.artifact import renames
 from exportkit.artifact.leftovers import verify_temp_dir
 from exportkit.artifact.publish import export_slot
-from exportkit.errors import ExportDirBusyError, FilesystemError
-from exportkit.errors import ExportDirExistsError, ExportkitError
+from exportkit.errors import ExportDirBusyError, ExportDirExistsError, ExportkitError, FilesystemError
 from tests.conftest import ROOT, leftovers, run_cli
 
 OLD = {"saved_model.pb": "old graph", "variables/variables.index": "old index", "DONE": "old"}
-NEW = {"saved_model.pb": "new graph", "variables/variables.index": "new index",
-       "variables/variables.data-00000-of-00001": "new data", "DONE": "new"}
+NEW = {
+    "saved_model.pb": "new graph",
+    "variables/variables.index": "new index",
+    "variables/variables.data-00000-of-00001": "new data",
+    "DONE": "new",
+}
 NEXT = {"saved_model.pb": "next graph", "DONE": "next"}
 
 
@@ -41,8 +45,9 @@ def write_fake(work_dir: Path, files: dict) -> None:
 
 
 def contents(directory: Path) -> dict:
-    return {p.relative_to(directory).as_posix(): p.read_text()
-            for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(directory).as_posix(): p.read_text() for p in sorted(Path(directory).rglob("*")) if p.is_file()
+    }
 
 
 def state(export_dir: Path) -> str:
@@ -68,9 +73,13 @@ def put(export_dir: Path, files: dict, overwrite: bool = True) -> None:
 
 
 def snapshot(directory: Path) -> dict:
-    return {p.relative_to(directory).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file()
-                                                  else None, p.stat().st_mtime_ns)
-            for p in [Path(directory), *sorted(Path(directory).rglob("*"))]}
+    return {
+        p.relative_to(directory).as_posix(): (
+            hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None,
+            p.stat().st_mtime_ns,
+        )
+        for p in [Path(directory), *sorted(Path(directory).rglob("*"))]
+    }
 
 
 def dead_pid() -> int:
@@ -98,8 +107,16 @@ def test_exchange_is_available_here_and_through_the_raw_syscall(tmp_path):
     assert os.listdir(tmp_path) == []
     syscall = renames._load_renameat2(use_wrapper=False)
     (tmp_path / "a").mkdir(), (tmp_path / "a" / "in_a").touch(), (tmp_path / "b").mkdir()
-    assert syscall(renames.AT_FDCWD, os.fsencode(tmp_path / "a"), renames.AT_FDCWD,
-                   os.fsencode(tmp_path / "b"), renames.RENAME_EXCHANGE) == 0
+    assert (
+        syscall(
+            renames.AT_FDCWD,
+            os.fsencode(tmp_path / "a"),
+            renames.AT_FDCWD,
+            os.fsencode(tmp_path / "b"),
+            renames.RENAME_EXCHANGE,
+        )
+        == 0
+    )
     assert (tmp_path / "b" / "in_a").exists() and not (tmp_path / "a" / "in_a").exists()
 
 
@@ -163,9 +180,13 @@ except ExportkitError as error:
 
 def start_child(export_dir, overwrite, tag, sync, hold):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(export_dir), "1" if overwrite else "0", tag,
-                             str(sync), str(hold)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(export_dir), "1" if overwrite else "0", tag, str(sync), str(hold)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def child_files(tag):
@@ -190,8 +211,10 @@ def test_second_writer_fails_at_once_naming_the_owner_and_a_killed_owner_is_take
         with export_slot(export_dir, overwrite=True):
             pass
     assert time.monotonic() - started < 1
-    assert str(busy.value) == (f"export_dir {export_dir} is being written by another exportkit process "
-                               f"(pid {owner.pid}); wait for it to finish or choose another export_dir")
+    assert str(busy.value) == (
+        f"export_dir {export_dir} is being written by another exportkit process "
+        f"(pid {owner.pid}); wait for it to finish or choose another export_dir"
+    )
     assert busy.value.pid == owner.pid and isinstance(busy.value, ExportkitError)
     (sync / "release").touch()
     assert owner.wait(30) == 0, owner.stderr.read()
@@ -233,12 +256,13 @@ def test_two_processes_racing_to_publish(export_dir, tmp_path, overwrite):
         (sync / "go").touch()
         done = {tag: (p.wait(30), p.stderr.read()) for tag, p in racers.items()}
         winners = [tag for tag, (rc, _) in done.items() if rc == 0]
-        for tag, (rc, err) in done.items():
+        for rc, err in done.values():
             assert rc in (0, 1), err
             if rc == 1:
                 assert err.count("\n") == 1 and err.startswith("exportkit: error: ") and "Traceback" not in err
-                assert ("being written by another exportkit process" in err
-                        or (not overwrite and "already exists and is not empty" in err)), err
+                assert "being written by another exportkit process" in err or (
+                    not overwrite and "already exists and is not empty" in err
+                ), err
         if overwrite:
             assert winners and contents(export_dir) in [child_files(tag) for tag in winners]
         else:
@@ -278,8 +302,9 @@ print(seen, missing)
 def test_a_reader_polling_export_dir_never_finds_it_missing(export_dir, tmp_path):
     put(export_dir, OLD)
     stop = tmp_path / "stop"
-    poller = subprocess.Popen([sys.executable, "-c", POLLER, str(export_dir / "DONE"), str(stop)],
-                              stdout=subprocess.PIPE, text=True)
+    poller = subprocess.Popen(
+        [sys.executable, "-c", POLLER, str(export_dir / "DONE"), str(stop)], stdout=subprocess.PIPE, text=True
+    )
     wait_for(tmp_path / "stop.ready")
     for i in range(300):  # enough for the fallback's gap (rename aside, rename in) to be seen here
         put(export_dir, NEW if i % 2 else OLD)
@@ -290,8 +315,9 @@ def test_a_reader_polling_export_dir_never_finds_it_missing(export_dir, tmp_path
 
 # Fault injection: a child process counts every filesystem call publishing makes and dies
 # (os._exit, as SIGKILL would: no cleanup) just before call K, for every K.
-_COUNTED = [(os, name) for name in ("mkdir", "rmdir", "rename", "unlink", "chmod", "open", "write",
-                                    "ftruncate", "fsync")] + [(shutil, "rmtree"), (fcntl, "flock")]
+_COUNTED = [
+    (os, name) for name in ("mkdir", "rmdir", "rename", "unlink", "chmod", "open", "write", "ftruncate", "fsync")
+] + [(shutil, "rmtree"), (fcntl, "flock")]
 
 
 def _publish_killed_at(kill_at: int, export_dir: Path, count_file: Path, exchange: bool) -> int:
@@ -307,11 +333,14 @@ def _publish_killed_at(kill_at: int, export_dir: Path, count_file: Path, exchang
                 if calls[0] == kill_at:
                     os._exit(9)
                 return real(*args, **kwargs)
+
             return call
 
         if not exchange:  # a filesystem without renameat2: the rename-aside fallback
+
             def unsupported(*args):
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+
             renames.renameat2 = unsupported
         for module, name in _COUNTED + [(renames, "renameat2")]:
             setattr(module, name, counted(getattr(module, name)))
@@ -328,7 +357,8 @@ def _publish_killed_at(kill_at: int, export_dir: Path, count_file: Path, exchang
 @pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "rename_fallback"])
 @pytest.mark.parametrize("had_old", [True, False], ids=["over_old", "fresh"])
 def test_killed_at_every_filesystem_step_export_dir_is_whole_and_the_next_run_cleans_up(
-        export_dir, tmp_path, had_old, exchange):
+    export_dir, tmp_path, had_old, exchange
+):
     def start_over():  # the same calls each time: also the parents' mkdir in a fresh run
         shutil.rmtree(export_dir.parent, ignore_errors=True)
         if had_old:
@@ -372,8 +402,9 @@ def tmpfs(tmp_path):
     """A 256 KiB tmpfs at tmp_path/disk (needs root; skipped where mounting is refused)."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
     try:
@@ -435,8 +466,10 @@ def test_parent_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "exports").write_text("not a directory")
     with pytest.raises(FilesystemError) as not_dir:
         put(tmp_path / "exports" / "v1" / "model", NEW)
-    assert str(not_dir.value) == (f"cannot create {tmp_path}/exports/v1: {os.strerror(errno.ENOTDIR)}; "
-                                  f"{tmp_path}/exports is a file, not a directory; choose another export_dir")
+    assert str(not_dir.value) == (
+        f"cannot create {tmp_path}/exports/v1: {os.strerror(errno.ENOTDIR)}; "
+        f"{tmp_path}/exports is a file, not a directory; choose another export_dir"
+    )
     assert os.listdir(tmp_path) == ["exports"] and (tmp_path / "exports").read_text() == "not a directory"
 
 
@@ -464,8 +497,10 @@ def test_dead_runs_leftovers_are_cleaned_and_a_stranded_old_export_restored(expo
         assert state(export_dir) == "old"
         write_fake(slot.work_dir, NEW)
         slot.publish()
-    assert lines == [f"restored {export_dir} from .model.old-{dead}-whole left by dead process {dead}",
-                     f"removed 2 leftover(s) of dead exportkit process(es) beside {export_dir}"]
+    assert lines == [
+        f"restored {export_dir} from .model.old-{dead}-whole left by dead process {dead}",
+        f"removed 2 leftover(s) of dead exportkit process(es) beside {export_dir}",
+    ]
     assert state(export_dir) == "new" and beside(export_dir) == [f".model.staging-{alive}-busy"]
     assert (parent / ".other.staging-1-x").is_dir()
 
@@ -489,9 +524,11 @@ def test_verify_temp_dir_of_a_killed_run_is_removed_by_the_next(export_dir):
     tmp = verify_temp_dir(export_dir)
     assert tmp.parent == export_dir.parent and tmp.name.startswith(f".model.verify-{os.getpid()}-")
     shutil.rmtree(tmp)
-    probe = ("import sys, os; from pathlib import Path; from exportkit.artifact.leftovers import verify_temp_dir\n"
-             "tmp = verify_temp_dir(Path(sys.argv[1])); (tmp / 'inputs.npz').write_text('x')\n"
-             "os.kill(os.getpid(), 9)")
+    probe = (
+        "import sys, os; from pathlib import Path; from exportkit.artifact.leftovers import verify_temp_dir\n"
+        "tmp = verify_temp_dir(Path(sys.argv[1])); (tmp / 'inputs.npz').write_text('x')\n"
+        "os.kill(os.getpid(), 9)"
+    )
     subprocess.run([sys.executable, "-c", probe, str(export_dir)], env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert len(beside(export_dir)) == 1
     lines = []
@@ -502,10 +539,17 @@ def test_verify_temp_dir_of_a_killed_run_is_removed_by_the_next(export_dir):
 
 
 def test_publish_module_imports_no_framework():
-    probe = ("import sys, exportkit.artifact.publish\n"
-             "print(sorted(m for m in ('tensorflow', 'keras', 'jax', 'hydra', 'omegaconf') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True)
+    probe = (
+        "import sys, exportkit.artifact.publish\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'jax', 'hydra', 'omegaconf') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        check=True,
+    )
     assert done.stdout.strip() == "[]"
 
 

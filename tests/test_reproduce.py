@@ -1,4 +1,5 @@
 """``python -m exportkit.reproduce``: re-run an export from its manifest and compare."""
+
 import json
 import os
 import subprocess
@@ -10,15 +11,28 @@ from tests.conftest import ROOT, run_cli
 
 def reproduce(*args):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "exportkit.reproduce", *map(str, args)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "exportkit.reproduce", *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_reproduce_matches_then_reports_a_tampered_weight_file(tmp_path):
     original = tmp_path / "original"
-    run_cli("model=keras", "model.build._target_=tests.models.sequential", "+model.build.compiled=true",
-            "+model.build.units=5", "seed=3", "pipeline.stages.verify=null", f"export_dir={original}",
-            f"hydra.run.dir={tmp_path / 'run'}", check=True)
+    run_cli(
+        "model=keras",
+        "model.build._target_=tests.models.sequential",
+        "+model.build.compiled=true",
+        "+model.build.units=5",
+        "seed=3",
+        "pipeline.stages.verify=null",
+        f"export_dir={original}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        check=True,
+    )
     recorded = manifest.read(original)
     assert "+model.build.units=5" in recorded["overrides"] and "seed=3" in recorded["overrides"]
 
@@ -47,8 +61,14 @@ def test_reproduce_warns_about_other_package_versions(tmp_path):
     """A manifest recording another TensorFlow: the warning names it (the bytes still match
     here, where the same TensorFlow writes them)."""
     original = tmp_path / "original"
-    run_cli("model=keras", "model.build._target_=tests.models.sequential", "pipeline.stages.verify=null",
-            f"export_dir={original}", f"hydra.run.dir={tmp_path / 'run'}", check=True)
+    run_cli(
+        "model=keras",
+        "model.build._target_=tests.models.sequential",
+        "pipeline.stages.verify=null",
+        f"export_dir={original}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        check=True,
+    )
     path = original / manifest.MANIFEST
     recorded = json.loads(path.read_text())
     recorded["versions"]["tensorflow"] = "2.20.0"
@@ -72,8 +92,13 @@ def test_reproduce_names_a_model_file_changed_since_the_export(tmp_path):
     path = tmp_path / "m.keras"
     models.custom_layer().save(path)
     original = tmp_path / "original"
-    export("model=keras_file", f"model.path={path}", "+custom_objects.Scale=tests.models.Scale",
-           "pipeline.stages.verify=null", f"export_dir={original}")
+    export(
+        "model=keras_file",
+        f"model.path={path}",
+        "+custom_objects.Scale=tests.models.Scale",
+        "pipeline.stages.verify=null",
+        f"export_dir={original}",
+    )
     assert manifest.read(original)["inputs"]["model.path"]["sha256"] == manifest.sha256(path)
 
     keras.utils.set_random_seed(1)  # other initial weights, same architecture

@@ -10,6 +10,7 @@ TF2 loader, the TF1 session loader (tables initialized by the loader) and
 
 The factories are importable ``_target_``s (``tests.test_resources.text_vectorization``).
 """
+
 import json
 
 import keras
@@ -35,7 +36,8 @@ class TableLayer(keras.layers.Layer):
         self.keys, self.values = list(keys), [float(v) for v in values]
         self.table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(self.keys), tf.constant(self.values, tf.float32)),
-            default_value=-1.0)
+            default_value=-1.0,
+        )
 
     def call(self, x):
         return self.table.lookup(x)
@@ -55,10 +57,10 @@ class RawTable(keras.layers.Layer):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.handle = tf.raw_ops.HashTableV2(key_dtype=tf.string, value_dtype=tf.float32,
-                                             shared_name="exportkit_test_raw_table")
-        tf.raw_ops.LookupTableImportV2(table_handle=self.handle, keys=tf.constant(["a"]),
-                                       values=tf.constant([1.0]))
+        self.handle = tf.raw_ops.HashTableV2(
+            key_dtype=tf.string, value_dtype=tf.float32, shared_name="exportkit_test_raw_table"
+        )
+        tf.raw_ops.LookupTableImportV2(table_handle=self.handle, keys=tf.constant(["a"]), values=tf.constant([1.0]))
 
     def call(self, x):
         return tf.raw_ops.LookupTableFindV2(table_handle=self.handle, keys=x, default_value=tf.constant(0.0))
@@ -159,15 +161,25 @@ def batchnorm():
 
 # case -> (factory, inputs for the source and every reader, custom objects)
 CASES = {
-    "text_vectorization": (text_vectorization, {"text": np.array([b"the cat sat", b"a dog ran", b"mat", b"zebra"])}, {}),
+    "text_vectorization": (
+        text_vectorization,
+        {"text": np.array([b"the cat sat", b"a dog ran", b"mat", b"zebra"])},
+        {},
+    ),
     "string_lookup": (string_lookup, {"color": np.array([[b"red"], [b"blue"], [b"green"], [b"purple"]])}, {}),
     "integer_lookup": (integer_lookup, {"code": np.array([[3], [7], [42], [99]], "int64")}, {}),
     "hashing": (hashing, {"word": np.array([[b"red"], [b"blue"], [b"green"], [b"purple"]])}, {}),
     "discretization": (discretization, {"x": np.array([[0.5, 12.0], [20.0, 39.0], [-4.0, 25.0]], "float32")}, {}),
     "static_table": (static_table, {"token": np.array([b"a", b"b", b"c", b"zz"])}, {"TableLayer": TableLayer}),
-    "features": (features, {"city": np.array([[b"paris"], [b"rome"], [b"oslo"], [b"lima"]]),
-                            "code": np.array([[10], [20], [30], [99]], "int64"),
-                            "amount": np.array([[10.0, -3.0], [14.0, -1.0], [30.0, 5.0], [0.0, 0.0]], "float32")}, {}),
+    "features": (
+        features,
+        {
+            "city": np.array([[b"paris"], [b"rome"], [b"oslo"], [b"lima"]]),
+            "code": np.array([[10], [20], [30], [99]], "int64"),
+            "amount": np.array([[10.0, -3.0], [14.0, -1.0], [30.0, 5.0], [0.0, 0.0]], "float32"),
+        },
+        {},
+    ),
     "batchnorm": (batchnorm, {"x": np.array([[0.5, 1.0, -2.0], [3.0, 0.0, 1.0]], "float32")}, {}),
 }
 
@@ -219,8 +231,13 @@ def test_round_trips_through_every_reader(tmp_path, case):
     assert_readers_match(tmp_path / "api", inputs, want, custom_objects)
 
     overrides = [f"+custom_objects.{n}=tests.test_resources.{n}" for n in custom_objects]
-    cli = export("model=keras", f"model.build._target_=tests.test_resources.{case}", *overrides,
-                 f"export_dir={tmp_path / 'cli'}", "pipeline.stages.verify=null")
+    cli = export(
+        "model=keras",
+        f"model.build._target_=tests.test_resources.{case}",
+        *overrides,
+        f"export_dir={tmp_path / 'cli'}",
+        "pipeline.stages.verify=null",
+    )
     assert_readers_match(tmp_path / "cli", inputs, predict(cli.context.model, inputs), custom_objects)
 
 
@@ -239,8 +256,10 @@ def test_the_state_is_what_keras_restores(tmp_path):
 
     bins = discretization()
     exportkit.export_saved_model(bins, tmp_path / "bins", overrides=["pipeline.stages.verify=null"], verbose=False)
-    assert exportkit.load_from_saved_model(tmp_path / "bins").get_layer("bins").bin_boundaries == \
-        bins.get_layer("bins").bin_boundaries
+    assert (
+        exportkit.load_from_saved_model(tmp_path / "bins").get_layer("bins").bin_boundaries
+        == bins.get_layer("bins").bin_boundaries
+    )
 
     bn = batchnorm()
     exportkit.export_saved_model(bn, tmp_path / "bn", overrides=["pipeline.stages.verify=null"], verbose=False)
@@ -279,7 +298,9 @@ def test_vocabulary_file_is_an_asset(tmp_path):
     assert_matches(tf1_serve(tmp_path / "m", inputs), want, "TF1 session loader")
 
 
-@pytest.mark.parametrize("layer, attribute, dtype", [(RawTable, "handle", "string"), (RawVariable, "offset", "float32")])
+@pytest.mark.parametrize(
+    "layer, attribute, dtype", [(RawTable, "handle", "string"), (RawVariable, "offset", "float32")]
+)
 def test_an_unexportable_resource_names_its_layer(tmp_path, layer, attribute, dtype):
     token = keras.Input((), dtype=dtype, name="token")
     model = keras.Model(token, layer(name="holder")(token))
@@ -292,8 +313,12 @@ def test_string_signature_from_the_config(tmp_path):
     """``dtype: string`` in the config's signatures; verify draws the strings from the vocabulary."""
     from exportkit.stages.verify_inputs import make_inputs
 
-    result = export("model=keras", "model.build._target_=tests.test_resources.string_lookup", f"export_dir={tmp_path}/m",
-                    "+signatures.serving_default={inputs: {color: {shape: [null, 1], dtype: string}}}")
+    result = export(
+        "model=keras",
+        "model.build._target_=tests.test_resources.string_lookup",
+        f"export_dir={tmp_path}/m",
+        "+signatures.serving_default={inputs: {color: {shape: [null, 1], dtype: string}}}",
+    )
     assert result.context.signatures["serving_default"]["color"].dtype == tf.string
     assert result.context.input_hints["color"]["values"] == ["green", "blue", "red"]
     drawn = make_inputs(result.context.signatures, [5], 0, hints=result.context.input_hints)

@@ -1,6 +1,7 @@
 """Serving releases: numbered versions under a base path, warmup records, the signature contract,
 ``exportkit inspect``; and a TF Serving-style load: a poller loads every new version as it appears
 while racing, killed and pruning exports publish through the CLI."""
+
 import concurrent.futures
 import json
 import os
@@ -23,6 +24,7 @@ MODEL = ("model=keras", "model.build._target_=tests.models.sequential")
 
 # ---------------------------------------------------------------- the contract diff (no TensorFlow)
 
+
 def sig(inputs=None, outputs=None, method="tensorflow/serving/predict"):
     inputs = {"x": ("float32", [None, 6])} if inputs is None else inputs
     outputs = {"out": ("float32", [None, 2])} if outputs is None else outputs
@@ -33,31 +35,54 @@ def sig(inputs=None, outputs=None, method="tensorflow/serving/predict"):
 BASE = {"serve": {"serving_default": sig()}}
 
 
-@pytest.mark.parametrize("new, expected", [
-    ({"serve": {"serving_default": sig(inputs={})}}, "serve/serving_default: input x removed"),
-    ({"serve": {"serving_default": sig(inputs={"features": ("float32", [None, 6])})}},
-     "serve/serving_default: input x removed"),  # a rename
-    ({"serve": {"serving_default": sig(outputs={"logits": ("float32", [None, 2])})}},
-     "serve/serving_default: output out removed"),
-    ({"serve": {"serving_default": sig(inputs={"x": ("float64", [None, 6])})}},
-     "serve/serving_default: input x dtype float32 -> float64"),
-    ({"serve": {"serving_default": sig(outputs={"out": ("int32", [None, 2])})}},
-     "serve/serving_default: output out dtype float32 -> int32"),
-    ({"serve": {"serving_default": sig(inputs={"x": ("float32", [1, 6])})}},
-     "serve/serving_default: input x shape [null, 6] -> [1, 6] (narrowed)"),
-    ({"serve": {"serving_default": sig(inputs={"x": ("float32", [None, 7])})}},
-     "serve/serving_default: input x shape [null, 6] -> [null, 7] (changed)"),
-    ({"serve": {"serving_default": sig(outputs={"out": ("float32", [None, 3])})}},
-     "serve/serving_default: output out shape [null, 2] -> [null, 3] (changed)"),
-    ({"serve": {"serving_default": sig(inputs={"x": ("float32", [None, 6, 1])})}},
-     "serve/serving_default: input x shape [null, 6] -> [null, 6, 1] (changed)"),
-    ({"serve": {"serving_default": sig(inputs={"x": ("float32", [None, 6]), "y": ("int64", [None])})}},
-     "serve/serving_default: input y added (clients that do not send it are refused)"),
-    ({"serve": {"serving_default": sig(method="tensorflow/serving/classify")}},
-     "serve/serving_default: method name tensorflow/serving/predict -> tensorflow/serving/classify"),
-    ({"serve": {"other": sig()}}, "serve/serving_default: signature removed"),
-    ({"train": {"serving_default": sig()}}, "tag-set serve removed"),
-])
+@pytest.mark.parametrize(
+    "new, expected",
+    [
+        ({"serve": {"serving_default": sig(inputs={})}}, "serve/serving_default: input x removed"),
+        (
+            {"serve": {"serving_default": sig(inputs={"features": ("float32", [None, 6])})}},
+            "serve/serving_default: input x removed",
+        ),  # a rename
+        (
+            {"serve": {"serving_default": sig(outputs={"logits": ("float32", [None, 2])})}},
+            "serve/serving_default: output out removed",
+        ),
+        (
+            {"serve": {"serving_default": sig(inputs={"x": ("float64", [None, 6])})}},
+            "serve/serving_default: input x dtype float32 -> float64",
+        ),
+        (
+            {"serve": {"serving_default": sig(outputs={"out": ("int32", [None, 2])})}},
+            "serve/serving_default: output out dtype float32 -> int32",
+        ),
+        (
+            {"serve": {"serving_default": sig(inputs={"x": ("float32", [1, 6])})}},
+            "serve/serving_default: input x shape [null, 6] -> [1, 6] (narrowed)",
+        ),
+        (
+            {"serve": {"serving_default": sig(inputs={"x": ("float32", [None, 7])})}},
+            "serve/serving_default: input x shape [null, 6] -> [null, 7] (changed)",
+        ),
+        (
+            {"serve": {"serving_default": sig(outputs={"out": ("float32", [None, 3])})}},
+            "serve/serving_default: output out shape [null, 2] -> [null, 3] (changed)",
+        ),
+        (
+            {"serve": {"serving_default": sig(inputs={"x": ("float32", [None, 6, 1])})}},
+            "serve/serving_default: input x shape [null, 6] -> [null, 6, 1] (changed)",
+        ),
+        (
+            {"serve": {"serving_default": sig(inputs={"x": ("float32", [None, 6]), "y": ("int64", [None])})}},
+            "serve/serving_default: input y added (clients that do not send it are refused)",
+        ),
+        (
+            {"serve": {"serving_default": sig(method="tensorflow/serving/classify")}},
+            "serve/serving_default: method name tensorflow/serving/predict -> tensorflow/serving/classify",
+        ),
+        ({"serve": {"other": sig()}}, "serve/serving_default: signature removed"),
+        ({"train": {"serving_default": sig()}}, "tag-set serve removed"),
+    ],
+)
 def test_each_breaking_change_is_named(new, expected):
     found = contract.diff(BASE, new)
     assert found.status == "breaking" and expected in found.breaking, found
@@ -65,26 +90,39 @@ def test_each_breaking_change_is_named(new, expected):
 
 def test_additions_and_widenings_are_compatible_and_identity_is_same():
     assert contract.diff(BASE, BASE).status == "same" and contract.diff(BASE, BASE).compatible == []
-    new = {"serve": {"serving_default": sig(inputs={"x": ("float32", [None, None])},
-                                            outputs={"out": ("float32", [None, 2]), "extra": ("int64", [None])}),
-                     "second": sig()},
-           "train": {"train": sig()}}
+    new = {
+        "serve": {
+            "serving_default": sig(
+                inputs={"x": ("float32", [None, None])},
+                outputs={"out": ("float32", [None, 2]), "extra": ("int64", [None])},
+            ),
+            "second": sig(),
+        },
+        "train": {"train": sig()},
+    }
     found = contract.diff(BASE, new)
     assert found.status == "compatible" and found.breaking == []
-    assert found.compatible == ["serve/second: signature added",
-                                "serve/serving_default: input x shape [null, 6] -> [null, null] (widened)",
-                                "serve/serving_default: output extra added", "tag-set train added"]
+    assert found.compatible == [
+        "serve/second: signature added",
+        "serve/serving_default: input x shape [null, 6] -> [null, null] (widened)",
+        "serve/serving_default: output extra added",
+        "tag-set train added",
+    ]
     # an output made fixed is compatible for its consumers; an unknown rank made known narrows an input
-    assert contract.diff(BASE, {"serve": {"serving_default": sig(outputs={"out": ("float32", [4, 2])})}}
-                         ).status == "compatible"
+    assert (
+        contract.diff(BASE, {"serve": {"serving_default": sig(outputs={"out": ("float32", [4, 2])})}}).status
+        == "compatible"
+    )
     unknown = {"serve": {"serving_default": sig(inputs={"x": ("float32", None)})}}
     assert contract.diff(unknown, BASE).breaking == [
-        "serve/serving_default: input x shape unknown rank -> [null, 6] (narrowed)"]
+        "serve/serving_default: input x shape unknown rank -> [null, 6] (narrowed)"
+    ]
     many = contract.diff(BASE, {"serve": {"serving_default": sig(inputs={}, outputs={})}, "eval": {}})
     assert many.status == "breaking" and "(and" not in many.summary() and len(many.breaking) == 2
 
 
 # ---------------------------------------------------------------- versions (fake exports, no TensorFlow)
+
 
 def fake_version(base, version="auto", overwrite=False, labels=None, content="v"):
     with version_slot(base, version, overwrite, labels) as slot:
@@ -109,8 +147,9 @@ def test_auto_reserves_until_published_and_a_killed_reservation_blocks_nothing(t
     base = tmp_path / "models" / "clf"
     assert fake_version(base).version == 1 and fake_version(base).version == 2
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    holder = subprocess.Popen([sys.executable, "-c", RESERVE, str(base), "60"], env=env, stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", RESERVE, str(base), "60"], env=env, stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout.readline().strip() == "3"  # reserved, not yet on disk
     assert versions.list_versions(base).keys() == {1, 2} and versions.reserved_versions(base) == {3}
     assert fake_version(base).version == 4  # the reservation is respected
@@ -120,8 +159,11 @@ def test_auto_reserves_until_published_and_a_killed_reservation_blocks_nothing(t
     assert fake_version(base).version == 5  # not blocked; the dead run's leftovers are swept
     assert sorted(os.listdir(base)) == [".exportkit.lock", "1", "2", "4", "5"]
     assert fake_version(base, 3).version == 3  # nor is an explicit export of the number it held
-    with pytest.raises(ExportDirExistsError, match=r"serving.version=2: version 2 already exists .* "
-                                                   r"serving.version=auto for the next free version \(6\)"):
+    with pytest.raises(
+        ExportDirExistsError,
+        match=r"serving.version=2: version 2 already exists .* "
+        r"serving.version=auto for the next free version \(6\)",
+    ):
         fake_version(base, 2)
     assert fake_version(base, 2, overwrite=True, content="again").version == 2
     assert (base / "2" / "saved_model.pb").read_text() == "again"
@@ -236,8 +278,12 @@ def release(tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
     base, stop, loaded = root / "models" / "clf", root / "stop", root / "loaded.jsonl"
     config_file = root / "models" / "models.config"
-    poller = subprocess.Popen([sys.executable, "-c", POLLER, str(base), str(stop), str(loaded)], env=cli_env(),
-                              stderr=subprocess.PIPE, text=True)
+    poller = subprocess.Popen(
+        [sys.executable, "-c", POLLER, str(base), str(stop), str(loaded)],
+        env=cli_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for(lambda: Path(str(stop) + ".ready").exists(), what="the poller")
 
     def cli(name, *extra):
@@ -245,30 +291,47 @@ def release(tmp_path_factory):
 
     done = {"A": cli("A")}
     assert done["A"].returncode == 0, done["A"].stderr[-3000:]
-    killed = subprocess.Popen([sys.executable, "-m", "exportkit", *MODEL, f"serving.base_path={base}",
-                               f"hydra.run.dir={root / 'D'}"], env=cli_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "exportkit", *MODEL, f"serving.base_path={base}", f"hydra.run.dir={root / 'D'}"],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         racing = [pool.submit(cli, name, "pipeline.stages.verify=null") for name in "BC"]
         # D is killed once its graph is written (it is then verifying: mid-way)
-        staged = wait_for(lambda: [p for p in base.glob(f".*.staging-{killed.pid}-*")
-                                   if (p / "saved_model.pb").exists()], what="D's staged graph")
+        staged = wait_for(
+            lambda: [p for p in base.glob(f".*.staging-{killed.pid}-*") if (p / "saved_model.pb").exists()],
+            what="D's staged graph",
+        )
         killed.send_signal(signal.SIGKILL)
         killed.wait()
         done.update(B=racing[0].result(), C=racing[1].result())
-    done["E"] = cli("E", "pipeline.stages.verify=null", "serving.keep=2", "+serving.labels.stable=1",
-                    f"serving.model_config_file={config_file}")
+    done["E"] = cli(
+        "E",
+        "pipeline.stages.verify=null",
+        "serving.keep=2",
+        "+serving.labels.stable=1",
+        f"serving.model_config_file={config_file}",
+    )
     stop.touch()
     poller.wait(timeout=300)
-    return {"base": base, "done": done, "killed_version": int(staged[0].name.split(".")[1]),
-            "loaded": [json.loads(line) for line in loaded.read_text().splitlines()],
-            "poller_stderr": poller.stderr.read(), "config_file": config_file}
+    return {
+        "base": base,
+        "done": done,
+        "killed_version": int(staged[0].name.split(".")[1]),
+        "loaded": [json.loads(line) for line in loaded.read_text().splitlines()],
+        "poller_stderr": poller.stderr.read(),
+        "config_file": config_file,
+    }
 
 
 def published(release):
     """Export name -> the version it published (from the CLI's last line, `export: PATH`)."""
-    return {name: int(Path(run.stdout.strip().splitlines()[-1].split("export: ")[-1]).name)
-            for name, run in release["done"].items()}
+    return {
+        name: int(Path(run.stdout.strip().splitlines()[-1].split("export: ")[-1]).name)
+        for name, run in release["done"].items()
+    }
 
 
 def test_every_version_the_poller_loads_is_whole_and_answers(release, tmp_path):
@@ -315,8 +378,9 @@ def test_keep_labels_and_the_model_config_file(release):
     kept = sorted({1, got["E"], max(got["B"], got["C"])})
     assert sorted(versions.list_versions(base)) == kept
     removed = sorted(set(got.values()) - set(kept))
-    assert (f"removed version(s) {', '.join(map(str, removed))} (serving.keep=2); kept "
-            f"{', '.join(map(str, kept))}") in release["done"]["E"].stdout
+    assert (
+        f"removed version(s) {', '.join(map(str, removed))} (serving.keep=2); kept {', '.join(map(str, kept))}"
+    ) in release["done"]["E"].stdout
     config = model_server_config_pb2.ModelServerConfig()
     text_format.Parse(release["config_file"].read_text(), config)
     (entry,) = config.model_config_list.config
@@ -340,10 +404,15 @@ def test_verify_replays_the_warmup_records_and_the_manifest_records_the_contract
     manifest = json.loads((base / "1" / "assets.extra" / "manifest.json").read_text())
     assert "warmup: 2 requests replayed through the TF1 session loader" in release["done"]["A"].stdout
     assert manifest["serving"]["warmup"]["records"] == manifest["serving"]["warmup"]["replayed"] == 2
-    assert manifest["contract"] == {"serve": {"serving_default": {
-        "method_name": "tensorflow/serving/predict",
-        "inputs": {"x": {"dtype": "float32", "shape": [None, 6]}},
-        "outputs": {"out": {"dtype": "float32", "shape": [None, 2]}}}}}
+    assert manifest["contract"] == {
+        "serve": {
+            "serving_default": {
+                "method_name": "tensorflow/serving/predict",
+                "inputs": {"x": {"dtype": "float32", "shape": [None, 6]}},
+                "outputs": {"out": {"dtype": "float32", "shape": [None, 2]}},
+            }
+        }
+    }
     assert "contract_check" not in manifest["serving"]  # version 1 had nothing to compare with
     latest = json.loads((base / str(got["E"]) / "assets.extra" / "manifest.json").read_text())
     assert latest["serving"]["contract_check"]["status"] == "same"
@@ -354,16 +423,27 @@ def test_the_contract_gate_refuses_a_breaking_version_unless_allowed(release, tm
     from exportkit.sweep_summary import export_facts
 
     against = release["base"] / "1"
-    wider = ("+model.build.features=7", f"serving.compare_to={against}", "pipeline.stages.verify=null",
-             "serving.warmup=false")
+    wider = (
+        "+model.build.features=7",
+        f"serving.compare_to={against}",
+        "pipeline.stages.verify=null",
+        "serving.warmup=false",
+    )
     refused = run_cli(*MODEL, *wider, f"export_dir={tmp_path / 'x'}", f"hydra.run.dir={tmp_path / 'h1'}")
     assert refused.returncode == 1 and not (tmp_path / "x").exists()
     errors = [line for line in refused.stderr.splitlines() if line.startswith("exportkit: error:")]
-    assert errors == [f"exportkit: error: the new signatures break the contract of {against}: "
-                      f"serve/serving_default: input x shape [null, 6] -> [null, 7] (changed); keep the names, "
-                      f"dtypes and shapes clients use, or pass serving.allow_breaking=true to publish anyway"]
-    allowed = run_cli(*MODEL, *wider, "serving.allow_breaking=true", f"export_dir={tmp_path / 'x'}",
-                      f"hydra.run.dir={tmp_path / 'h2'}")
+    assert errors == [
+        f"exportkit: error: the new signatures break the contract of {against}: "
+        f"serve/serving_default: input x shape [null, 6] -> [null, 7] (changed); keep the names, "
+        f"dtypes and shapes clients use, or pass serving.allow_breaking=true to publish anyway"
+    ]
+    allowed = run_cli(
+        *MODEL,
+        *wider,
+        "serving.allow_breaking=true",
+        f"export_dir={tmp_path / 'x'}",
+        f"hydra.run.dir={tmp_path / 'h2'}",
+    )
     assert allowed.returncode == 0, allowed.stderr[-2000:]
     assert "contract: BREAKING (serving.allow_breaking=true)" in allowed.stdout
     assert export_facts(tmp_path / "x")["contract"] == "breaking"
@@ -378,8 +458,13 @@ def test_a_warmup_record_that_does_not_run_fails_verify(tmp_path, monkeypatch):
     from tests.conftest import leftovers
 
     real = serving.warmup_cases
-    monkeypatch.setattr(serving, "warmup_cases", lambda ctx: {
-        case: {name: array[:, :5] for name, array in arrays.items()} for case, arrays in real(ctx).items()})
+    monkeypatch.setattr(
+        serving,
+        "warmup_cases",
+        lambda ctx: {
+            case: {name: array[:, :5] for name, array in arrays.items()} for case, arrays in real(ctx).items()
+        },
+    )
     with pytest.raises(VerificationError, match=r"warmup record 0 \(serving_default\) does not run"):
         export(*MODEL, f"export_dir={tmp_path / 'bad'}")
     assert leftovers(tmp_path / "bad") == []
@@ -387,22 +472,26 @@ def test_a_warmup_record_that_does_not_run_fails_verify(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- inspect
 
+
 def test_inspect_json_of_a_base_path_and_an_export_without_importing_tensorflow(release):
     base, got = release["base"], published(release)
     on_disk = sorted(versions.list_versions(base))
     newest = base / str(got["E"])
     # told at exit (python -m exportkit ends its process with exit_now, after the atexit handlers)
-    probe = ("import atexit, json, runpy, sys; sys.argv = ['exportkit', 'inspect', sys.argv[1], '--json']\n"
-             "atexit.register(lambda: print(json.dumps({'tf': sorted(m for m in sys.modules if m.split('.')[0] in "
-             "('tensorflow', 'keras', 'jax'))})))\n"
-             "runpy.run_module('exportkit', run_name='__main__')\n")
+    probe = (
+        "import atexit, json, runpy, sys; sys.argv = ['exportkit', 'inspect', sys.argv[1], '--json']\n"
+        "atexit.register(lambda: print(json.dumps({'tf': sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('tensorflow', 'keras', 'jax'))})))\n"
+        "runpy.run_module('exportkit', run_name='__main__')\n"
+    )
     for path in (base, newest):
-        done = subprocess.run([sys.executable, "-c", probe, str(path)], env=cli_env(), capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", probe, str(path)], env=cli_env(), capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr
         text = done.stdout.strip()
         assert json.loads(text.splitlines()[-1]) == {"tf": []}
-        found = json.loads(text[:text.rindex("\n")])
+        found = json.loads(text[: text.rindex("\n")])
         facts = found["latest"] if path == base else found
         if path == base:
             assert found["kind"] == "base_path" and found["latest_version"] == got["E"]
@@ -411,18 +500,29 @@ def test_inspect_json_of_a_base_path_and_an_export_without_importing_tensorflow(
             assert [v["contract"] for v in found["versions"]] == ["-"] + ["same"] * (len(on_disk) - 1)
         else:
             assert found["kind"] == "export" and found["path"] == str(path)
-        assert facts["signatures"]["serve"]["serving_default"]["inputs"] == {"x": {"dtype": "float32",
-                                                                                   "shape": [None, 6]}}
+        assert facts["signatures"]["serve"]["serving_default"]["inputs"] == {
+            "x": {"dtype": "float32", "shape": [None, 6]}
+        }
         assert facts["signatures_from"] == "manifest" and facts["warmup_records"] == 2
         assert facts["sizes"]["saved_model"] == (newest / "saved_model.pb").stat().st_size
         assert facts["sizes"]["warmup"] == (newest / "assets.extra" / "tf_serving_warmup_requests").stat().st_size
-        assert facts["serving"] == {"model_name": "clf", "base_path": str(base), "version": got["E"],
-                                    "previous": max(got["B"], got["C"])}
+        assert facts["serving"] == {
+            "model_name": "clf",
+            "base_path": str(base),
+            "version": got["E"],
+            "previous": max(got["B"], got["C"]),
+        }
         assert facts["contract_check"]["status"] == "same" and facts["verify"] == {"status": "off"}
     one = run_cli("inspect", base / "1")
     assert one.returncode == 0
-    for expected in ("tag-set serve:", "input  x: float32 [?, 6]", "output out: float32 [?, 2]",
-                     "verify: ok, max abs error", "contract: not compared", "warmup"):
+    for expected in (
+        "tag-set serve:",
+        "input  x: float32 [?, 6]",
+        "output out: float32 [?, 2]",
+        "verify: ok, max abs error",
+        "contract: not compared",
+        "warmup",
+    ):
         assert expected in one.stdout, one.stdout
     missing = run_cli("inspect", base / "nothing")
     assert missing.returncode == 1
@@ -434,8 +534,13 @@ def test_inspect_json_of_a_base_path_and_an_export_without_importing_tensorflow(
 def test_reproduce_writes_a_versioned_export_at_out_not_as_a_new_version(release, tmp_path):
     base = release["base"]
     before = sorted(os.listdir(base))
-    done = subprocess.run([sys.executable, "-m", "exportkit.reproduce", str(base / "1"), "--out", str(tmp_path / "again")],
-                          env=cli_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "exportkit.reproduce", str(base / "1"), "--out", str(tmp_path / "again")],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "reproduced:" in done.stdout and sorted(os.listdir(base)) == before
     warmup = Path("assets.extra") / "tf_serving_warmup_requests"

@@ -1,6 +1,7 @@
 """What ``python -m exportkit --help`` prints: every config group with every option on disk (the
 CLI answers Hydra's repeated group listings from one copy of its repository, see
 ``exportkit.cli.list_groups_once``)."""
+
 import json
 
 import numpy as np
@@ -13,8 +14,11 @@ from tests.conftest import ROOT, run_cli, run_python, serve
 def test_help_lists_every_config_group_with_its_options():
     done = run_cli("--help", check=True)
     groups = done.stdout.split("== Configuration groups ==", 1)[1].split("== Config ==", 1)[0]
-    lines = {line.split(":", 1)[0]: line.split(":", 1)[1] for line in groups.splitlines()
-             if line.split(":", 1)[0] in ("experiment", "model", "pipeline", "target")}
+    lines = {
+        line.split(":", 1)[0]: line.split(":", 1)[1]
+        for line in groups.splitlines()
+        if line.split(":", 1)[0] in ("experiment", "model", "pipeline", "target")
+    }
     assert set(lines) == {"experiment", "model", "pipeline", "target"}, done.stdout
     for group, listed in lines.items():
         options = {o.strip() for o in listed.split(",")}
@@ -32,10 +36,12 @@ def test_a_keras_export_from_the_cli_imports_no_jax_and_its_verify_worker_neithe
     from exportkit.stages.verifier import Verifier
 
     export_dir = tmp_path / "out"
-    probe = ("import atexit, json, runpy, sys; sys.argv = ['exportkit'] + sys.argv[1:]\n"
-             "atexit.register(lambda: print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & "
-             "{'jax', 'flax', 'orbax', 'tensorflow'}))))\n"
-             "runpy.run_module('exportkit', run_name='__main__')\n")
+    probe = (
+        "import atexit, json, runpy, sys; sys.argv = ['exportkit'] + sys.argv[1:]\n"
+        "atexit.register(lambda: print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'jax', 'flax', 'orbax', 'tensorflow'}))))\n"
+        "runpy.run_module('exportkit', run_name='__main__')\n"
+    )
     done = run_python(probe, f"export_dir={export_dir}")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == ["tensorflow"]
@@ -50,16 +56,24 @@ def test_a_keras_export_from_the_cli_imports_no_jax_and_its_verify_worker_neithe
     # the verify worker: once it has answered a request its imports are done; no JAX library is mapped
     with Verifier() as verifier:
         with pytest.raises(VerificationError, match="could not be reloaded"):
-            verifier.run({"saved_model": str(tmp_path / "absent"), "inputs": str(tmp_path / "absent.npz"),
-                          "outputs": str(tmp_path / "o.npz")}, timeout=300)
+            verifier.run(
+                {
+                    "saved_model": str(tmp_path / "absent"),
+                    "inputs": str(tmp_path / "absent.npz"),
+                    "outputs": str(tmp_path / "o.npz"),
+                },
+                timeout=300,
+            )
         maps = open(f"/proc/{verifier.pid}/maps").read()
     assert "_pywrap_tensorflow" in maps and "jaxlib" not in maps
 
 
 def test_jax_is_importable_after_tensorflow_was_imported_without_it():
-    code = ("import sys\nfrom exportkit.frameworks import import_tensorflow\nimport_tensorflow()\n"
-            "held = 'jax' in sys.modules\nimport jax, jax.numpy as jnp\n"
-            "print(held, float(jnp.ones(3).sum()))\n")
+    code = (
+        "import sys\nfrom exportkit.frameworks import import_tensorflow\nimport_tensorflow()\n"
+        "held = 'jax' in sys.modules\nimport jax, jax.numpy as jnp\n"
+        "print(held, float(jnp.ones(3).sum()))\n"
+    )
     done = run_python(code, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False 3.0"
@@ -91,12 +105,24 @@ def test_no_shipped_config_sets_hydra_mode():
         assert not (package_hydra and "mode" in node), path
 
 
-@pytest.mark.parametrize("argv, known", [
-    ([], True), (["export_dir=/x", "seed=3"], True), (["-m", "seed=0,1", "model=keras,jax"], True),
-    (["+experiment=text", "target=gpu"], True), (["model.path=m.keras"], True),
-    (["hydra.mode=MULTIRUN"], False), (["hydra/launcher=joblib"], False), (["+hydra.job.chdir=true"], False),
-    (["--config-dir", "/mine"], False), (["-cn", "other"], False), (["+experiment=mine"], False),
-    (["model=keras,mine"], False), (["experiment=sub/x"], False)])
+@pytest.mark.parametrize(
+    "argv, known",
+    [
+        ([], True),
+        (["export_dir=/x", "seed=3"], True),
+        (["-m", "seed=0,1", "model=keras,jax"], True),
+        (["+experiment=text", "target=gpu"], True),
+        (["model.path=m.keras"], True),
+        (["hydra.mode=MULTIRUN"], False),
+        (["hydra/launcher=joblib"], False),
+        (["+hydra.job.chdir=true"], False),
+        (["--config-dir", "/mine"], False),
+        (["-cn", "other"], False),
+        (["+experiment=mine"], False),
+        (["model=keras,mine"], False),
+        (["experiment=sub/x"], False),
+    ],
+)
 def test_hydra_composes_only_to_learn_the_mode_when_the_command_line_may_set_it(argv, known, monkeypatch):
     from hydra._internal.hydra import Hydra
 

@@ -1,4 +1,5 @@
 """Sweeps (``-m``): the summary callback, failure isolation, and the joblib launcher."""
+
 import csv
 from pathlib import Path
 
@@ -43,8 +44,12 @@ def test_two_job_sweep_writes_a_correct_summary(tmp_path):
     sizes = []
     for row in rows:
         recorded = check_ok_row(row)
-        errors = [o["max_abs_error"] for sizes_ in recorded["verify"].values()
-                  for case in sizes_.values() for o in case.values()]
+        errors = [
+            o["max_abs_error"]
+            for sizes_ in recorded["verify"].values()
+            for case in sizes_.values()
+            for o in case.values()
+        ]
         assert row["verify"] == "ok" and float(row["verify_max_abs_error"]) == max(errors)
         sizes.append(int(row["checkpoint_bytes"]))
     assert sizes[0] < sizes[1]  # 8 hidden units hold more weights than 4
@@ -58,9 +63,12 @@ def test_two_job_sweep_writes_a_correct_summary(tmp_path):
 def test_a_failing_job_is_reported_and_the_others_complete(tmp_path):
     """One job fails verification, one has a bad model factory; the good one is exported."""
     sweep = tmp_path / "sweep"
-    done = run_cli("-m", "model=keras",
-                   "model.build._target_=tests.models.graph_differs,tests.models.sequential,tests.models.not_a_model",
-                   f"hydra.sweep.dir={sweep}")
+    done = run_cli(
+        "-m",
+        "model=keras",
+        "model.build._target_=tests.models.graph_differs,tests.models.sequential,tests.models.not_a_model",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr  # user errors stay one line, in a sweep too
     assert "exportkit: 2 of 3 jobs failed" in done.stderr
@@ -81,8 +89,9 @@ def test_a_failing_job_is_reported_and_the_others_complete(tmp_path):
 
 
 def test_single_run_failure_is_unchanged(tmp_path):
-    done = run_cli(*SEQUENTIAL, "+model.build.units=-1", f"export_dir={tmp_path / 'm'}",
-                   f"hydra.run.dir={tmp_path / 'run'}")
+    done = run_cli(
+        *SEQUENTIAL, "+model.build.units=-1", f"export_dir={tmp_path / 'm'}", f"hydra.run.dir={tmp_path / 'run'}"
+    )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("exportkit: error: model.build._target_=")
     assert "Traceback" not in done.stderr
@@ -92,9 +101,15 @@ def test_single_run_failure_is_unchanged(tmp_path):
 def test_joblib_launcher_runs_jobs_in_parallel_workers(tmp_path):
     """Two workers, three jobs, one failing: rows and failures travel back from the workers."""
     sweep = tmp_path / "sweep"
-    done = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=keras",
-                   "model.build._target_=tests.models.sequential,tests.models.functional_multi_io,"
-                   "tests.models.not_a_model", "pipeline.stages.verify=null", f"hydra.sweep.dir={sweep}")
+    done = run_cli(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "model=keras",
+        "model.build._target_=tests.models.sequential,tests.models.functional_multi_io,tests.models.not_a_model",
+        "pipeline.stages.verify=null",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert done.returncode == 1
     assert "Joblib.Parallel(n_jobs=2" in done.stdout + done.stderr
     assert "exportkit: 1 of 3 jobs failed" in done.stderr
@@ -132,8 +147,14 @@ def test_slurm_launcher_configs_compose_onto_the_submitit_plugin():
 def test_submitit_local_launcher(tmp_path):
     """Hydra's Submitit launcher with its local executor: the SLURM code path without SLURM."""
     sweep = tmp_path / "sweep"
-    done = run_cli("-m", "hydra/launcher=submitit_local", *SEQUENTIAL, "+model.build.units=3,5",
-                   "pipeline.stages.verify=null", f"hydra.sweep.dir={sweep}")
+    done = run_cli(
+        "-m",
+        "hydra/launcher=submitit_local",
+        *SEQUENTIAL,
+        "+model.build.units=3,5",
+        "pipeline.stages.verify=null",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert done.returncode == 0, done.stderr
     rows = read_summary(sweep)
     assert [r["job"] for r in rows] == ["0", "1"]
@@ -146,9 +167,16 @@ def test_ray_launcher_on_a_local_ray_instance(tmp_path):
     """Hydra's Ray launcher starting a local Ray instance (``make test-ray``: hydra-ray-launcher
     pins cloudpickle<3, which joblib>=1.6 refuses, so it lives in its own environment)."""
     sweep = tmp_path / "sweep"
-    done = run_cli("-m", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2",
-                   "+hydra.launcher.ray.init.include_dashboard=false", *SEQUENTIAL, "+model.build.units=3,5",
-                   "pipeline.stages.verify=null", f"hydra.sweep.dir={sweep}")
+    done = run_cli(
+        "-m",
+        "hydra/launcher=ray",
+        "+hydra.launcher.ray.init.num_cpus=2",
+        "+hydra.launcher.ray.init.include_dashboard=false",
+        *SEQUENTIAL,
+        "+model.build.units=3,5",
+        "pipeline.stages.verify=null",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert done.returncode == 0, done.stderr
     assert "_run_job pid=" in done.stdout + done.stderr  # the jobs ran as Ray tasks
     cluster = launcher_config("hydra/launcher=ray_cluster")
@@ -173,8 +201,9 @@ def test_summary_keeps_to_its_own_sweep_and_fail_on_error(tmp_path, capsys):
     def job(callback, num, value, status=JobStatus.COMPLETED, overrides=None):
         (tmp_path / str(num)).mkdir(exist_ok=True)
         config = OmegaConf.create({"hydra": {"job": {"num": num}, "runtime": {"output_dir": str(tmp_path / str(num))}}})
-        callback.on_job_end(config, JobReturn(overrides=overrides or [f"seed={num}"], status=status,
-                                              _return_value=value))
+        callback.on_job_end(
+            config, JobReturn(overrides=overrides or [f"seed={num}"], status=status, _return_value=value)
+        )
 
     old = SweepSummary()
     old.on_multirun_start(sweep)
@@ -183,8 +212,13 @@ def test_summary_keeps_to_its_own_sweep_and_fail_on_error(tmp_path, capsys):
 
     new = SweepSummary(fail_on_error=True)
     new.on_multirun_start(sweep)
-    job(new, 0, JobFailed("signatures.x is malformed", "build", stages=[{"name": "build", "status": "failed",
-                                                                          "seconds": 0.25}]))
+    job(
+        new,
+        0,
+        JobFailed(
+            "signatures.x is malformed", "build", stages=[{"name": "build", "status": "failed", "seconds": 0.25}]
+        ),
+    )
     with pytest.raises(SystemExit) as exit_:
         new.on_multirun_end(sweep)
     assert exit_.value.code == 1

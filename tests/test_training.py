@@ -5,6 +5,7 @@ The TF1 session loader runs the exported ``train`` graph three times; its losses
 ``train_on_batch`` over the same batches, and the ``eval`` graph's loss and metrics equal
 ``model.evaluate`` on the same batch. The models have no dropout, so the steps are deterministic.
 """
+
 import keras
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ def check_against_keras(export_dir, twin, xs, targets, keras_y):
     _, (evaluated,) = run_tf1(export_dir, "eval", feeds_for(xs[:1], targets[:1]))
     want = twin.evaluate(xs[0], keras_y(targets[0]), batch_size=len(xs[0]), verbose=0, return_dict=True)
     close(evaluated["loss"], want["loss"], "eval loss")
-    got_metrics = {k[len("metrics/"):-len("/value")]: v for k, v in evaluated.items() if k.startswith("metrics/")}
+    got_metrics = {k[len("metrics/") : -len("/value")]: v for k, v in evaluated.items() if k.startswith("metrics/")}
     assert set(got_metrics) == set(want) - {"loss"}
     for name, value in got_metrics.items():
         close(value, want[name], f"eval metric {name}")
@@ -78,11 +79,15 @@ def target_spec(sig, name):
     return [d.size for d in info.tensor_shape.dim], tf.as_dtype(info.dtype)
 
 
-@pytest.mark.parametrize("loss,activation", [
-    ("sparse_categorical_crossentropy", "softmax"),
-    (keras.losses.SparseCategoricalCrossentropy(from_logits=True), None),
-    (keras.losses.sparse_categorical_crossentropy, "softmax"),
-], ids=["name", "object-from-logits", "function"])
+@pytest.mark.parametrize(
+    "loss,activation",
+    [
+        ("sparse_categorical_crossentropy", "softmax"),
+        (keras.losses.SparseCategoricalCrossentropy(from_logits=True), None),
+        (keras.losses.sparse_categorical_crossentropy, "softmax"),
+    ],
+    ids=["name", "object-from-logits", "function"],
+)
 def test_sparse_classifier_trains_and_evaluates_as_keras(tmp_path, loss, activation):
     """Before: a raw ValueError at export (the target had the output's one-hot shape)."""
     source, twin = twins(models.sparse_classifier, loss=loss, activation=activation)
@@ -121,20 +126,34 @@ def test_list_outputs_with_list_losses_and_metrics(tmp_path):
 
 
 def test_compile_node_takes_dicts_and_targets_override_the_dtype(tmp_path):
-    compile_node = ("compile={optimizer: {_target_: keras.optimizers.Adam, learning_rate: 0.01}, "
-                    "loss: {score: mse, label: sparse_categorical_crossentropy}, "
-                    "loss_weights: {score: 0.5, label: 2.0}, metrics: {label: [accuracy], score: [mae]}}")
+    compile_node = (
+        "compile={optimizer: {_target_: keras.optimizers.Adam, learning_rate: 0.01}, "
+        "loss: {score: mse, label: sparse_categorical_crossentropy}, "
+        "loss_weights: {score: 0.5, label: 2.0}, metrics: {label: [accuracy], score: [mae]}}"
+    )
     export_dir = tmp_path / "m"
-    export("model=keras", "model.build._target_=tests.models.dict_heads", "+model.build.compiled=false",
-           compile_node, "+compile.targets.label={shape: [null], dtype: int32}", f"export_dir={export_dir}",
-           *NO_VERIFY)
+    export(
+        "model=keras",
+        "model.build._target_=tests.models.dict_heads",
+        "+model.build.compiled=false",
+        compile_node,
+        "+compile.targets.label={shape: [null], dtype: int32}",
+        f"export_dir={export_dir}",
+        *NO_VERIFY,
+    )
     keras.backend.clear_session()  # the export cleared it before building, as the twin's build does
     keras.utils.set_random_seed(0)  # the export's seed
     twin = models.dict_heads(compiled=False)
-    twin.compile(optimizer=keras.optimizers.Adam(0.01), loss={"score": "mse", "label": "sparse_categorical_crossentropy"},
-                 loss_weights={"score": 0.5, "label": 2.0}, metrics={"label": ["accuracy"], "score": ["mae"]})
-    targets = [{"score": RNG.standard_normal((8, 1)).astype("float32"),
-                "label": RNG.integers(0, 3, 8).astype("int32")} for _ in X]
+    twin.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss={"score": "mse", "label": "sparse_categorical_crossentropy"},
+        loss_weights={"score": 0.5, "label": 2.0},
+        metrics={"label": ["accuracy"], "score": ["mae"]},
+    )
+    targets = [
+        {"score": RNG.standard_normal((8, 1)).astype("float32"), "label": RNG.integers(0, 3, 8).astype("int32")}
+        for _ in X
+    ]
     sig, _ = run_tf1(export_dir, "train", [])
     assert target_spec(sig, "label_target") == ([-1], tf.int32)
     check_against_keras(export_dir, twin, X, targets, lambda t: {**t, "aux": np.zeros((8, 2), "float32")})
@@ -162,8 +181,10 @@ def test_eval_metrics_start_from_zero_after_loading_and_accumulate_per_session(t
     assert metric_keys and all(not np.any(reader.get_tensor(k)) for k in metric_keys)
     assert int(source.optimizer.iterations.numpy()) == 8
     for i, variable in enumerate(source.optimizer.variables):  # the optimizer state: kept as is
-        np.testing.assert_array_equal(reader.get_tensor(f"optimizer_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE"),
-                                      keras.ops.convert_to_numpy(variable))
+        np.testing.assert_array_equal(
+            reader.get_tensor(f"optimizer_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE"),
+            keras.ops.convert_to_numpy(variable),
+        )
 
 
 def test_load_from_saved_model_with_python_functions_in_its_config(tmp_path):
@@ -177,7 +198,10 @@ def test_load_from_saved_model_with_python_functions_in_its_config(tmp_path):
     want = keras.ops.convert_to_numpy(source(x))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
     y = np.eye(3, dtype="float32")[RNG.integers(0, 3, 4)]
-    got, expected = loaded.evaluate(x, y, verbose=0, return_dict=True), source.evaluate(x, y, verbose=0, return_dict=True)
+    got, expected = (
+        loaded.evaluate(x, y, verbose=0, return_dict=True),
+        source.evaluate(x, y, verbose=0, return_dict=True),
+    )
     assert set(got) == set(expected) == {"loss", "categorical_accuracy", "mean_squared_error"}
     for name in got:
         close(got[name], expected[name], name)

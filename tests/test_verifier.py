@@ -1,6 +1,7 @@
 """The verification process started with the export (``exportkit.stages.verifier``): it starts
 before the build stage ends, serves every job of a sweep, is replaced when it dies, is killed
 at ``verify.timeout_s`` when it hangs, and never outlives the exporting process."""
+
 import os
 import signal
 import subprocess
@@ -121,9 +122,11 @@ def test_an_export_the_worker_cannot_load_fails_with_its_reason_and_the_worker_s
     with Verifier() as shared:
         cfg = OmegaConf.to_container(pipeline.resolved(compose(*KERAS, f"export_dir={export_dir}")))
         stages = dict(cfg["pipeline"]["stages"])
-        cfg["pipeline"]["stages"] = {**{k: v for k, v in stages.items() if k != "verify"},
-                                     "probe": {"_target_": "tests.test_verifier.Probe", "action": "corrupt"},
-                                     "verify": stages["verify"]}
+        cfg["pipeline"]["stages"] = {
+            **{k: v for k, v in stages.items() if k != "verify"},
+            "probe": {"_target_": "tests.test_verifier.Probe", "action": "corrupt"},
+            "verify": stages["verify"],
+        }
         SEEN.clear()
         with pytest.raises(VerificationError) as raised:
             pipeline.Export(pipeline.resolved(OmegaConf.create(cfg)), verifier=shared).run()
@@ -191,9 +194,19 @@ def test_exports_inside_shared_verifier_use_one_process_and_using_none_opts_out(
 def test_the_verifier_dies_with_a_killed_exporting_process(tmp_path):
     """kill -9 of the exporting process: its verifier (PR_SET_PDEATHSIG) goes with it."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    cli = subprocess.Popen([sys.executable, "-m", "exportkit", *KERAS, f"export_dir={tmp_path / 'model'}",
-                            f"hydra.run.dir={tmp_path / 'hydra'}"], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cli = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exportkit",
+            *KERAS,
+            f"export_dir={tmp_path / 'model'}",
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         worker = None
         deadline = time.monotonic() + 60

@@ -1,6 +1,7 @@
 """``exportkit verify PATH`` on exports that already exist, and the latency verify measures: the
 kept cases run again in a fresh process (CLI subprocess, as a user runs it) pass on a fresh
 export, and fail with one line when the kept outputs or a weight in the checkpoint are changed."""
+
 import json
 import shutil
 import subprocess
@@ -53,8 +54,11 @@ def test_the_kept_cases_are_the_source_models_outputs(exported):
     inputs, outputs = kept(exported["dir"], "inputs"), kept(exported["dir"], "outputs")
     index = json.loads((exported["dir"] / KEPT / "verify.json").read_text())
     assert {(c["graph"], c["signature"], c["case"]) for c in index["cases"]} == {
-        ("serve", "serving_default", "1"), ("serve", "serving_default", "3"), ("train", "train", "3"),
-        ("eval", "eval", "3")}
+        ("serve", "serving_default", "1"),
+        ("serve", "serving_default", "3"),
+        ("train", "train", "3"),
+        ("eval", "eval", "3"),
+    }
     reference = exported["result"].context.reference["serving_default"]
     for batch in ("1", "3"):
         want = reference({"x": inputs[f"serving_default/{batch}/x"]})["out"]
@@ -86,16 +90,19 @@ def test_verify_passes_on_a_fresh_export_with_a_json_report(exported):
 def test_perturbed_kept_outputs_fail_with_one_line(exported):
     export_dir = copy_of(exported, "outputs_changed")
     outputs = kept(export_dir, "outputs")
-    outputs["serving_default/3/out"] = outputs["serving_default/3/out"] + 1e-2 * np.abs(
-        outputs["serving_default/3/out"]).max()
+    outputs["serving_default/3/out"] = (
+        outputs["serving_default/3/out"] + 1e-2 * np.abs(outputs["serving_default/3/out"]).max()
+    )
     from exportkit.stages.verify_inputs import save_npz
 
     save_npz(export_dir / KEPT / "verify_outputs.npz", outputs)
     done = run_cli("verify", export_dir)
     assert done.returncode == 1 and done.stdout == ""
     (line,) = error_lines(done)
-    assert line.startswith(f"exportkit: error: {export_dir} does not reproduce the outputs recorded at export "
-                           f"time: on /CPU:0: serving_default/out at batch 3: max abs error ")
+    assert line.startswith(
+        f"exportkit: error: {export_dir} does not reproduce the outputs recorded at export "
+        f"time: on /CPU:0: serving_default/out at batch 3: max abs error "
+    )
     assert "(and" not in line and len(done.stderr.strip().splitlines()) == 1
     report = json.loads(run_cli("verify", export_dir, "--json", "--latency-runs", "0").stdout)
     assert report["ok"] is False and len(report["failures"]) == 1 and report["devices"][0]["latency"] is None
@@ -114,15 +121,25 @@ def test_a_changed_weight_in_the_checkpoint_fails_verify(exported):
     values = {n: reader.get_tensor(n) for n in names}
     (kernel,) = [n for n in names if n.startswith("model_variables/") and values[n].shape == (4, 2)]  # out's
     values[kernel] = values[kernel] + 0.5
-    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
-                      tensors=[tf.constant(values[n]) for n in names])
-    assert not np.array_equal(tf.train.load_checkpoint(prefix).get_tensor(kernel),
-                              tf.train.load_checkpoint(str(exported["dir"] / "variables" / "variables")).get_tensor(kernel))
+    tf.raw_ops.SaveV2(
+        prefix=prefix,
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tf.constant(values[n]) for n in names],
+    )
+    assert not np.array_equal(
+        tf.train.load_checkpoint(prefix).get_tensor(kernel),
+        tf.train.load_checkpoint(str(exported["dir"] / "variables" / "variables")).get_tensor(kernel),
+    )
     done = run_cli("verify", export_dir)
     assert done.returncode == 1
     (line,) = error_lines(done)
-    assert "does not reproduce the outputs recorded at export time: on /CPU:0: serving_default/out at batch 1: " \
-           "max abs error" in line and "more)" in line
+    assert (
+        "does not reproduce the outputs recorded at export time: on /CPU:0: serving_default/out at batch 1: "
+        "max abs error"
+        in line
+        and "more)" in line
+    )
 
 
 def test_a_base_path_verifies_its_highest_version_or_the_one_given(exported):
@@ -158,21 +175,31 @@ def test_verify_refuses_an_export_without_kept_cases_and_a_device_that_is_absent
     assert error_lines(done) == [
         f"exportkit: error: verify: {unverified} keeps no verification cases ({KEPT}/verify.json is missing): "
         f"it was exported with verification off or by an older exportkit; export it again with the verify "
-        f"stage on to verify it later"]
+        f"stage on to verify it later"
+    ]
     absent = run_cli("verify", exported["dir"], "--device", "/GPU:7")
     assert absent.returncode == 1
     (line,) = error_lines(absent)
-    assert line.startswith(f"exportkit: error: {exported['dir']} could not be loaded and run on /GPU:7: device "
-                           f"/GPU:7 is not present on this machine (TensorFlow sees /CPU:0")
+    assert line.startswith(
+        f"exportkit: error: {exported['dir']} could not be loaded and run on /GPU:7: device "
+        f"/GPU:7 is not present on this machine (TensorFlow sees /CPU:0"
+    )
 
 
 def test_verify_help_is_fast_and_imports_no_framework():
-    probe = ("import atexit, runpy, sys; sys.argv = ['exportkit', 'verify', '--help']\n"
-             "atexit.register(lambda: print(sorted(m for m in sys.modules if m.split('.')[0] in "
-             "('tensorflow', 'keras', 'jax'))))\n"
-             "runpy.run_module('exportkit', run_name='__main__')\n")
-    done = subprocess.run([sys.executable, "-c", probe], env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin"},
-                          capture_output=True, text=True, timeout=60)
+    probe = (
+        "import atexit, runpy, sys; sys.argv = ['exportkit', 'verify', '--help']\n"
+        "atexit.register(lambda: print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('tensorflow', 'keras', 'jax'))))\n"
+        "runpy.run_module('exportkit', run_name='__main__')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "--device DEVICE" in done.stdout and done.stdout.strip().splitlines()[-1] == "[]"
 
@@ -185,7 +212,7 @@ def test_latency_is_recorded_in_the_manifest_and_the_sweep_summary(exported, tmp
     from exportkit.sweep_summary import SweepSummary
 
     recorded = manifest.read(exported["dir"])
-    (device, record), = recorded["verification"]["latency"].items()
+    ((device, record),) = recorded["verification"]["latency"].items()
     assert device == "/CPU:0"
     check_latency(record)
     off = tmp_path / "latency_off"
@@ -197,10 +224,12 @@ def test_latency_is_recorded_in_the_manifest_and_the_sweep_summary(exported, tmp
     summary.on_multirun_start(sweep)
     for num, export_dir in enumerate([exported["dir"], off]):
         (tmp_path / "sweep" / str(num)).mkdir(parents=True)
-        config = OmegaConf.create({"hydra": {"job": {"num": num}, "runtime": {
-            "output_dir": str(tmp_path / "sweep" / str(num))}}})
-        summary.on_job_end(config, JobReturn(overrides=[f"seed={num}"], status=JobStatus.COMPLETED,
-                                             _return_value=str(export_dir)))
+        config = OmegaConf.create(
+            {"hydra": {"job": {"num": num}, "runtime": {"output_dir": str(tmp_path / "sweep" / str(num))}}}
+        )
+        summary.on_job_end(
+            config, JobReturn(overrides=[f"seed={num}"], status=JobStatus.COMPLETED, _return_value=str(export_dir))
+        )
     summary.on_multirun_end(sweep)
     import csv
 
@@ -208,6 +237,7 @@ def test_latency_is_recorded_in_the_manifest_and_the_sweep_summary(exported, tmp
         rows = list(csv.DictReader(f))
     cases = record["signatures"]["serving_default"]
     assert [(float(r["p50_ms_b1"]), float(r["p50_ms_b3"])) for r in rows[:1]] == [
-        (cases["1"]["p50_ms"], cases["3"]["p50_ms"])]
+        (cases["1"]["p50_ms"], cases["3"]["p50_ms"])
+    ]
     assert (rows[1]["p50_ms_b1"], rows[1]["p50_ms_b3"]) == ("", "")
     assert "p50 b1 (ms)" in (tmp_path / "sweep" / "summary.md").read_text()

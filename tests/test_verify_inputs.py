@@ -5,6 +5,7 @@ tolerances and top-1, the train/eval graphs, and the kept cases that re-verify a
 Exports are round trips through the written SavedModel, compared with the source model; the
 unit tests of input generation and example loading need no export.
 """
+
 import json
 
 import keras
@@ -46,11 +47,13 @@ def reverify(export_dir):
 
 # ---- models ---------------------------------------------------------------------------------
 
+
 def tiny_bert():
     import keras_hub
 
-    return keras_hub.models.BertBackbone(vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8,
-                                         intermediate_dim=16, max_sequence_length=16)
+    return keras_hub.models.BertBackbone(
+        vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=16
+    )
 
 
 def gru_classifier(compiled: bool = True):
@@ -86,9 +89,14 @@ def two_heads():
     image = keras.Input((5,), name="image")
     meta = keras.Input((3,), name="meta")
     hidden = keras.layers.Dense(8, activation="relu", name="hidden")(keras.layers.Concatenate()([image, meta]))
-    return keras.Model({"image": image, "meta": meta},
-                       {"score": keras.layers.Dense(1, name="score")(hidden),
-                        "label": keras.layers.Dense(4, activation="softmax", name="label")(hidden)}, name="heads")
+    return keras.Model(
+        {"image": image, "meta": meta},
+        {
+            "score": keras.layers.Dense(1, name="score")(hidden),
+            "label": keras.layers.Dense(4, activation="softmax", name="label")(hidden),
+        },
+        name="heads",
+    )
 
 
 class Tampered(Trace):
@@ -119,8 +127,10 @@ class Tampered(Trace):
 
 def tamper(**kwargs):
     """The overrides that swap the trace stage for ``Tampered(**kwargs)``."""
-    return ("pipeline.stages.trace._target_=tests.test_verify_inputs.Tampered",
-            *[f"+pipeline.stages.trace.{k}={hydra_value(v)}" for k, v in kwargs.items()])
+    return (
+        "pipeline.stages.trace._target_=tests.test_verify_inputs.Tampered",
+        *[f"+pipeline.stages.trace.{k}={hydra_value(v)}" for k, v in kwargs.items()],
+    )
 
 
 def hydra_value(value) -> str:
@@ -132,6 +142,7 @@ def hydra_value(value) -> str:
 
 
 # ---- exports --------------------------------------------------------------------------------
+
 
 def test_keras_hub_bert_backbone_verifies_with_the_defaults(export_dir):
     """Ids below each Embedding's input_dim, a 0/1 padding mask, every sequence length probed:
@@ -201,8 +212,11 @@ def test_real_examples_are_used_kept_and_reverify(tmp_path):
     verify.inputs, and a second export verified from it checks the same cases."""
     rng = np.random.default_rng(3)
     examples = tmp_path / "examples.npz"
-    np.savez(examples, image=rng.standard_normal((4, 5)).astype("float32"),
-             **{"serving_default/meta": rng.standard_normal((4, 3))})  # float64: cast to float32
+    np.savez(
+        examples,
+        image=rng.standard_normal((4, 5)).astype("float32"),
+        **{"serving_default/meta": rng.standard_normal((4, 3))},
+    )  # float64: cast to float32
     model = two_heads()
     first = tmp_path / "first"
     result = export("model=in_memory", f"export_dir={first}", f"verify.inputs={examples}", model=model)
@@ -216,8 +230,12 @@ def test_real_examples_are_used_kept_and_reverify(tmp_path):
     np.testing.assert_allclose(outputs["serving_default/4/label"], want["label"], atol=1e-6)
     assert reverify(first) == 2
     second = tmp_path / "second"
-    again = export("model=in_memory", f"export_dir={second}",
-                   f"verify.inputs={first / 'assets.extra' / 'verify_inputs.npz'}", model=model)
+    again = export(
+        "model=in_memory",
+        f"export_dir={second}",
+        f"verify.inputs={first / 'assets.extra' / 'verify_inputs.npz'}",
+        model=model,
+    )
     assert set(again.manifest["verify"]["serving_default"]) == {"4"}
     assert kept(second)[1].keys() == inputs.keys()
 
@@ -239,8 +257,12 @@ def test_per_output_tolerances_and_top1_catch_a_perturbed_export(tmp_path):
 
 
 def test_a_model_failing_on_its_inputs_is_one_line_naming_the_key(tmp_path):
-    done = run_cli("model=keras", "model.build._target_=tests.test_verify_inputs.gather_model",
-                   f"export_dir={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'run'}")
+    done = run_cli(
+        "model=keras",
+        "model.build._target_=tests.test_verify_inputs.gather_model",
+        f"export_dir={tmp_path / 'out'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert lines[-1].startswith("exportkit: error: the source model failed on verify's inputs for serving_default")
@@ -248,12 +270,17 @@ def test_a_model_failing_on_its_inputs_is_one_line_naming_the_key(tmp_path):
     assert "input ids got integers 0-9 (the dtype's default)" in lines[-1] and "verify.values.ids=" in lines[-1]
     assert "Traceback" not in done.stderr
     # The key it names is the fix.
-    result = export("model=keras", "model.build._target_=tests.test_verify_inputs.gather_model",
-                    f"export_dir={tmp_path / 'fixed'}", "+verify.values.ids={low: 0, high: 3}")
+    result = export(
+        "model=keras",
+        "model.build._target_=tests.test_verify_inputs.gather_model",
+        f"export_dir={tmp_path / 'fixed'}",
+        "+verify.values.ids={low: 0, high: 3}",
+    )
     assert all(o["ok"] for case in result.manifest["verify"]["serving_default"].values() for o in case.values())
 
 
 # ---- units: no export -------------------------------------------------------------------------
+
 
 def spec(shape, dtype="float32", name=None):
     import tensorflow as tf
@@ -272,10 +299,15 @@ def test_introspection_finds_embeddings_lookups_and_text_through_nesting():
     inner_ids = keras.Input((3,), dtype="int32", name="inner_ids")
     inner = keras.Model(inner_ids, keras.layers.Embedding(4, 2, name="emb4")(inner_ids), name="inner")
     free = keras.Input((3,), name="free")
-    model = keras.Model([text, color, ids, free],
-                        [text_layer(keras.layers.Reshape(())(text)),
-                         keras.layers.StringLookup(vocabulary=["red", "blue"], name="lookup")(color),
-                         inner(ids), free])
+    model = keras.Model(
+        [text, color, ids, free],
+        [
+            text_layer(keras.layers.Reshape(())(text)),
+            keras.layers.StringLookup(vocabulary=["red", "blue"], name="lookup")(color),
+            inner(ids),
+            free,
+        ],
+    )
     hints = input_hints(model)
     assert set(hints) == {"text", "color", "ids"}
     assert sorted(hints["text"]["values"]) == ["a", "cat", "dog", "ran", "sat", "the"] and hints["text"]["sentence"]
@@ -288,19 +320,30 @@ def test_introspection_finds_embeddings_lookups_and_text_through_nesting():
 def test_generated_values_follow_config_hints_names_and_dtypes():
     from exportkit.stages.verify_inputs import make_inputs
 
-    signatures = {"serving_default": {
-        "words": spec([None, 1], "string"), "sentence": spec([None], "string"), "ids": spec([None, 6], "int32"),
-        "attention_mask": spec([None, 6], "int32"), "token_type_ids": spec([None, 6], "int64"),
-        "x": spec([None, 2]), "bucket": spec([None], "int32"), "flag": spec([None], "bool")}}
-    hints = {"words": {"values": ["red", "blue"], "origin": "StringLookup"},
-             "sentence": {"values": ["hello", "world"], "sentence": True, "origin": "TextVectorization"},
-             "ids": {"low": 0, "high": 3, "integer": True, "origin": "Embedding"}}
-    cases = make_inputs(signatures, [50], seed=0, hints=hints,
-                        values={"x": {"low": 5, "high": 6}, "bucket": [7, 11]})
+    signatures = {
+        "serving_default": {
+            "words": spec([None, 1], "string"),
+            "sentence": spec([None], "string"),
+            "ids": spec([None, 6], "int32"),
+            "attention_mask": spec([None, 6], "int32"),
+            "token_type_ids": spec([None, 6], "int64"),
+            "x": spec([None, 2]),
+            "bucket": spec([None], "int32"),
+            "flag": spec([None], "bool"),
+        }
+    }
+    hints = {
+        "words": {"values": ["red", "blue"], "origin": "StringLookup"},
+        "sentence": {"values": ["hello", "world"], "sentence": True, "origin": "TextVectorization"},
+        "ids": {"low": 0, "high": 3, "integer": True, "origin": "Embedding"},
+    }
+    cases = make_inputs(signatures, [50], seed=0, hints=hints, values={"x": {"low": 5, "high": 6}, "bucket": [7, 11]})
     a = cases[("serving_default", "50")]
     assert set(a["words"].ravel()) == {b"red", b"blue"} and a["words"].shape == (50, 1)
-    assert all(set(s.split()) <= {b"hello", b"world"} for s in a["sentence"]) and \
-        max(len(s.split()) for s in a["sentence"]) > 1
+    assert (
+        all(set(s.split()) <= {b"hello", b"world"} for s in a["sentence"])
+        and max(len(s.split()) for s in a["sentence"]) > 1
+    )
     assert a["ids"].dtype == np.int32 and set(np.unique(a["ids"])) == {0, 1, 2}
     assert set(np.unique(a["attention_mask"])) == {0, 1} and (a["attention_mask"][:, 0] == 1).all()
     assert set(np.unique(a["token_type_ids"])) == {0, 1} and a["token_type_ids"].dtype == np.int64
@@ -336,8 +379,10 @@ def test_dims_plan_shares_lengths_and_takes_keys_and_symbols():
 def test_bad_examples_are_one_line_config_errors(tmp_path):
     from exportkit.stages.verify_inputs import load_examples
 
-    signatures = {"serving_default": {"ids": spec([None, 3], "int32"), "x": spec([None, 2])},
-                  "other": {"x": spec([None, 2])}}
+    signatures = {
+        "serving_default": {"ids": spec([None, 3], "int32"), "x": spec([None, 2])},
+        "other": {"x": spec([None, 2])},
+    }
     path = tmp_path / "e.npz"
 
     def error(**arrays):
@@ -349,16 +394,22 @@ def test_bad_examples_are_one_line_config_errors(tmp_path):
 
     x = np.zeros((2, 2), "float32")
     assert "no array for input ids of serving_default" in error(x=x)
-    assert "shape [2, 4]" in error(x=x, ids=np.zeros((2, 4), "int32")) and "input ids" in error(x=x, ids=np.zeros((2, 4), "int32"))
+    assert "shape [2, 4]" in error(x=x, ids=np.zeros((2, 4), "int32")) and "input ids" in error(
+        x=x, ids=np.zeros((2, 4), "int32")
+    )
     assert "dtype float32, the input takes int32" in error(x=x, ids=np.zeros((2, 3), "float32"))
-    assert "do not fit int32" in error(x=x, ids=np.full((2, 3), 2 ** 40))
+    assert "do not fit int32" in error(x=x, ids=np.full((2, 3), 2**40))
     assert "different batch sizes" in error(x=x, ids=np.zeros((5, 3), "int32"))
     assert "key 'nope/x'" in error(**{"nope/x": x, "ids": np.zeros((2, 3), "int32")})
     (tmp_path / "bad.npz").write_text("not a zip")
     with pytest.raises(ConfigError, match=r"verify.inputs=.*bad.npz.*cannot be read as a .npz"):
         load_examples(str(tmp_path / "bad.npz"), signatures)
     # Keys may name a signature and a case: one case per label, unprefixed keys shared.
-    np.savez(path, x=x, **{"serving_default/a/ids": np.ones((2, 3), "int64"), "serving_default/b/ids": np.zeros((2, 3), "int32")})
+    np.savez(
+        path,
+        x=x,
+        **{"serving_default/a/ids": np.ones((2, 3), "int64"), "serving_default/b/ids": np.zeros((2, 3), "int32")},
+    )
     cases = load_examples(str(path), signatures)
     assert set(cases) == {("serving_default", "a"), ("serving_default", "b"), ("other", "2")}
     assert cases[("serving_default", "a")]["ids"].dtype == np.int32

@@ -18,6 +18,7 @@ string tensor as its varint64 lengths, a masked crc32c of the lengths, then the 
 is a LevelDB-format table, keys sorted, no compression: ``""`` -> BundleHeaderProto, then each key
 -> BundleEntryProto (dtype, shape, offset, size, masked crc32c of what was written).
 """
+
 import hashlib
 import queue
 import struct
@@ -48,8 +49,25 @@ class Entry(NamedTuple):
     strings: Optional[List[bytes]]
 
 
-NUMERIC = {np.dtype(name) for name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64",
-                                       "uint8", "uint16", "uint32", "uint64", "bool", "complex64", "complex128")}
+NUMERIC = {
+    np.dtype(name)
+    for name in (
+        "float16",
+        "float32",
+        "float64",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "bool",
+        "complex64",
+        "complex128",
+    )
+}
 
 
 def writes_dtype(dtype: np.dtype) -> bool:
@@ -109,8 +127,11 @@ def _entry(key: str, tensor) -> Optional[Entry]:
         value = tensor.numpy()  # fixed-width "S", which drops trailing NULs)
         strings = [value] if isinstance(value, bytes) else [bytes(s) for s in value.ravel()]
         return Entry(key, dtype.as_datatype_enum, tuple(int(d) for d in tensor.shape), None, strings)
-    if dtype in (tf.resource, tf.variant) or not dtype.is_numpy_compatible \
-            or not writes_dtype(np.dtype(dtype.as_numpy_dtype)):
+    if (
+        dtype in (tf.resource, tf.variant)
+        or not dtype.is_numpy_compatible
+        or not writes_dtype(np.dtype(dtype.as_numpy_dtype))
+    ):
         return None  # (float8, int4 and the like: TensorFlow's own save)
     # on the CPU the tensor's own buffer (``_numpy`` shares it); elsewhere a host copy
     return _array_entry(key, tensor._numpy() if "CPU" in tensor.device.upper() else tensor.numpy())
@@ -141,8 +162,9 @@ def write(prefix: Path, items: Sequence[Entry], stop: Optional[threading.Event] 
                     raise ValueError(f"checkpoint key {item.key!r} twice")
                 start = out.size
                 crc = _write_strings(out, item.strings) if item.strings is not None else out.write(item.data)
-                entry = tensor_bundle_pb2.BundleEntryProto(dtype=item.dtype, shard_id=0, offset=start,
-                                                           size=out.size - start, crc32c=_mask(crc))
+                entry = tensor_bundle_pb2.BundleEntryProto(
+                    dtype=item.dtype, shard_id=0, offset=start, size=out.size - start, crc32c=_mask(crc)
+                )
                 entry.shape.SetInParent()  # a scalar's empty shape is written too
                 for dim in item.shape:
                     entry.shape.dim.add(size=dim)
@@ -152,8 +174,9 @@ def write(prefix: Path, items: Sequence[Entry], stop: Optional[threading.Event] 
         data_digest = hasher.finish()
     header = tensor_bundle_pb2.BundleHeaderProto(num_shards=1, endianness=tensor_bundle_pb2.BundleHeaderProto.LITTLE)
     header.version.producer = 1
-    table = _table([(b"", header.SerializeToString())]
-                   + [(key.encode(), records[key]) for key in sorted(records, key=str.encode)])
+    table = _table(
+        [(b"", header.SerializeToString())] + [(key.encode(), records[key]) for key in sorted(records, key=str.encode)]
+    )
     index_path.write_bytes(table)
     return {data_path: data_digest, index_path: hashlib.sha256(table).hexdigest()}
 
@@ -173,7 +196,7 @@ class _Hasher:
             if self.error is None:
                 try:
                     self.digest.update(block)
-                except BaseException as e:  # told by finish(): no digest of part of a file
+                except BaseException as e:  # noqa: BLE001 - told by finish(): no digest of part of a file
                     self.error = e
 
     def update(self, block) -> None:
@@ -207,7 +230,7 @@ class _Output:
         self.flush()
         for start in range(0, len(view), CHUNK):
             self.check_stop()
-            block = view[start:start + CHUNK]
+            block = view[start : start + CHUNK]
             self.hasher.update(block)
             _write_all(self.f, block)
             crc = crc32c.crc32c(block, crc)
@@ -289,8 +312,11 @@ class _Block:
         return len(self.buffer) + 4 * len(self.restarts) + 4
 
     def finish(self) -> bytes:
-        return bytes(self.buffer) + b"".join(struct.pack("<I", r) for r in self.restarts) \
+        return (
+            bytes(self.buffer)
+            + b"".join(struct.pack("<I", r) for r in self.restarts)
             + struct.pack("<I", len(self.restarts))
+        )
 
 
 def _table(entries: Sequence[Tuple[bytes, bytes]]) -> bytes:

@@ -36,6 +36,7 @@ The renamed names keep TensorFlow's ``<prefix>_<number>`` form, which the TF2 lo
 (``function_deserialization._clean_function_name``), and stay unique within the export; being
 content-derived, two different exports loaded into one TF1 graph do not collide either.
 """
+
 import hashlib
 import re
 from pathlib import Path
@@ -49,9 +50,18 @@ _GRADIENT_TYPE = re.compile(r"^(?P<base>[A-Za-z_]+)-(?P<uid>\d+)$")
 _DIGITS = re.compile(r"^\d+$")
 _INITIALIZER_NAME = re.compile(r"key_value_init(\d+)(?![0-9])")
 # Ops creating a lookup table (their ``shared_name`` varies from one process to the next).
-_TABLE_OPS = frozenset({"HashTable", "HashTableV2", "MutableHashTable", "MutableHashTableV2",
-                        "MutableHashTableOfTensors", "MutableHashTableOfTensorsV2",
-                        "MutableDenseHashTable", "MutableDenseHashTableV2"})
+_TABLE_OPS = frozenset(
+    {
+        "HashTable",
+        "HashTableV2",
+        "MutableHashTable",
+        "MutableHashTableV2",
+        "MutableHashTableOfTensors",
+        "MutableHashTableOfTensorsV2",
+        "MutableDenseHashTable",
+        "MutableDenseHashTableV2",
+    }
+)
 
 
 def saved_model(proto) -> None:
@@ -114,8 +124,9 @@ def _number_table_names(meta_graph) -> List[str]:
         name = node.attr["shared_name"].s.decode("utf-8", "replace")
         if name not in ordered:
             ordered.append(name)
-    in_functions = {node.attr["shared_name"].s.decode("utf-8", "replace")
-                    for node in _table_nodes(meta_graph, in_graph=False)}
+    in_functions = {
+        node.attr["shared_name"].s.decode("utf-8", "replace") for node in _table_nodes(meta_graph, in_graph=False)
+    }
     ordered += sorted(in_functions - set(ordered), key=_counter_order)
     renames = {old: f"table_{i}" for i, old in enumerate(ordered)}
     _set_table_names(meta_graph, renames)
@@ -227,8 +238,9 @@ def _gradient_type_renames(meta_graph) -> Dict[str, str]:
     for gradient in meta_graph.graph_def.library.registered_gradients:
         if _GRADIENT_TYPE.match(gradient.registered_op_type):
             found.add(gradient.registered_op_type)
-    ordered = sorted(found, key=lambda s: (_GRADIENT_TYPE.match(s).group("base"),
-                                           int(_GRADIENT_TYPE.match(s).group("uid"))))
+    ordered = sorted(
+        found, key=lambda s: (_GRADIENT_TYPE.match(s).group("base"), int(_GRADIENT_TYPE.match(s).group("uid")))
+    )
     return {old: f"{_GRADIENT_TYPE.match(old).group('base')}-{i}" for i, old in enumerate(ordered)}
 
 

@@ -26,6 +26,7 @@ a ``null`` shape for an unknown rank)::
 >>> diff(old, new).status, diff(old, new).breaking, diff(old, new).compatible
 ('breaking', ['serve/s: input x shape [null, 8] -> [1, 8] (narrowed)'], ['serve/s: output z added'])
 """
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -76,8 +77,7 @@ def of_saved_model(proto) -> Contract:
 
 
 def _tensor(info, dtypes) -> Dict[str, Any]:
-    shape = None if info.tensor_shape.unknown_rank else [d.size if d.size >= 0 else None
-                                                         for d in info.tensor_shape.dim]
+    shape = None if info.tensor_shape.unknown_rank else [d.size if d.size >= 0 else None for d in info.tensor_shape.dim]
     return {"dtype": dtypes.as_dtype(info.dtype).name, "shape": shape}
 
 
@@ -129,8 +129,9 @@ def _signature(where: str, old: Dict[str, Any], new: Dict[str, Any], out: Diff) 
                 out.breaking.append(f"{where}: {noun} {name} removed")
             elif name not in before:
                 (out.breaking if kind == "inputs" else out.compatible).append(
-                    f"{where}: {noun} {name} added" + (" (clients that do not send it are refused)"
-                                                       if kind == "inputs" else ""))
+                    f"{where}: {noun} {name} added"
+                    + (" (clients that do not send it are refused)" if kind == "inputs" else "")
+                )
             else:
                 _tensor_change(f"{where}: {noun} {name}", before[name], after[name], kind == "inputs", out)
 
@@ -164,4 +165,3 @@ def _shape_change(old: Optional[list], new: Optional[list]) -> Optional[str]:
 
 def _shape(shape: Optional[list]) -> str:
     return "unknown rank" if shape is None else "[" + ", ".join("null" if d is None else str(d) for d in shape) + "]"
-

@@ -5,6 +5,7 @@ every file of an export; for a multi-GiB checkpoint reading it twice is most of 
 time. A ``HashCache`` (one per export, on the context) does not read a file again while it is
 unchanged since it was hashed (same inode, size and mtime).
 """
+
 import hashlib
 import os
 import threading

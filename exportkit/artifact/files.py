@@ -16,6 +16,7 @@ symlinks to the root's, so one checkpoint serves every graph::
 
 ``layout=tf1``: TF 1.14's layout, every graph a MetaGraphDef of the root's ``saved_model.pb``.
 """
+
 import os
 from pathlib import Path
 from typing import Optional

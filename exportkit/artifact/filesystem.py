@@ -1,5 +1,6 @@
 """export_dir's filesystem: creating its parents, its name's length, and a refused step as one
 line (``FilesystemError``) naming the path, the system's reason and the fix."""
+
 import contextlib
 import errno
 import os
@@ -58,14 +59,21 @@ def check_name_length(export_dir: Path) -> None:
     staging = f".{export_dir.name}.staging-{'9' * MAX_PID_DIGITS}-{'x' * RANDOM_CHARS}"
     extra = len(os.fsencode(staging)) - name
     if name > limit:
-        raise FilesystemError(f"export_dir name {_short(export_dir.name)} is {name} bytes, over the limit of {limit} "
-                              f"of the filesystem at {mount_point(export_dir)}; choose a shorter export_dir",
-                              export_dir, errno.ENAMETOOLONG)
+        raise FilesystemError(
+            f"export_dir name {_short(export_dir.name)} is {name} bytes, over the limit of {limit} "
+            f"of the filesystem at {mount_point(export_dir)}; choose a shorter export_dir",
+            export_dir,
+            errno.ENAMETOOLONG,
+        )
     if name + extra > limit:
-        raise FilesystemError(f"export_dir name {_short(export_dir.name)} ({name} bytes) is too long: exportkit "
-                              f"stages the export beside it as .NAME.staging-PID-XXXXXXXX, {name + extra} bytes, "
-                              f"over the filesystem's limit of {limit}; choose an export_dir name of at most "
-                              f"{limit - extra} bytes", export_dir, errno.ENAMETOOLONG)
+        raise FilesystemError(
+            f"export_dir name {_short(export_dir.name)} ({name} bytes) is too long: exportkit "
+            f"stages the export beside it as .NAME.staging-PID-XXXXXXXX, {name + extra} bytes, "
+            f"over the filesystem's limit of {limit}; choose an export_dir name of at most "
+            f"{limit - extra} bytes",
+            export_dir,
+            errno.ENAMETOOLONG,
+        )
 
 
 def _short(name: str) -> str:

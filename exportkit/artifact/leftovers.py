@@ -1,6 +1,7 @@
 """What dead runs leave beside export_dir (``.NAME.staging-PID-*``, ``.NAME.old-PID-*``,
 ``.NAME.verify-PID-*``): named with the owner's pid, removed by the next run once that pid is dead;
 an old export stranded by a killed fallback swap is restored."""
+
 import contextlib
 import os
 import re
@@ -41,8 +42,9 @@ def clean(export_dir: Path, notify: Callable[[str], None]) -> None:
         # The fallback's window is the only state with an .old- and a .staging- of the same pid:
         # its .old- is the whole old export (one being removed after a publish has no staging).
         staging_pids = {pid for kind, pid, _ in stale if kind == "staging"}
-        olds = sorted((s for s in stale if s[0] == "old" and s[1] in staging_pids),
-                      key=lambda s: s[2].lstat().st_mtime_ns)
+        olds = sorted(
+            (s for s in stale if s[0] == "old" and s[1] in staging_pids), key=lambda s: s[2].lstat().st_mtime_ns
+        )
         if olds and not os.path.lexists(export_dir):
             _, pid, old = olds[-1]
             rename_noreplace(old, export_dir)
@@ -51,8 +53,9 @@ def clean(export_dir: Path, notify: Callable[[str], None]) -> None:
         for _, _, path in stale:
             remove(path)
     except OSError as error:
-        raise filesystem_error(error, f"clean up the leftovers of dead runs beside export_dir {export_dir}",
-                               export_dir.parent) from error
+        raise filesystem_error(
+            error, f"clean up the leftovers of dead runs beside export_dir {export_dir}", export_dir.parent
+        ) from error
     if stale:
         notify(f"removed {len(stale)} leftover(s) of dead exportkit process(es) beside {export_dir}")
 
@@ -76,5 +79,6 @@ def verify_temp_dir(export_dir: Path) -> Path:
     try:
         return Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.verify-{os.getpid()}-", dir=export_dir.parent))
     except OSError as error:
-        raise filesystem_error(error, f"create a temporary directory beside export_dir {export_dir}",
-                               export_dir.parent) from error
+        raise filesystem_error(
+            error, f"create a temporary directory beside export_dir {export_dir}", export_dir.parent
+        ) from error

@@ -4,6 +4,7 @@ A finished run unlinks the file before closing it; a waiter that locked a file s
 retries on the new one, so the lock is never held twice. A killed owner's lock dies with it and
 the next run takes the file over.
 """
+
 import contextlib
 import fcntl
 import os

@@ -4,6 +4,7 @@
 ``python -m exportkit.reproduce`` re-runs from; ``digest`` is one hash of every other file, the
 same for two runs of the same config (see ``exportkit.canonical``).
 """
+
 import hashlib
 import json
 import platform
@@ -72,7 +73,8 @@ def input_files(cfg) -> Dict[str, Dict[str, str]]:
 
 def contract(root: Path) -> Optional[Dict[str, Any]]:
     """Per tag-set and signature: method name, inputs' and outputs' dtypes and shapes (None: no graph)."""
-    from exportkit.artifact import contract as signature_contract, files
+    from exportkit.artifact import contract as signature_contract
+    from exportkit.artifact import files
 
     return signature_contract.read(root) if files.saved_model_file(root) else None
 
@@ -94,8 +96,10 @@ def write(ctx) -> Dict[str, Any]:
         "overrides": list(ctx.overrides),
         "inputs": input_files(ctx.cfg),
         "versions": versions(),
-        "stages": [{"name": r.name, "status": r.status, "seconds": round(r.seconds, 4),
-                    "detail": r.detail} for r in ctx.records],
+        "stages": [
+            {"name": r.name, "status": r.status, "seconds": round(r.seconds, 4), "detail": r.detail}
+            for r in ctx.records
+        ],
         "files": files,
         "digest": canonical.content_digest(files),
         "fingerprint": fingerprint(ctx.work_dir),

@@ -22,6 +22,7 @@ writes::
 name a version the server has loaded, and every version kept on disk (the new one, the labelled
 ones) is then served.
 """
+
 import contextlib
 import fcntl
 import os
@@ -41,11 +42,15 @@ def read(path: Path):
         try:
             text_format.Parse(Path(path).read_text(), config)
         except (text_format.ParseError, UnicodeDecodeError) as error:
-            raise ConfigError(f"serving.model_config_file={path} is not a TF Serving ModelServerConfig text "
-                              f"file ({str(error).splitlines()[0]}); fix it or give another file") from error
+            raise ConfigError(
+                f"serving.model_config_file={path} is not a TF Serving ModelServerConfig text "
+                f"file ({str(error).splitlines()[0]}); fix it or give another file"
+            ) from error
         if config.HasField("custom_model_config"):
-            raise ConfigError(f"serving.model_config_file={path} holds a custom_model_config; exportkit writes "
-                              f"model_config_list entries only: give another file")
+            raise ConfigError(
+                f"serving.model_config_file={path} holds a custom_model_config; exportkit writes "
+                f"model_config_list entries only: give another file"
+            )
     return config
 
 

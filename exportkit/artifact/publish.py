@@ -26,6 +26,7 @@
 Not done: the exported files are not fsync-ed before the swap (only the parent directory after
 it), so a power loss, unlike a killed process, can still leave recently written files empty.
 """
+
 import contextlib
 import errno
 import os
@@ -46,7 +47,8 @@ def check_export_dir(export_dir: Path, overwrite: bool) -> None:
     if export_dir.is_dir() and any(export_dir.iterdir()) and not overwrite:
         raise ExportDirExistsError(
             f"export_dir {export_dir} already exists and is not empty; pass overwrite=true to "
-            f"replace it (the old export stays until the new one is complete), or choose another export_dir")
+            f"replace it (the old export stays until the new one is complete), or choose another export_dir"
+        )
 
 
 class Slot:
@@ -64,8 +66,9 @@ class Slot:
             os.chmod(self.work_dir, 0o755)  # mkdtemp makes it 0700
             old = self._swap()
         except OSError as error:
-            raise filesystem_error(error, f"publish {self.work_dir.name} as export_dir {self.export_dir}",
-                                   self.export_dir.parent) from error
+            raise filesystem_error(
+                error, f"publish {self.work_dir.name} as export_dir {self.export_dir}", self.export_dir.parent
+            ) from error
         self.published = True
         _fsync_dir(self.export_dir.parent)
         if old is not None:
@@ -111,8 +114,7 @@ class Slot:
 
 
 @contextlib.contextmanager
-def export_slot(export_dir: Path, overwrite: bool,
-                notify: Callable[[str], None] = lambda line: None) -> Iterator[Slot]:
+def export_slot(export_dir: Path, overwrite: bool, notify: Callable[[str], None] = lambda line: None) -> Iterator[Slot]:
     """Lock export_dir, clean up what dead runs left beside it, check it, and give a staging dir.
 
     ``slot.work_dir`` is the staging directory to write into; ``slot.publish()`` swaps it in.
@@ -132,16 +134,17 @@ def export_slot(export_dir: Path, overwrite: bool,
         try:
             held = lock.acquire(export_dir)
         except OSError as error:
-            raise filesystem_error(error, f"lock export_dir {export_dir} (lock file {lock.lock_path(export_dir).name})",
-                                   export_dir.parent) from error
+            raise filesystem_error(
+                error, f"lock export_dir {export_dir} (lock file {lock.lock_path(export_dir).name})", export_dir.parent
+            ) from error
         leftovers.clean(export_dir, notify)
         check_export_dir(export_dir, overwrite)
         try:
-            work = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.staging-{os.getpid()}-",
-                                         dir=export_dir.parent))
+            work = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.staging-{os.getpid()}-", dir=export_dir.parent))
         except OSError as error:
-            raise filesystem_error(error, f"create the staging directory beside export_dir {export_dir}",
-                                   export_dir.parent) from error
+            raise filesystem_error(
+                error, f"create the staging directory beside export_dir {export_dir}", export_dir.parent
+            ) from error
         slot = Slot(export_dir, work, overwrite)
         try:
             yield slot
@@ -195,5 +198,6 @@ def _write_error(error: BaseException, slot: Slot) -> Optional[FilesystemError]:
             return None
     else:
         return None
-    return filesystem_error(OSError(code, os.strerror(code)),
-                            f"write the export for export_dir {slot.export_dir}", slot.export_dir.parent)
+    return filesystem_error(
+        OSError(code, os.strerror(code)), f"write the export for export_dir {slot.export_dir}", slot.export_dir.parent
+    )

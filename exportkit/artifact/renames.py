@@ -1,5 +1,6 @@
 """Linux ``renameat2(2)``: swap two directories in one step (RENAME_EXCHANGE), or rename without
 replacing (RENAME_NOREPLACE), through ctypes; ``exchange_supported`` asks a filesystem."""
+
 import ctypes
 import errno
 import os

@@ -21,6 +21,7 @@ gives one export its number and its ``export_slot`` (``exportkit.artifact.publis
   beyond ``keep`` are renamed aside to dot-names and only then deleted, so a polling server never
   sees a half-deleted version. The version just published and every labelled one always stay.
 """
+
 import contextlib
 import fcntl
 import os
@@ -135,12 +136,15 @@ def choose_version(base: Path, version, overwrite: bool, labels: Mapping[str, in
             free = max(set(on_disk) | reserved_versions(base)) + 1
             raise ExportDirExistsError(
                 f"serving.version={number}: version {number} already exists under serving.base_path={base}; "
-                f"pass overwrite=true to replace it, or serving.version=auto for the next free version ({free})")
+                f"pass overwrite=true to replace it, or serving.version=auto for the next free version ({free})"
+            )
     for label, labelled in labels.items():
         if labelled != number and labelled not in on_disk:
-            raise ConfigError(f"serving.labels.{label}={labelled}: there is no version {labelled} under "
-                              f"serving.base_path={base} (versions: {_listing(on_disk)}; this export is "
-                              f"version {number}); label a version that exists or this one")
+            raise ConfigError(
+                f"serving.labels.{label}={labelled}: there is no version {labelled} under "
+                f"serving.base_path={base} (versions: {_listing(on_disk)}; this export is "
+                f"version {number}); label a version that exists or this one"
+            )
     return number, (max(on_disk) if on_disk else None)
 
 
@@ -149,9 +153,14 @@ def _listing(versions) -> str:
 
 
 @contextlib.contextmanager
-def version_slot(base: Path, version, overwrite: bool, labels: Optional[Mapping[str, int]] = None,
-                 notify: Callable[[str], None] = lambda line: None,
-                 check: Callable[[], None] = lambda: None) -> Iterator[Slot]:
+def version_slot(
+    base: Path,
+    version,
+    overwrite: bool,
+    labels: Optional[Mapping[str, int]] = None,
+    notify: Callable[[str], None] = lambda line: None,
+    check: Callable[[], None] = lambda: None,
+) -> Iterator[Slot]:
     """An ``export_slot`` at ``base/N``, N chosen (``auto``) or given, reserved until published.
 
     The slot also carries ``version`` (N), ``base_path`` and ``previous`` (the highest version on
@@ -189,8 +198,9 @@ def _remove_created(base: Path, created: List[Path]) -> None:
                 os.rmdir(parent)
 
 
-def plan_keep(versions, published: int, keep: Optional[int], labels: Mapping[str, int],
-              busy: Set[int] = frozenset()) -> Tuple[List[int], List[int]]:
+def plan_keep(
+    versions, published: int, keep: Optional[int], labels: Mapping[str, int], busy: Set[int] = frozenset()
+) -> Tuple[List[int], List[int]]:
     """(versions that stay, versions to remove): the ``keep`` highest, the published one, labelled
     ones and ``busy`` ones (being replaced by a live run) stay.
 
@@ -202,9 +212,14 @@ def plan_keep(versions, published: int, keep: Optional[int], labels: Mapping[str
     return [v for v in ordered if v in stay], [v for v in ordered if v not in stay]
 
 
-def finish(slot: Slot, keep: Optional[int] = None, labels: Optional[Mapping[str, int]] = None,
-           model_name: Optional[str] = None, model_config_file: Optional[Path] = None,
-           notify: Callable[[str], None] = lambda line: None) -> Dict[str, List[int]]:
+def finish(
+    slot: Slot,
+    keep: Optional[int] = None,
+    labels: Optional[Mapping[str, int]] = None,
+    model_name: Optional[str] = None,
+    model_config_file: Optional[Path] = None,
+    notify: Callable[[str], None] = lambda line: None,
+) -> Dict[str, List[int]]:
     """After ``slot.publish()``: write the model config, then remove the versions beyond ``keep``.
 
     Returns ``{"kept": [...], "removed": [...]}``.
@@ -217,8 +232,10 @@ def finish(slot: Slot, keep: Optional[int] = None, labels: Optional[Mapping[str,
             from exportkit.artifact import model_config
 
             model_config.update(Path(model_config_file), model_name or base.name, base, kept, labels)
-            notify(f"model config {model_config_file}: {model_name or base.name} versions {_listing(kept)}"
-                   + (f", labels {', '.join(f'{k}={v}' for k, v in sorted(labels.items()))}" if labels else ""))
+            notify(
+                f"model config {model_config_file}: {model_name or base.name} versions {_listing(kept)}"
+                + (f", labels {', '.join(f'{k}={v}' for k, v in sorted(labels.items()))}" if labels else "")
+            )
         asides = []
         for number in removed:
             aside = leftovers.sibling(on_disk[number], "old")  # a dot-name: TF Serving unloads it whole

@@ -13,6 +13,7 @@ export writes the same file every time::
 loaded into a TF1 session, each request's inputs fed by the signature's tensor names, every
 output (or the request's ``output_filter``) fetched.
 """
+
 from pathlib import Path
 from typing import Dict, List, Mapping, Tuple
 
@@ -62,8 +63,9 @@ def read(export_dir: Path):
     from tensorflow_serving.apis import prediction_log_pb2
 
     path = Path(export_dir) / WARMUP
-    return [prediction_log_pb2.PredictionLog.FromString(record.numpy())
-            for record in tf.data.TFRecordDataset(str(path))]
+    return [
+        prediction_log_pb2.PredictionLog.FromString(record.numpy()) for record in tf.data.TFRecordDataset(str(path))
+    ]
 
 
 def replay(export_dir: Path) -> List[Tuple[str, Dict[str, np.ndarray]]]:
@@ -89,8 +91,9 @@ def replay(export_dir: Path) -> List[Tuple[str, Dict[str, np.ndarray]]]:
                 raise WarmupError(f"{where}: the serve graph has no signature {key!r}")
             signature = meta.signature_def[key]
             if set(request.inputs) != set(signature.inputs):
-                raise WarmupError(f"{where}: inputs {sorted(request.inputs)} != the signature's "
-                                  f"{sorted(signature.inputs)}")
+                raise WarmupError(
+                    f"{where}: inputs {sorted(request.inputs)} != the signature's {sorted(signature.inputs)}"
+                )
             names = list(request.output_filter) or sorted(signature.outputs)
             try:
                 feed = {signature.inputs[k].name: tf.make_ndarray(v) for k, v in request.inputs.items()}

@@ -6,6 +6,7 @@ concatenates together have different symbols, a reshape needs a dimension known)
 ``ConversionError`` line naming the inputs' symbols and ``pipeline.stages.jax2tf.polymorphic_shapes``
 with a value to try (``shape_error``), not with JAX's traceback.
 """
+
 import re
 from typing import Any, Dict, List, Optional
 
@@ -27,9 +28,11 @@ def lowering_platforms(target) -> List[str]:
     bad = [p for p in platforms if p not in PLATFORMS]
     if not platforms or bad:
         hint = " ('gpu' is spelt 'cuda' or 'rocm')" if "gpu" in bad else ""
-        raise ConfigError(f"target.platforms={list(target.platforms)}: each must be one of "
-                          f"{', '.join(PLATFORMS)}{hint}, and at least one is needed; e.g. target=gpu "
-                          f"gives [cpu, cuda]")
+        raise ConfigError(
+            f"target.platforms={list(target.platforms)}: each must be one of "
+            f"{', '.join(PLATFORMS)}{hint}, and at least one is needed; e.g. target=gpu "
+            f"gives [cpu, cuda]"
+        )
     return list(dict.fromkeys(platforms))
 
 
@@ -47,8 +50,9 @@ def polymorphic_shape(name: str, shape: tf.TensorShape, override: Optional[str] 
     dims = shape.as_list()
     if all(d is not None for d in dims):
         return None
-    symbols = [str(d) if d is not None else (BATCH_SYMBOL if axis == 0 else f"{name}_{axis}")
-               for axis, d in enumerate(dims)]
+    symbols = [
+        str(d) if d is not None else (BATCH_SYMBOL if axis == 0 else f"{name}_{axis}") for axis, d in enumerate(dims)
+    ]
     return "(" + ", ".join(symbols) + ("," if len(symbols) == 1 else "") + ")"
 
 
@@ -62,8 +66,12 @@ def serving_fn(apply_fn, params_tree, platforms, with_gradient: bool, overrides:
     def fn(inputs: Dict[str, Any]) -> Dict[str, Any]:
         names = list(inputs)
         specs = {n: polymorphic_shape(n, inputs[n].shape, overrides.get(n)) for n in names}
-        converted = jax2tf.convert(apply_fn, polymorphic_shapes=[None, *specs.values()],
-                                   with_gradient=with_gradient, native_serialization_platforms=tuple(platforms))
+        converted = jax2tf.convert(
+            apply_fn,
+            polymorphic_shapes=[None, *specs.values()],
+            with_gradient=with_gradient,
+            native_serialization_platforms=tuple(platforms),
+        )
         try:
             with versions.serialization(version):
                 outputs = converted(params_tree, *[inputs[n] for n in names])
@@ -101,16 +109,21 @@ def shape_error(error: BaseException, specs: Dict[str, Optional[str]], overridde
         suggestion = {n: _rename(s, {sym: shared[0] for sym in shared[1:]}) for n, s in symbolic.items()}
         advice = f"dimensions that must be equal need one symbol ({', '.join(shared)} -> {shared[0]})"
     else:
-        advice = ("give dimensions that must be equal one symbol, and a dimension the function needs "
-                  "known a number")
+        advice = "give dimensions that must be equal one symbol, and a dimension the function needs known a number"
     cause = " ".join(first_line(_jax_cause(error)).split()).rstrip(".")
     cause = cause if len(cause) <= 300 else cause[:297] + "..."
-    which = f"{POLYMORPHIC_SHAPES_KEY}={_render(symbolic)}" if overridden else (
-        f"the default symbolic shapes {_render(symbolic)} (each null its own symbol, a leading null "
-        f"`{BATCH_SYMBOL}` shared by every input)")
+    which = (
+        f"{POLYMORPHIC_SHAPES_KEY}={_render(symbolic)}"
+        if overridden
+        else (
+            f"the default symbolic shapes {_render(symbolic)} (each null its own symbol, a leading null "
+            f"`{BATCH_SYMBOL}` shared by every input)"
+        )
+    )
     converted = ConversionError(
         f"jax2tf cannot convert the JAX function under {which}: {cause}; {advice} with "
-        f"{POLYMORPHIC_SHAPES_KEY}, e.g. '{POLYMORPHIC_SHAPES_KEY}={_render(suggestion)}'")
+        f"{POLYMORPHIC_SHAPES_KEY}, e.g. '{POLYMORPHIC_SHAPES_KEY}={_render(suggestion)}'"
+    )
     converted.symbols, converted.suggestion = symbolic, suggestion
     converted.ag_pass_through = True  # AutoGraph re-raises it as it is
     return converted
@@ -133,6 +146,6 @@ def _jax_cause(error: BaseException) -> str:
     """JAX's own message: AutoGraph may have wrapped it in "in user code:" and a stack."""
     text = str(error)
     if text.lstrip().startswith("in user code:"):
-        lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
         return lines[-1].split(": ", 1)[-1] if lines else text
     return text

@@ -5,6 +5,7 @@ export. TensorFlow adopts a buffer through DLPack without copying when it is C-c
 aligned as its kernels want (64 bytes); NumPy aligns only to 16, so exportkit reads ``.npz``
 params straight into aligned buffers, and copies a misaligned array once into one.
 """
+
 import zipfile
 from typing import Optional
 
@@ -24,7 +25,7 @@ def aligned_empty(shape, dtype) -> np.ndarray:
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     raw = np.empty(nbytes + ALIGNMENT, np.uint8)
     offset = (-raw.ctypes.data) % ALIGNMENT
-    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
 def aligned_copy(array: np.ndarray) -> np.ndarray:
@@ -57,7 +58,7 @@ def read_npz_member(archive: zipfile.ZipFile, key: str) -> Optional[np.ndarray]:
         filled = 0
         while filled < out.nbytes:
             # in chunks: a zip member's readinto reads into a temporary bytes of the size asked
-            n = f.readinto(view[filled:filled + CHUNK])
+            n = f.readinto(view[filled : filled + CHUNK])
             if not n:
                 raise ValueError(f"{key}: the file ends {out.nbytes - filled} bytes early")
             filled += n

@@ -1,5 +1,6 @@
 """Params I/O: a params pytree to and from a ``.npz`` file or an Orbax checkpoint directory,
 every leaf checked against the factory's shapes and dtypes."""
+
 from pathlib import Path
 from typing import Any, List
 
@@ -31,8 +32,10 @@ def load_params(params_path: str, template: Any) -> Any:
     if path.is_dir():
         return load_orbax_params(path, template, where)
     if path.suffix != ".npz":
-        raise ConfigError(f"{where}: expected a .npz file (write one with exportkit.jax.params.save_params) "
-                          f"or an Orbax checkpoint directory")
+        raise ConfigError(
+            f"{where}: expected a .npz file (write one with exportkit.jax.params.save_params) "
+            f"or an Orbax checkpoint directory"
+        )
     if not path.is_file():
         raise ModelSourceError(f"{where}: no such file")
     return load_npz_params(path, template, where)
@@ -48,8 +51,10 @@ def load_npz_params(path: Path, template: Any, where: str) -> Any:
 
     leaves, treedef = flatten(template)
     if not zipfile.is_zipfile(path):
-        raise ModelSourceError(f"{where}: not a .npz file (a .npz is a zip archive; this one is damaged "
-                               f"or something else); write it with exportkit.jax.params.save_params")
+        raise ModelSourceError(
+            f"{where}: not a .npz file (a .npz is a zip archive; this one is damaged "
+            f"or something else); write it with exportkit.jax.params.save_params"
+        )
     try:
         with np.load(path, allow_pickle=False) as data, zipfile.ZipFile(path) as archive:
             _check_keys(where, [k for k, _ in leaves], data.files)
@@ -64,14 +69,19 @@ def load_npz_params(path: Path, template: Any, where: str) -> Any:
         raise
     except ValueError as e:
         if "allow_pickle" in str(e):  # an object array: reading it would run pickled code
-            raise ModelSourceError(f"{where}: holds pickled Python objects, which exportkit does not load "
-                                   f"(they could run code); save plain arrays with "
-                                   f"exportkit.jax.params.save_params") from e
-        raise ModelSourceError(f"{where}: a damaged .npz ({one_line(e)}); write it again with "
-                               f"exportkit.jax.params.save_params") from e
+            raise ModelSourceError(
+                f"{where}: holds pickled Python objects, which exportkit does not load "
+                f"(they could run code); save plain arrays with "
+                f"exportkit.jax.params.save_params"
+            ) from e
+        raise ModelSourceError(
+            f"{where}: a damaged .npz ({one_line(e)}); write it again with exportkit.jax.params.save_params"
+        ) from e
     except (zipfile.BadZipFile, OSError, EOFError, KeyError, zlib.error) as e:
-        raise ModelSourceError(f"{where}: a damaged or truncated .npz ({type(e).__name__}: {one_line(e)}); "
-                               f"write it again with exportkit.jax.params.save_params") from e
+        raise ModelSourceError(
+            f"{where}: a damaged or truncated .npz ({type(e).__name__}: {one_line(e)}); "
+            f"write it again with exportkit.jax.params.save_params"
+        ) from e
     return jax.tree_util.tree_unflatten(treedef, values)
 
 
@@ -93,7 +103,8 @@ def load_orbax_params(path: Path, template: Any, where: str) -> Any:
     for key, leaf in leaves:
         _check_leaf(where, key, tuple(saved[key].shape), np.dtype(saved[key].dtype), leaf)
     abstract = jax.tree_util.tree_unflatten(
-        treedef, [jax.ShapeDtypeStruct(np.shape(leaf), np.dtype(leaf.dtype)) for _, leaf in leaves])
+        treedef, [jax.ShapeDtypeStruct(np.shape(leaf), np.dtype(leaf.dtype)) for _, leaf in leaves]
+    )
     return checkpointer.restore(path.absolute(), abstract)
 
 
@@ -106,21 +117,25 @@ def _check_keys(where: str, wanted: List[str], found) -> None:
             + (f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}" if missing else "")
             + ("; " if missing and unexpected else "")
             + (f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}" if unexpected else "")
-            + f"; the factory's params have keys {wanted[:8]}{' ...' if len(wanted) > 8 else ''}")
+            + f"; the factory's params have keys {wanted[:8]}{' ...' if len(wanted) > 8 else ''}"
+        )
 
 
 def _check_leaf(where: str, key: str, shape, dtype, leaf) -> None:
     want_shape, want_dtype = tuple(np.shape(leaf)), np.dtype(getattr(leaf, "dtype", dtype))
     if tuple(shape) != want_shape or np.dtype(dtype) != want_dtype:
-        raise ModelSourceError(f"{where}: {key!r} is {np.dtype(dtype)}{list(shape)} in the file but "
-                               f"{want_dtype}{list(want_shape)} in the params of model.build")
+        raise ModelSourceError(
+            f"{where}: {key!r} is {np.dtype(dtype)}{list(shape)} in the file but "
+            f"{want_dtype}{list(want_shape)} in the params of model.build"
+        )
 
 
 def check_params(params) -> None:
     leaves, _ = flatten(params)
     for key, leaf in leaves:
         if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype") or not hasattr(leaf, "__array__"):
-            hint = (" (a shape-only template needs model.params_path for its values)"
-                    if hasattr(leaf, "shape") else "")
-            raise ModelSourceError(f"params leaf {key or '<root>'!r} is {type(leaf).__name__}, not an array"
-                                   f"{hint}; params must be a pytree of arrays")
+            hint = " (a shape-only template needs model.params_path for its values)" if hasattr(leaf, "shape") else ""
+            raise ModelSourceError(
+                f"params leaf {key or '<root>'!r} is {type(leaf).__name__}, not an array"
+                f"{hint}; params must be a pytree of arrays"
+            )

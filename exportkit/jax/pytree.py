@@ -1,4 +1,5 @@
 """Params pytrees: each leaf named by its key path, as ``.npz`` files and checkpoints name them."""
+
 from typing import Any, List, Tuple
 
 

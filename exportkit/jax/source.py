@@ -11,6 +11,7 @@ This source fills the model and the reference; the ``jax2tf`` stage turns the pa
 ``tf.Variable``s and the function into ``ctx.serving_fn`` (so the pipeline's needs/adds check
 names a missing jax2tf stage).
 """
+
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
@@ -40,7 +41,8 @@ class JaxSource(Source):
     signatures_required = (
         "model=jax needs `signatures`: a JAX function has no input shapes to infer them from; "
         "add e.g. +signatures.serving_default={inputs: {x: {shape: [null, 8], dtype: float32}}} "
-        "(null is a dynamic dimension; inputs are passed to apply_fn(params, *inputs) in this order)")
+        "(null is a dynamic dimension; inputs are passed to apply_fn(params, *inputs) in this order)"
+    )
     params_path: Optional[str] = None
 
     def get_model(self, ctx: ExportContext) -> "JaxModel":
@@ -48,8 +50,10 @@ class JaxSource(Source):
 
     def missing_hint(self, need: str) -> str:
         if need in ("serving_fn", "variables"):
-            return ("model=jax needs the jax2tf stage before trace, and the pipeline has none: use "
-                    "pipeline=jax (model=jax selects it) or re-enable pipeline.stages.jax2tf")
+            return (
+                "model=jax needs the jax2tf stage before trace, and the pipeline has none: use "
+                "pipeline=jax (model=jax selects it) or re-enable pipeline.stages.jax2tf"
+            )
         return ""
 
     def load(self, ctx: ExportContext) -> ExportContext:
@@ -73,8 +77,13 @@ class JaxFactory(JaxSource):
         self.params_path = params_path
 
     def get_model(self, ctx: ExportContext) -> JaxModel:
-        built = instantiate(self.build, "model.build._target_", ModelSourceError,
-                            "check the dotted path and the kwargs given beside it", _convert_="all")
+        built = instantiate(
+            self.build,
+            "model.build._target_",
+            ModelSourceError,
+            "check the dotted path and the kwargs given beside it",
+            _convert_="all",
+        )
         return as_jax_model(built, f"model.build._target_={self.build._target_!r} returned")
 
 
@@ -91,7 +100,8 @@ class JaxInMemory(JaxSource):
     signatures_required = (
         "a JAX model needs `input_signature`: a JAX function has no input shapes to infer them "
         "from; pass e.g. input_signature=[tf.TensorSpec([None, 8], tf.float32, name='x')] "
-        "(None is a dynamic dimension; inputs are passed to apply_fn(params, *inputs) in this order)")
+        "(None is a dynamic dimension; inputs are passed to apply_fn(params, *inputs) in this order)"
+    )
 
     def __init__(self, description: Optional[str] = None) -> None:
         self.description = description
@@ -124,13 +134,17 @@ def as_jax_model(built: Any, where: str, kind: str = "a JAX factory returns") ->
         return JaxModel(built.apply_fn, built.params)
     if _is_flax_module(built):
         if getattr(built, "scope", None) is None:
-            raise ModelSourceError(f"{where} an unbound Flax module {type(built).__name__}; give "
-                                   f"(module, variables) or module.bind(variables)")
+            raise ModelSourceError(
+                f"{where} an unbound Flax module {type(built).__name__}; give "
+                f"(module, variables) or module.bind(variables)"
+            )
         module, variables = built.unbind()
         return JaxModel(apply_fn=module.apply, params=_plain(variables))
     if not (isinstance(built, (tuple, list)) and len(built) == 2 and callable(built[0])):
-        raise ModelSourceError(f"{where} {type(built).__name__}; {kind} (apply_fn, params) with "
-                               f"apply_fn(params, *inputs), (flax_module, variables) or a bound Flax module")
+        raise ModelSourceError(
+            f"{where} {type(built).__name__}; {kind} (apply_fn, params) with "
+            f"apply_fn(params, *inputs), (flax_module, variables) or a bound Flax module"
+        )
     if _is_flax_module(built[0]):
         return JaxModel(apply_fn=built[0].apply, params=_plain(built[1]))
     return JaxModel(apply_fn=built[0], params=built[1])
@@ -166,6 +180,7 @@ def _dotted(obj: Any) -> str:
 
 def reference_fn(jitted, model: JaxModel, names: List[str]):
     """fn(dict of numpy inputs) -> dict of numpy outputs: the JAX function, for verify."""
+
     def reference(inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         outputs = name_outputs(jitted(model.params, *[inputs[n] for n in names]))
         return {k: np.asarray(v) for k, v in outputs.items()}

@@ -4,6 +4,7 @@ The params are passed to the converted function as arguments, never closed over,
 variables in the checkpoint and ``saved_model.pb`` holds only the serialized StableHLO module
 (small whatever the weights weigh; a closed-over 2 GiB array would break the protobuf limit).
 """
+
 import jax
 import numpy as np
 import tensorflow as tf
@@ -44,14 +45,18 @@ def make_variables(model, trainable: bool, verified: bool = True):
             tensor = _adopt(leaf)
             array = np.asarray(leaf) if tensor is None else None
             if array is not None and not verified and _writable_as_is(array):
-                variable = UninitializedVariable(shape=array.shape, dtype=tf.as_dtype(array.dtype),
-                                                 trainable=trainable, name=name)
+                variable = UninitializedVariable(
+                    shape=array.shape, dtype=tf.as_dtype(array.dtype), trainable=trainable, name=name
+                )
                 unfilled.append((variable, array))
                 view = array.view()
                 view.flags.writeable = False
             else:
-                variable = (tf.Variable(tensor, trainable=trainable, name=name) if tensor is not None
-                            else to_variable(array, trainable, name))
+                variable = (
+                    tf.Variable(tensor, trainable=trainable, name=name)
+                    if tensor is not None
+                    else to_variable(array, trainable, name)
+                )
                 view = _view(variable)
             del leaf, tensor, array
             variables.append(variable)

@@ -7,6 +7,7 @@ TensorFlow's ``XlaCallModule`` kernel runs versions up to ``call_module_maximum_
 A JAX newer than the TensorFlow fails only when the SavedModel is run ("XlaCallModule ...
 serialization version"); the guard decides before converting.
 """
+
 import contextlib
 from dataclasses import dataclass
 from typing import Iterator
@@ -34,8 +35,11 @@ def jax_versions():
     import jax
     from jax import export
 
-    return (int(getattr(jax.config, CONFIG_KEY)), int(export.minimum_supported_calling_convention_version),
-            int(export.maximum_supported_calling_convention_version))
+    return (
+        int(getattr(jax.config, CONFIG_KEY)),
+        int(export.minimum_supported_calling_convention_version),
+        int(export.maximum_supported_calling_convention_version),
+    )
 
 
 def tf_maximum_version() -> int:
@@ -67,7 +71,8 @@ def choose() -> VersionChoice:
         f"(it can emit versions {jax_min} to {jax_max}), but TensorFlow {tf.__version__}'s XlaCallModule "
         f"supports versions up to {tf_max}, so the SavedModel could not be run. Fix: upgrade tensorflow "
         f"to a release whose XlaCallModule supports version {jax_min} or later, or install a jax and "
-        f"jaxlib old enough to emit version {tf_max} (pin both in the `jax` extra)")
+        f"jaxlib old enough to emit version {tf_max} (pin both in the `jax` extra)"
+    )
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
 """Calling a Keras model on named tensors, as every signature does: inputs keyed by input name,
 outputs keyed by the model's output names."""
+
 from typing import Any, Dict
 
 import keras
@@ -22,8 +23,9 @@ def input_name(tensor) -> str:
 
 def input_specs(model) -> Dict[str, Any]:
     """``{input name: tf.TensorSpec}`` with a dynamic batch dimension; {} for an unbuilt model."""
-    return {input_name(t): tensor_spec([None, *t.shape[1:]], t.dtype, input_name(t))
-            for t in (known_inputs(model) or [])}
+    return {
+        input_name(t): tensor_spec([None, *t.shape[1:]], t.dtype, input_name(t)) for t in (known_inputs(model) or [])
+    }
 
 
 def model_inputs(inputs: Dict[str, Any]) -> Any:
@@ -49,6 +51,7 @@ def predict(model, inputs: Dict[str, Any]) -> Dict[str, Any]:
 
 def reference_fn(model):
     """fn(dict of numpy inputs) -> dict of numpy outputs: the source model, for verify."""
+
     def reference(inputs):
         return {k: keras.ops.convert_to_numpy(v) for k, v in predict(model, inputs).items()}
 
@@ -60,6 +63,8 @@ def build_from_signature(model, specs) -> None:
     (variables must exist before tracing, so the checkpoint and the graphs can track them)."""
     import tensorflow as tf
 
-    zeros = {name: tf.zeros([d if d is not None else 1 for d in spec.shape.as_list()], spec.dtype)
-             for name, spec in specs.items()}
+    zeros = {
+        name: tf.zeros([d if d is not None else 1 for d in spec.shape.as_list()], spec.dtype)
+        for name, spec in specs.items()
+    }
     model(model_inputs(zeros), training=False)

@@ -10,13 +10,24 @@ no Keras:
 {'token_ids': {'low': 0, 'high': 50, 'integer': True, 'origin': "ReversibleEmbedding 'token_embedding' (input_dim 50)"},
  'segment_ids': {'low': 0, 'high': 2, ...}}
 """
+
 from typing import Any, Dict, List, Optional
 
 from exportkit.keras.calls import input_name, known_inputs
 
 # Layers whose output holds the same values as their input (only the layout changes).
-PASS_THROUGH = {"Reshape", "Flatten", "Permute", "RepeatVector", "Identity", "Masking", "Cast",
-                "ExpandDims", "Squeeze", "InputLayer"}
+PASS_THROUGH = {
+    "Reshape",
+    "Flatten",
+    "Permute",
+    "RepeatVector",
+    "Identity",
+    "Masking",
+    "Cast",
+    "ExpandDims",
+    "Squeeze",
+    "InputLayer",
+}
 MAX_DEPTH = 8
 
 
@@ -65,8 +76,7 @@ def layer_hint(layer) -> Optional[Dict[str, Any]]:
     for attribute in ("input_dim", "vocabulary_size", "num_tokens"):  # Embedding, keras-hub, CategoryEncoding
         size = getattr(layer, attribute, None)
         if isinstance(size, int) and size > 0:
-            return {"low": 0, "high": size, "integer": True,
-                    "origin": f"{kind} {layer.name!r} ({attribute} {size})"}
+            return {"low": 0, "high": size, "integer": True, "origin": f"{kind} {layer.name!r} ({attribute} {size})"}
     return None
 
 

@@ -1,5 +1,6 @@
 """Keras model sources: a factory (``model=keras``), a ``.keras``/``.h5`` file
 (``model=keras_file``), or an in-memory model handed over by the Python API (``model=in_memory``)."""
+
 import functools
 from pathlib import Path
 from typing import Any, Dict
@@ -40,8 +41,10 @@ class KerasSource(Source):
                 ctx.model = self.get_model(ctx)
         model = ctx.model
         if not isinstance(model, keras.Model):
-            raise ModelSourceError(f"model.build returned {type(model).__name__}, not a keras.Model; the "
-                                   f"factory named by model.build._target_ must return a keras.Model")
+            raise ModelSourceError(
+                f"model.build returned {type(model).__name__}, not a keras.Model; the "
+                f"factory named by model.build._target_ must return a keras.Model"
+            )
         if cfg.compile.optimizer is not None:
             compile_from_config(model, cfg.compile)
         if ctx.signatures:
@@ -66,8 +69,9 @@ class KerasFactory(KerasSource):
         self.build = build
 
     def get_model(self, ctx: ExportContext):
-        return instantiate(self.build, "model.build._target_", ModelSourceError,
-                           "check the dotted path and the kwargs given beside it")
+        return instantiate(
+            self.build, "model.build._target_", ModelSourceError, "check the dotted path and the kwargs given beside it"
+        )
 
 
 class KerasFile(KerasSource):
@@ -79,25 +83,31 @@ class KerasFile(KerasSource):
     def get_model(self, ctx: ExportContext):
         path = Path(self.path).expanduser()
         if not path.is_file():
-            raise ModelSourceError(f"model.path={self.path!r}: no such file; give the path of a "
-                                   f".keras or .h5 model file")
+            raise ModelSourceError(
+                f"model.path={self.path!r}: no such file; give the path of a .keras or .h5 model file"
+            )
         if path.suffix not in (".keras", ".h5", ".hdf5"):
             raise ModelSourceError(f"model.path={self.path!r}: expected a .keras or .h5 file")
         unreadable = unreadable_model_file(path)
         if unreadable:
-            raise ModelSourceError(f"model.path={self.path!r}: {unreadable}; give a model file written by "
-                                   f"model.save(...)")
+            raise ModelSourceError(
+                f"model.path={self.path!r}: {unreadable}; give a model file written by model.save(...)"
+            )
         try:
             return keras.saving.load_model(path)
         except (TypeError, ValueError) as e:
             if "Unknown" in str(e) or "custom" in str(e).lower():
-                raise ModelSourceError(f"model.path={self.path!r} could not be loaded: {one_line(e)}; a custom "
-                                       f"layer needs +custom_objects.NAME=pkg.module.NAME") from e
+                raise ModelSourceError(
+                    f"model.path={self.path!r} could not be loaded: {one_line(e)}; a custom "
+                    f"layer needs +custom_objects.NAME=pkg.module.NAME"
+                ) from e
             raise ModelSourceError(f"model.path={self.path!r} could not be loaded: {one_line(e)}") from e
         except (OSError, KeyError, EOFError, AttributeError, IndexError) as e:  # a damaged archive or HDF5 file
-            raise ModelSourceError(f"model.path={self.path!r} is not a readable {path.suffix} model file "
-                                   f"({type(e).__name__}: {one_line(e)}); give a model file written by "
-                                   f"model.save(...)") from e
+            raise ModelSourceError(
+                f"model.path={self.path!r} is not a readable {path.suffix} model file "
+                f"({type(e).__name__}: {one_line(e)}); give a model file written by "
+                f"model.save(...)"
+            ) from e
 
 
 def unreadable_model_file(path: Path) -> str:
@@ -140,8 +150,9 @@ def check_signatures(model, specs) -> None:
     if not tensors:
         return
     own = {input_name(t): t for t in tensors}
-    shown = ", ".join(f"{n}: [{', '.join('null' if d is None else str(d) for d in t.shape)}] {t.dtype}"
-                      for n, t in own.items())
+    shown = ", ".join(
+        f"{n}: [{', '.join('null' if d is None else str(d) for d in t.shape)}] {t.dtype}" for n, t in own.items()
+    )
     for key, inputs in specs.items():
         for name, spec in inputs.items():
             where = f"signatures.{key}.inputs.{name}"
@@ -152,17 +163,22 @@ def check_signatures(model, specs) -> None:
             if got is None:
                 continue
             if len(got) != len(want):
-                raise SignatureError(f"{where}.shape={_shape(got)} has rank {len(got)} but the model's input "
-                                     f"{name!r} has rank {len(want)}; the model's inputs are {shown}")
+                raise SignatureError(
+                    f"{where}.shape={_shape(got)} has rank {len(got)} but the model's input "
+                    f"{name!r} has rank {len(want)}; the model's inputs are {shown}"
+                )
             for axis, (g, w) in enumerate(zip(got, want)):
                 if axis > 0 and w is not None and g != w:
-                    raise SignatureError(f"{where}.shape={_shape(got)}: dimension {axis} is "
-                                         f"{'null' if g is None else g} but the model's input {name!r} has {w}; "
-                                         f"the model's inputs are {shown}")
+                    raise SignatureError(
+                        f"{where}.shape={_shape(got)}: dimension {axis} is "
+                        f"{'null' if g is None else g} but the model's input {name!r} has {w}; "
+                        f"the model's inputs are {shown}"
+                    )
         missing = [n for n in own if n not in inputs]
         if missing:
-            raise SignatureError(f"signatures.{key} lacks the model's input(s) {', '.join(missing)}; "
-                                 f"the model's inputs are {shown}")
+            raise SignatureError(
+                f"signatures.{key} lacks the model's input(s) {', '.join(missing)}; the model's inputs are {shown}"
+            )
 
 
 def _shape(dims) -> str:
@@ -192,7 +208,8 @@ def model_assets(model) -> Dict[str, str]:
         logging.getLogger("exportkit").warning(
             "%s has no get_config(): assets/saved_model.json is not written, so "
             "load_from_saved_model cannot rebuild it (the SavedModel itself serves as usual)",
-            type(model).__name__)
+            type(model).__name__,
+        )
     if "saved_model.json" in assets:
         assets.update(keras_state(model))
     if getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None:
@@ -209,10 +226,10 @@ def keras_state(model) -> Dict[str, str]:
 
     try:
         return {state.STATE_ASSET: state.state_json(model)}
-    except Exception as e:  # a layer whose save_own_variables/save_assets fails: serving is unaffected
+    except Exception as e:  # noqa: BLE001 - a layer whose save_own_variables/save_assets fails: serving is unaffected
         logging.getLogger("exportkit").warning(
-            "the layers' own state could not be recorded (%s); load_from_saved_model will restore "
-            "variables only", e)
+            "the layers' own state could not be recorded (%s); load_from_saved_model will restore variables only", e
+        )
         return {}
 
 
@@ -225,7 +242,8 @@ def infer_signatures(model) -> Dict[str, Dict[str, Any]]:
         raise SignatureError(
             f"cannot infer an input signature: the {type(model).__name__} model has no known inputs "
             f"(it was never built or called); give `signatures` in the config or `input_signature` "
-            f"to export_saved_model")
+            f"to export_saved_model"
+        )
     return {"serving_default": specs}
 
 
@@ -239,7 +257,7 @@ def build_shape_specs(model) -> Dict[str, Any]:
     shapes = dict(getattr(model, "_build_shapes_dict", None) or {})
     if not model.built or len(shapes) != 1:
         return {}
-    (arg, shape), = shapes.items()
+    ((arg, shape),) = shapes.items()
     dtype = keras.backend.standardize_dtype(model.input_dtype)
 
     def spec(name, dims):
@@ -252,8 +270,11 @@ def build_shape_specs(model) -> Dict[str, Any]:
 
             name = next(iter(inspect.signature(model.call).parameters), name)
         return {name: spec(name, shape)} if name.isidentifier() else {}
-    if isinstance(shape, dict) and len(shape) > 1 and all(
-            isinstance(k, str) and k.isidentifier() and _is_shape(v) for k, v in shape.items()):
+    if (
+        isinstance(shape, dict)
+        and len(shape) > 1
+        and all(isinstance(k, str) and k.isidentifier() and _is_shape(v) for k, v in shape.items())
+    ):
         return {k: spec(k, v) for k, v in shape.items()}
     return {}
 

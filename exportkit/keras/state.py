@@ -19,6 +19,7 @@ On load, Keras' own ``_load_state`` walks the rebuilt model with stores reading 
 each layer's ``load_own_variables`` / ``load_assets`` runs exactly as when Keras loads a
 ``.keras`` file.
 """
+
 import base64
 import json
 import tempfile
@@ -62,10 +63,14 @@ def state_json(model) -> str:
     index = {id(v): i for i, v in enumerate(model.variables)}
     weights = _WeightsStore({})
     with tempfile.TemporaryDirectory(prefix="exportkit-keras-assets-") as tmp:
-        saving_lib._save_state(model, weights_store=weights, assets_store=_AssetsDir(Path(tmp)),
-                               inner_path="", visited_saveables=set())
-        assets = {p.relative_to(tmp).as_posix(): _encode_file(p.read_bytes())
-                  for p in sorted(Path(tmp).rglob("*")) if p.is_file()}
+        saving_lib._save_state(
+            model, weights_store=weights, assets_store=_AssetsDir(Path(tmp)), inner_path="", visited_saveables=set()
+        )
+        assets = {
+            p.relative_to(tmp).as_posix(): _encode_file(p.read_bytes())
+            for p in sorted(Path(tmp).rglob("*"))
+            if p.is_file()
+        }
     layers = {}
     for path, store in weights.contents.items():
         entry = _entry(store, index)
@@ -86,11 +91,13 @@ def _entry(store: Dict[str, Any], index: Dict[int, int]):
         else:
             array = np.asarray(keras.ops.convert_to_numpy(value))
             if array.dtype.kind in "SUO":
-                entry[key] = {"dtype": "str", "shape": list(array.shape),
-                              "value": [_text(v) for v in array.ravel().tolist()]}
+                entry[key] = {
+                    "dtype": "str",
+                    "shape": list(array.shape),
+                    "value": [_text(v) for v in array.ravel().tolist()],
+                }
             else:
-                entry[key] = {"dtype": array.dtype.name, "shape": list(array.shape),
-                              "value": array.ravel().tolist()}
+                entry[key] = {"dtype": array.dtype.name, "shape": list(array.shape), "value": array.ravel().tolist()}
     return entry
 
 
@@ -98,17 +105,25 @@ def restore(model, text: str, model_values: List[np.ndarray]) -> List[str]:
     """Run Keras' own state loading on ``model`` from ``keras_state.json`` and the checkpoint's
     model variable values; returns ``"layer: error"`` for each layer that refused its state."""
     state = json.loads(text)
-    contents = {path: {key: _value(item, model_values) for key, item in entry.items()}
-                for path, entry in state["weights"].items()}
+    contents = {
+        path: {key: _value(item, model_values) for key, item in entry.items()}
+        for path, entry in state["weights"].items()
+    }
     failed, errors = set(), {}
     with tempfile.TemporaryDirectory(prefix="exportkit-keras-assets-") as tmp:
         for relative, encoded in state["assets"].items():
             target = Path(tmp, relative)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(_decode_file(encoded))
-        saving_lib._load_state(model, weights_store=_WeightsStore(contents), assets_store=_AssetsDir(Path(tmp)),
-                               inner_path="", visited_saveables=set(), failed_saveables=failed,
-                               error_msgs=errors)
+        saving_lib._load_state(
+            model,
+            weights_store=_WeightsStore(contents),
+            assets_store=_AssetsDir(Path(tmp)),
+            inner_path="",
+            visited_saveables=set(),
+            failed_saveables=failed,
+            error_msgs=errors,
+        )
     return [f"{getattr(obj, 'name', type(obj).__name__)}: {error}" for obj, error in errors.values()]
 
 

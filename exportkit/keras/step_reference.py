@@ -7,6 +7,7 @@ variable back (model, optimizer, metrics, seed generators): the source state is 
 and left as it was exported. ``train`` gives the batch's ``loss`` computed before the update;
 ``eval`` gives ``loss`` and ``predictions/<output>``.
 """
+
 from typing import Any, Callable, Dict
 
 import numpy as np

@@ -12,6 +12,7 @@ is loaded its first call reports the metrics of the batch given, as TF 1.14's di
 call in the same session accumulates over every batch since loading, as ``model.evaluate`` does
 over its batches. ``eval`` never touches the optimizer's variables.
 """
+
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -41,13 +42,14 @@ def training_for(model, targets: Optional[Mapping[str, Any]] = None) -> Optional
         target_names.clear()
         specs = target_specs(model, inputs, outputs, targets or {})
         target_names.update({f"{name}{TARGET_SUFFIX}": name for name in specs})
-        targets_in = OrderedDict((f"{name}{TARGET_SUFFIX}", tf.TensorSpec(shape, dtype, name=f"{name}{TARGET_SUFFIX}"))
-                                 for name, (shape, dtype) in specs.items())
+        targets_in = OrderedDict(
+            (f"{name}{TARGET_SUFFIX}", tf.TensorSpec(shape, dtype, name=f"{name}{TARGET_SUFFIX}"))
+            for name, (shape, dtype) in specs.items()
+        )
         return OrderedDict(list(inputs.items()) + list(targets_in.items()))
 
     def split(tensors):
-        return ({n: tensors[n] for n in feature_names},
-                {o: tensors[t] for t, o in target_names.items()})
+        return ({n: tensors[n] for n in feature_names}, {o: tensors[t] for t, o in target_names.items()})
 
     def forward(inputs, targets_by_output, training: bool):
         x = model_inputs(inputs)
@@ -81,20 +83,25 @@ def training_for(model, targets: Optional[Mapping[str, Any]] = None) -> Optional
         # Exported at their reset state, so a loaded graph's first call reports its batch's
         # metrics (Keras resets them at every fit/evaluate too; the model's weights are untouched).
         model.reset_metrics()
-        return {"optimizer": [v.value for v in model.optimizer.variables],
-                "metrics": [v.value for v in model.metrics_variables]}
+        return {
+            "optimizer": [v.value for v in model.optimizer.variables],
+            "metrics": [v.value for v in model.metrics_variables],
+        }
 
     return Training(step_specs, train_fn, eval_fn, variables, eval_excludes=("optimizer",))
 
 
-def target_specs(model, inputs: Dict[str, Any], outputs: Dict[str, Any],
-                 overrides: Mapping[str, Any]) -> "OrderedDict[str, tuple]":
+def target_specs(
+    model, inputs: Dict[str, Any], outputs: Dict[str, Any], overrides: Mapping[str, Any]
+) -> "OrderedDict[str, tuple]":
     """Output name -> (shape, dtype) of its target, for the outputs that have a loss or a metric,
     in the model's output order."""
     unknown = sorted(set(overrides) - set(outputs))
     if unknown:
-        raise ConfigError(f"compile.targets names {', '.join(unknown)}, which the model does not output; "
-                          f"its outputs are {', '.join(outputs)}")
+        raise ConfigError(
+            f"compile.targets names {', '.join(unknown)}, which the model does not output; "
+            f"its outputs are {', '.join(outputs)}"
+        )
     y_pred = _symbolic_outputs(model, inputs)
     losses = _losses_by_output(model, y_pred)
     with_metrics = _outputs_with_metrics(model, y_pred)
@@ -137,8 +144,7 @@ def _losses_by_output(model, y_pred) -> Dict[str, Any]:
     if compiled is None:
         return {}
     if not compiled.built:
-        compiled = CompileLoss(compiled._user_loss, compiled._user_loss_weights,
-                               output_names=compiled.output_names)
+        compiled = CompileLoss(compiled._user_loss, compiled._user_loss_weights, output_names=compiled.output_names)
         compiled.build(y_pred, y_pred)  # a scratch copy: the model's own is built by the first step
     names = _names_by_path(model, y_pred)
     by_output = {}
@@ -185,7 +191,8 @@ def _is_sparse(loss) -> bool:
     or ``SparseCategoricalCrossentropy`` (all resolve to a wrapper of the same function)."""
     fn = getattr(loss, "fn", None)
     return fn is keras.losses.sparse_categorical_crossentropy or isinstance(
-        loss, keras.losses.SparseCategoricalCrossentropy)
+        loss, keras.losses.SparseCategoricalCrossentropy
+    )
 
 
 def _like(y_pred, targets: Dict[str, Any], model):

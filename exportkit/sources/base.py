@@ -16,6 +16,7 @@ packages (``exportkit.keras.source``, ``exportkit.jax.source``); a user's own pl
 
     python -m exportkit model._target_=mypkg.MySource +model.path=/data/m
 """
+
 import abc
 from typing import Tuple
 
@@ -32,6 +33,7 @@ class Source(abc.ABC):
 
     def reset(self) -> None:
         """Called by the build stage before seeding: clear whatever earlier models left behind."""
+        return None
 
     def seed(self, seed: int) -> None:
         """Seed Python, NumPy and TensorFlow, so a factory that initialises randomly builds the

@@ -1,4 +1,5 @@
 """The stage interface: a small class configured by its constructor, called with the context."""
+
 import abc
 from typing import Tuple
 

@@ -1,5 +1,6 @@
 """build: seed everything, resolve custom objects, and load the model from its source
 (``ctx.source``, chosen by ``model._target_``). What the source adds, this stage adds."""
+
 from exportkit.context import ExportContext
 from exportkit.imports import import_custom_objects
 from exportkit.stages.base import Stage

@@ -1,5 +1,6 @@
 """jax2tf: a JAX model's params become ``tf.Variable``s and its function a TensorFlow one
 (``exportkit.jax.variables`` and ``exportkit.jax.convert``); JAX is imported when it runs."""
+
 from typing import Mapping, Optional
 
 from exportkit.context import ExportContext
@@ -11,18 +12,19 @@ from exportkit.variables import mib, nbytes
 class Jax2TF(Stage):
     """Configured in ``conf/pipeline/jax.yaml``::
 
-        jax2tf:
-          _target_: exportkit.stages.jax2tf.Jax2TF
-          with_gradient: false      # true: the SavedModel carries JAX's VJP, variables trainable
-          polymorphic_shapes: null  # input name -> jax2tf shape, e.g. {tokens: "(batch, seq)"}
+    jax2tf:
+      _target_: exportkit.stages.jax2tf.Jax2TF
+      with_gradient: false      # true: the SavedModel carries JAX's VJP, variables trainable
+      polymorphic_shapes: null  # input name -> jax2tf shape, e.g. {tokens: "(batch, seq)"}
     """
 
     needs = ("model", "signatures")
     adds = ("serving_fn", "variables")
     reads_variables = False
 
-    def __init__(self, with_gradient: bool = False, polymorphic_shapes: Optional[Mapping[str, str]] = None,
-                 required: bool = True) -> None:
+    def __init__(
+        self, with_gradient: bool = False, polymorphic_shapes: Optional[Mapping[str, str]] = None, required: bool = True
+    ) -> None:
         super().__init__(required)
         self.with_gradient = bool(with_gradient)
         self.polymorphic_shapes = dict(polymorphic_shapes or {})
@@ -35,31 +37,42 @@ class Jax2TF(Stage):
 
         model = ctx.model
         if not isinstance(model, JaxModel):
-            raise ConfigError(f"pipeline.stages.jax2tf converts JAX models, but model._target_="
-                              f"{ctx.cfg.model._target_} gives a {type(model).__name__}; use that "
-                              f"model's own pipeline (e.g. pipeline=keras)")
+            raise ConfigError(
+                f"pipeline.stages.jax2tf converts JAX models, but model._target_="
+                f"{ctx.cfg.model._target_} gives a {type(model).__name__}; use that "
+                f"model's own pipeline (e.g. pipeline=keras)"
+            )
         self._check_overrides(ctx.signatures)
         platforms = lowering_platforms(ctx.cfg.target)
         choice = versions.choose()
         if choice.lowered:
-            ctx.reporter.progress(f"this TensorFlow's XlaCallModule runs versions up to {choice.tf_max}: "
-                                  f"serializing with version {choice.version} instead of JAX's "
-                                  f"{choice.jax_default}")
+            ctx.reporter.progress(
+                f"this TensorFlow's XlaCallModule runs versions up to {choice.tf_max}: "
+                f"serializing with version {choice.version} instead of JAX's "
+                f"{choice.jax_default}"
+            )
         variables, tree, unfilled = make_variables(model, trainable=self.with_gradient, verified=ctx.verifies)
         ctx.variables["params"] = variables
         ctx.unfilled.extend(unfilled)
-        ctx.serving_fn = serving_fn(model.apply_fn, tree, platforms, self.with_gradient,
-                                    self.polymorphic_shapes, choice.version)
-        ctx.extra["jax2tf"] = {"platforms": list(platforms), "calling_convention_version": choice.version,
-                               "with_gradient": self.with_gradient}
-        ctx.reporter.progress(f"{len(variables)} params as variables ({mib(nbytes(variables))}), lowering "
-                              f"for {', '.join(platforms)}, calling convention version {choice.version}")
+        ctx.serving_fn = serving_fn(
+            model.apply_fn, tree, platforms, self.with_gradient, self.polymorphic_shapes, choice.version
+        )
+        ctx.extra["jax2tf"] = {
+            "platforms": list(platforms),
+            "calling_convention_version": choice.version,
+            "with_gradient": self.with_gradient,
+        }
+        ctx.reporter.progress(
+            f"{len(variables)} params as variables ({mib(nbytes(variables))}), lowering "
+            f"for {', '.join(platforms)}, calling convention version {choice.version}"
+        )
         return ctx
 
     def _check_overrides(self, signatures) -> None:
         names = {n for specs in signatures.values() for n in specs}
         unknown = sorted(set(self.polymorphic_shapes) - names)
         if unknown:
-            raise ConfigError(f"pipeline.stages.jax2tf.polymorphic_shapes names {unknown}, which no "
-                              f"signature has as an input; inputs are {sorted(names)}")
-
+            raise ConfigError(
+                f"pipeline.stages.jax2tf.polymorphic_shapes names {unknown}, which no "
+                f"signature has as an input; inputs are {sorted(names)}"
+            )

@@ -5,6 +5,7 @@ The ``serve`` graph also gets a positional endpoint, ``serve``, as Keras' ``mode
 writes one: signature functions take keyword arguments only, and ``keras.layers.TFSMLayer``
 (whose default ``call_endpoint`` is ``serve``) passes its inputs as one positional argument.
 """
+
 from exportkit.context import ExportContext, Graph
 from exportkit.stages.base import Stage
 from exportkit.tracing import trace
@@ -70,5 +71,6 @@ def trace_training(ctx: ExportContext, serving_fn, jit: bool) -> None:
     evaluate = trace(training.eval_fn, specs, "eval", jit)
     ctx.variables.update(training.variables())  # optimizer slots, metric state: built by tracing
     ctx.graphs["train"] = Graph("train", {"train": train}, list(ctx.variables))
-    ctx.graphs["eval"] = Graph("eval", {"eval": evaluate},
-                               [g for g in ctx.variables if g not in training.eval_excludes])
+    ctx.graphs["eval"] = Graph(
+        "eval", {"eval": evaluate}, [g for g in ctx.variables if g not in training.eval_excludes]
+    )

@@ -23,6 +23,7 @@ In one Python process that makes many exports (a notebook, a loop, a test sessio
 ...     for model, path in models:
 ...         exportkit.export_saved_model(model, path)
 """
+
 import contextlib
 import contextvars
 import json
@@ -97,8 +98,9 @@ class Verifier:
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         self._stderr = tempfile.TemporaryFile()
         self._buffer = b""
-        self.process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self._stderr, bufsize=0)
+        self.process = subprocess.Popen(
+            command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0
+        )
         self.started_at = time.time()
         return self
 
@@ -108,7 +110,7 @@ class Verifier:
         ``VerificationError`` with the tail of what the worker said; no reply within ``timeout``
         seconds kills the worker and is a one-line ``VerificationError``."""
         died = ""
-        for attempt in range(2):
+        for _attempt in range(2):
             self.start(request.get("imports", ()))
             offset = self._stderr_size()
             try:
@@ -123,7 +125,8 @@ class Verifier:
                 raise VerificationError(
                     f"the verify worker (pid {pid}) did not answer within verify.timeout_s={timeout:g} seconds "
                     f"and was killed; nothing was written. If the model is that slow to load and run, raise "
-                    f"verify.timeout_s") from None
+                    f"verify.timeout_s"
+                ) from None
             if not reply.get("ok"):
                 raise VerificationError(f"{RELOAD_FAILED}:\n{tail(self._stderr_text(offset), reply.get('error', ''))}")
             return reply
@@ -234,6 +237,7 @@ def current_shared() -> Optional["Verifier"]:
 
 def tail(stderr: str, error: str = "") -> str:
     """The last lines of what a worker said, TensorFlow's own log lines left out."""
-    lines = [line for line in (stderr.strip() + "\n" + error.strip()).strip().splitlines()
-             if not TF_LOG_LINE.match(line)]
+    lines = [
+        line for line in (stderr.strip() + "\n" + error.strip()).strip().splitlines() if not TF_LOG_LINE.match(line)
+    ]
     return "\n".join(lines[-TAIL_LINES:])

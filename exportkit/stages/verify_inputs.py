@@ -17,6 +17,7 @@ Real examples (``verify.inputs``) and the kept files share one ``.npz`` key sche
 ``[signature/][case/]input``; a key without a signature applies to every signature with that
 input. The kept ``verify_inputs.npz`` is therefore itself a valid ``verify.inputs``.
 """
+
 import re
 import zipfile
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -36,6 +37,7 @@ Case = Tuple[str, str]  # (signature key, label)
 
 # ---- shapes --------------------------------------------------------------------------------
 
+
 def dims_of(spec) -> List[Optional[int]]:
     return spec.shape.as_list() if spec.shape.rank is not None else []
 
@@ -53,8 +55,13 @@ def jax_symbols(polymorphic_shapes: Optional[Mapping[str, str]]) -> Dict[str, Di
     return found
 
 
-def plan(specs, batch_sizes, dims: Mapping[str, List[int]], dim_sizes: List[int],
-         symbols: Optional[Dict[str, Dict[int, str]]] = None) -> List[Tuple[str, Dict[str, List[int]]]]:
+def plan(
+    specs,
+    batch_sizes,
+    dims: Mapping[str, List[int]],
+    dim_sizes: List[int],
+    symbols: Optional[Dict[str, Dict[int, str]]] = None,
+) -> List[Tuple[str, Dict[str, List[int]]]]:
     """``[(label, {input: concrete shape})]`` for one signature: every batch size times every probe
     of its other dynamic dimensions (probe k takes each group's k-th size, cycling)."""
     symbols = symbols or {}
@@ -85,8 +92,13 @@ def plan(specs, batch_sizes, dims: Mapping[str, List[int]], dim_sizes: List[int]
         for k in range(probes):
             pick = {g: s[k % len(s)] for g, s in sizes.items()}
             label = ",".join([str(batch)] + [f"{display[g]}={pick[g]}" for g in sorted(pick, key=display.get)])
-            shapes = {name: [batch if a == 0 and d is None else d if d is not None else pick[group_of[(name, a)]]
-                             for a, d in enumerate(dims_of(spec))] for name, spec in specs.items()}
+            shapes = {
+                name: [
+                    batch if a == 0 and d is None else d if d is not None else pick[group_of[(name, a)]]
+                    for a, d in enumerate(dims_of(spec))
+                ]
+                for name, spec in specs.items()
+            }
             if (label, shapes) not in cases:
                 cases.append((label, shapes))
     return cases
@@ -94,16 +106,24 @@ def plan(specs, batch_sizes, dims: Mapping[str, List[int]], dim_sizes: List[int]
 
 def check_dims(signatures, dims: Mapping[str, List[int]], symbols) -> None:
     """Every ``verify.dims`` key names a dynamic dimension (``<input>_<axis>`` or a jax2tf symbol)."""
-    names = {f"{n}_{a}" for specs in signatures.values() for n, s in specs.items()
-             for a, d in enumerate(dims_of(s)) if a > 0 and d is None}
+    names = {
+        f"{n}_{a}"
+        for specs in signatures.values()
+        for n, s in specs.items()
+        for a, d in enumerate(dims_of(s))
+        if a > 0 and d is None
+    }
     names |= {symbol for axes in symbols.values() for a, symbol in axes.items() if a > 0}
     for key in dims:
         if key not in names:
-            raise ConfigError(f"verify.dims.{key} names no dynamic dimension of a signature; they are "
-                              f"{', '.join(sorted(names)) or 'none (every dimension but the batch is fixed)'}")
+            raise ConfigError(
+                f"verify.dims.{key} names no dynamic dimension of a signature; they are "
+                f"{', '.join(sorted(names)) or 'none (every dimension but the batch is fixed)'}"
+            )
 
 
 # ---- value rules -----------------------------------------------------------------------------
+
 
 def parse_values(values: Mapping[str, Any], known: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
     """``verify.values`` checked: input -> ``{"low", "high"}`` or ``{"values": [...]}``; with
@@ -114,10 +134,16 @@ def parse_values(values: Mapping[str, Any], known: Optional[List[str]] = None) -
         if known is not None and name not in known:
             raise ConfigError(f"{key}: no input is named {name!r}; the inputs are {', '.join(known)}")
         if isinstance(value, Mapping):
-            if set(value) - {"low", "high"} or not {"low", "high"} <= set(value) or \
-                    not all(isinstance(value[k], (int, float)) for k in ("low", "high")) or value["low"] >= value["high"]:
-                raise ConfigError(f"{key}={dict(value)}: give {{low: L, high: H}} with L < H (integers "
-                                  f"are drawn from [L, H)), or a list of values")
+            if (
+                set(value) - {"low", "high"}
+                or not {"low", "high"} <= set(value)
+                or not all(isinstance(value[k], (int, float)) for k in ("low", "high"))
+                or value["low"] >= value["high"]
+            ):
+                raise ConfigError(
+                    f"{key}={dict(value)}: give {{low: L, high: H}} with L < H (integers "
+                    f"are drawn from [L, H)), or a list of values"
+                )
             rules[name] = {"low": value["low"], "high": value["high"]}
         elif isinstance(value, (list, tuple)) and len(value) > 0:
             rules[name] = {"values": list(value)}
@@ -176,8 +202,13 @@ def describe(rule: Mapping[str, Any], dtype) -> str:
     if rule.get("mask"):
         return "a 0/1 padding mask (from its name)"
     kind = np.dtype(dtype).kind
-    return (f"integers {DEFAULT_INTS[0]}-{DEFAULT_INTS[1] - 1}" if kind in "iu" else
-            "N(0, 1) values" if kind == "f" else "random values") + " (the dtype's default)"
+    return (
+        f"integers {DEFAULT_INTS[0]}-{DEFAULT_INTS[1] - 1}"
+        if kind in "iu"
+        else "N(0, 1) values"
+        if kind == "f"
+        else "random values"
+    ) + " (the dtype's default)"
 
 
 def model_error(error: BaseException) -> str:
@@ -187,14 +218,22 @@ def model_error(error: BaseException) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(error).__name__]
     where = ""
     if lines[0].startswith("Exception encountered when calling") and len(lines) > 1:
-        where = lines[0][len("Exception encountered when calling "):].rstrip(".") + ": "
+        where = lines[0][len("Exception encountered when calling ") :].rstrip(".") + ": "
         lines = lines[1:]
     return where + re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", lines[0])
 
 
-def make_inputs(signatures, batch_sizes, seed, *, values: Optional[Mapping] = None,
-                hints: Optional[Mapping] = None, dims: Optional[Mapping] = None,
-                dim_sizes=(2, 5), symbols=None) -> Dict[Case, Dict[str, np.ndarray]]:
+def make_inputs(
+    signatures,
+    batch_sizes,
+    seed,
+    *,
+    values: Optional[Mapping] = None,
+    hints: Optional[Mapping] = None,
+    dims: Optional[Mapping] = None,
+    dim_sizes=(2, 5),
+    symbols=None,
+) -> Dict[Case, Dict[str, np.ndarray]]:
     """Seeded generated inputs per case of every signature.
 
     >>> make_inputs({"serving_default": {"x": tf.TensorSpec([None, 4])}}, [1, 3], seed=0)
@@ -206,12 +245,15 @@ def make_inputs(signatures, batch_sizes, seed, *, values: Optional[Mapping] = No
     cases = {}
     for key, specs in signatures.items():
         for label, shapes in plan(specs, batch_sizes, dims or {}, list(dim_sizes), symbols):
-            cases[(key, label)] = {name: generate(rng, spec, shapes[name], rule_for(name, spec, configured, hints or {}))
-                                   for name, spec in specs.items()}
+            cases[(key, label)] = {
+                name: generate(rng, spec, shapes[name], rule_for(name, spec, configured, hints or {}))
+                for name, spec in specs.items()
+            }
     return cases
 
 
 # ---- real examples ---------------------------------------------------------------------------
+
 
 def load_examples(path: str, signatures, partial=()) -> Dict[Case, Dict[str, np.ndarray]]:
     """The cases of ``verify.inputs``: keys ``[signature/][case/]input``; ``ConfigError`` naming
@@ -221,8 +263,10 @@ def load_examples(path: str, signatures, partial=()) -> Dict[Case, Dict[str, np.
         with np.load(path, allow_pickle=False) as data:
             flat = {k: data[k] for k in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ConfigError(f"verify.inputs={path!r} cannot be read as a .npz file ({e}); save the examples "
-                          f"with numpy.savez(PATH, input_name=array, ...)") from None
+        raise ConfigError(
+            f"verify.inputs={path!r} cannot be read as a .npz file ({e}); save the examples "
+            f"with numpy.savez(PATH, input_name=array, ...)"
+        ) from None
     if not isinstance(flat, dict) or not flat:
         raise ConfigError(f"verify.inputs={path!r} holds no arrays; save them with numpy.savez(PATH, x=...)")
     by_case: Dict[Case, Dict[str, str]] = {}
@@ -230,8 +274,10 @@ def load_examples(path: str, signatures, partial=()) -> Dict[Case, Dict[str, np.
     for key in flat:
         parts = key.split("/")
         if len(parts) > 3 or (len(parts) > 1 and parts[0] not in signatures):
-            raise ConfigError(f"verify.inputs={path!r}: key {key!r} is not [signature/][case/]input with a "
-                              f"signature among {', '.join(signatures)}")
+            raise ConfigError(
+                f"verify.inputs={path!r}: key {key!r} is not [signature/][case/]input with a "
+                f"signature among {', '.join(signatures)}"
+            )
         if len(parts) == 3:
             by_case.setdefault((parts[0], parts[1]), {})[parts[2]] = key
         else:
@@ -245,13 +291,17 @@ def load_examples(path: str, signatures, partial=()) -> Dict[Case, Dict[str, np.
             if sig in partial:
                 specs = {n: spec for n, spec in specs.items() if n in keys}
             elif missing:
-                raise ConfigError(f"verify.inputs={path!r} has no array for input {missing[0]} of {sig}; add "
-                                  f"key {missing[0]!r} (or '{sig}/{missing[0]}') to the .npz")
+                raise ConfigError(
+                    f"verify.inputs={path!r} has no array for input {missing[0]} of {sig}; add "
+                    f"key {missing[0]!r} (or '{sig}/{missing[0]}') to the .npz"
+                )
             arrays = {n: checked(path, keys[n], flat[keys[n]], spec, f"{sig} input {n}") for n, spec in specs.items()}
             batches = {a.shape[0] for a in arrays.values() if a.ndim}
             if len(batches) > 1:
-                raise ConfigError(f"verify.inputs={path!r}: the arrays of {sig} have different batch sizes "
-                                  f"{sorted(batches)}; give every input the same number of examples")
+                raise ConfigError(
+                    f"verify.inputs={path!r}: the arrays of {sig} have different batch sizes "
+                    f"{sorted(batches)}; give every input the same number of examples"
+                )
             cases[(sig, label or str(next(iter(batches), 1)))] = arrays
     return cases
 
@@ -266,8 +316,9 @@ def checked(path: str, key: str, array: np.ndarray, spec, what: str) -> np.ndarr
     if is_string(spec):
         if array.dtype.kind not in "SU":
             raise ConfigError(f"{where} has dtype {array.dtype}, the input takes strings")
-        return np.array([s.encode() if isinstance(s, str) else bytes(s) for s in array.ravel()],
-                        dtype=object).reshape(array.shape)
+        return np.array([s.encode() if isinstance(s, str) else bytes(s) for s in array.ravel()], dtype=object).reshape(
+            array.shape
+        )
     want = np.dtype(spec.dtype.as_numpy_dtype)
     kinds = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
     if array.dtype.kind not in kinds.get(want.kind, want.kind):
@@ -280,9 +331,12 @@ def checked(path: str, key: str, array: np.ndarray, spec, what: str) -> np.ndarr
 
 # ---- the kept files ----------------------------------------------------------------------------
 
+
 def flatten(cases: Mapping[Case, Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray]:
     """``{(signature, label): {name: array}}`` -> ``{"signature/label/name": array}``."""
-    return {f"{sig}/{label}/{name}": portable(a) for (sig, label), arrays in cases.items() for name, a in arrays.items()}
+    return {
+        f"{sig}/{label}/{name}": portable(a) for (sig, label), arrays in cases.items() for name, a in arrays.items()
+    }
 
 
 def save_npz(path, arrays: Mapping[str, np.ndarray]) -> None:
@@ -296,25 +350,46 @@ def save_npz(path, arrays: Mapping[str, np.ndarray]) -> None:
 
 # ---- the cases of one export -------------------------------------------------------------------
 
+
 def serve_cases(signatures, verify, seed: int, hints, symbols) -> Dict[Case, Dict[str, np.ndarray]]:
     """Every signature's cases: ``verify.inputs``' examples, or generated data."""
     if verify.inputs:
         return load_examples(str(verify.inputs), signatures)
-    return make_inputs(signatures, list(verify.batch_sizes), seed, values=verify["values"], hints=hints,
-                       dims=verify.dims, dim_sizes=list(verify.dim_sizes), symbols=symbols)
+    return make_inputs(
+        signatures,
+        list(verify.batch_sizes),
+        seed,
+        values=verify["values"],
+        hints=hints,
+        dims=verify.dims,
+        dim_sizes=list(verify.dim_sizes),
+        symbols=symbols,
+    )
 
 
-def step_case(key: str, specs, serve: Mapping[Case, Mapping[str, np.ndarray]],
-              serve_outputs: Mapping[Case, Mapping[str, np.ndarray]], verify, seed: int,
-              signatures) -> Tuple[Case, Dict[str, np.ndarray]]:
+def step_case(
+    key: str,
+    specs,
+    serve: Mapping[Case, Mapping[str, np.ndarray]],
+    serve_outputs: Mapping[Case, Mapping[str, np.ndarray]],
+    verify,
+    seed: int,
+    signatures,
+) -> Tuple[Case, Dict[str, np.ndarray]]:
     """One case of a train/eval step: its inputs from ``verify.inputs`` where given, else the
     model's inputs of the first signature's largest serve case and generated targets: integer
     class ids below the matching output's last dimension for a target one rank lower (a sparse
     loss), values in [0, 1) shaped like the output otherwise."""
     given: Dict[str, np.ndarray] = {}
     if verify.inputs:
-        given = next((a for (s, _), a in load_examples(str(verify.inputs), {**signatures, key: specs},
-                                                       partial=(key,)).items() if s == key), {})
+        given = next(
+            (
+                a
+                for (s, _), a in load_examples(str(verify.inputs), {**signatures, key: specs}, partial=(key,)).items()
+                if s == key
+            ),
+            {},
+        )
     first = next(iter(signatures))
     base_case = max((c for c in serve if c[0] == first), key=lambda c: batch_of(serve[c]))
     features, outputs = serve[base_case], serve_outputs[base_case]
@@ -329,8 +404,10 @@ def step_case(key: str, specs, serve: Mapping[Case, Mapping[str, np.ndarray]],
         output = max((o for o in outputs if name.startswith(o)), key=len, default=None)
         out = np.asarray(outputs[output]) if output is not None else np.zeros([batch])
         dims = dims_of(spec)
-        shape = [batch if a == 0 else d if d is not None else (out.shape[a] if a < out.ndim else 1)
-                 for a, d in enumerate(dims)]
+        shape = [
+            batch if a == 0 else d if d is not None else (out.shape[a] if a < out.ndim else 1)
+            for a, d in enumerate(dims)
+        ]
         rule = configured.get(name)
         if rule is None and spec.dtype.is_integer:
             sparse = out.ndim == len(dims) + 1 and out.shape[-1] > 1
@@ -353,10 +430,16 @@ def source_failure(case: Case, arrays, error: BaseException, specs, verify, hint
     configured = parse_values(verify["values"])
     rules = {n: rule_for(n, s, configured, hints) for n, s in specs.items()}
     named = [n for n in specs if re.search(rf"\b{re.escape(n)}\b", message)]
-    unset = [n for n in specs if rules[n]["origin"] == "default" and not np.issubdtype(np.asarray(arrays[n]).dtype, np.floating)]
+    unset = [
+        n
+        for n in specs
+        if rules[n]["origin"] == "default" and not np.issubdtype(np.asarray(arrays[n]).dtype, np.floating)
+    ]
     suspect = (named or unset or list(specs))[0]
-    hint = (f"input {suspect} got {describe(rules[suspect], np.asarray(arrays[suspect]).dtype)}: set +verify.values.{suspect}={{low: 0, high: N}} "
-            f"or a list of values, or give real examples with verify.inputs=FILE.npz")
+    hint = (
+        f"input {suspect} got {describe(rules[suspect], np.asarray(arrays[suspect]).dtype)}: set +verify.values.{suspect}={{low: 0, high: N}} "
+        f"or a list of values, or give real examples with verify.inputs=FILE.npz"
+    )
     probed = [p.split("=")[0] for p in label.split(",")[1:]]
     if probed:
         hint += f"; if a length is the cause, set +verify.dims.{probed[0]}=[...] (this case: {label})"

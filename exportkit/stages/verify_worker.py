@@ -15,6 +15,7 @@ command line would run it (``main``), the SavedModel loaded afresh from disk for
 Cases travel as ``.npz`` files whose keys join signature key, case label and tensor name with
 ``::`` (``encode`` / ``decode``, used by both sides); strings travel as fixed-width bytes.
 """
+
 import argparse
 import gc
 import importlib
@@ -32,16 +33,20 @@ WORKER_JSON = "worker_json"  # {"device", "gpus", "load_s", "latency"}: what the
 
 def encode(cases: Dict[Tuple[str, str], Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
     """``{(key, label): {name: array}}`` -> flat ``{"key::label::name": array}`` for ``np.savez``."""
-    return {f"{key}{SEP}{label}{SEP}{name}": portable(array)
-            for (key, label), arrays in cases.items() for name, array in arrays.items()}
+    return {
+        f"{key}{SEP}{label}{SEP}{name}": portable(array)
+        for (key, label), arrays in cases.items()
+        for name, array in arrays.items()
+    }
 
 
 def portable(array) -> np.ndarray:
     """String tensors (object arrays of bytes) as fixed-width bytes: loadable without pickle."""
     array = np.asarray(array)
     if array.dtype.kind in "OU":
-        return np.array([v if isinstance(v, bytes) else str(v).encode() for v in array.ravel()],
-                        dtype=bytes).reshape(array.shape)
+        return np.array([v if isinstance(v, bytes) else str(v).encode() for v in array.ravel()], dtype=bytes).reshape(
+            array.shape
+        )
     return array
 
 
@@ -112,8 +117,9 @@ def main(argv=None) -> None:
             results[(key, label)] = {name: value.numpy() for name, value in function(**feed).items()}
             first = time.perf_counter() - start
             if tag == "serve" and args.latency_runs > 0:  # a train step would change the weights it times
-                latency.setdefault(key, {})[label] = measure_latency(function, feed, first, args.latency_runs,
-                                                                     args.latency_budget)
+                latency.setdefault(key, {})[label] = measure_latency(
+                    function, feed, first, args.latency_runs, args.latency_budget
+                )
     # The TF2-loaded graphs go before the warmup replay's TF1 session loads the weights again: held
     # together they were two copies of the weights at this process's peak (2.4x a 2.25 GiB export's).
     function = feed = None
@@ -121,8 +127,13 @@ def main(argv=None) -> None:
     gc.collect()
     replayed = replay_warmup(args.saved_model)
     measured = {"device": device, "gpus": gpus, "load_s": load_s, "latency": latency}
-    np.savez(args.outputs, **encode(results), **replayed, **{PEAK_RSS: np.int64(peak_rss_kib())},
-             **{WORKER_JSON: np.array(json.dumps(measured))})
+    np.savez(
+        args.outputs,
+        **encode(results),
+        **replayed,
+        **{PEAK_RSS: np.int64(peak_rss_kib())},
+        **{WORKER_JSON: np.array(json.dumps(measured))},
+    )
 
 
 def short_name(name: str) -> str:
@@ -163,8 +174,7 @@ def measure_latency(function, feed, first_s: float, runs: int, budget_s: float) 
         times.append(time.perf_counter() - start)
     p50, p90, p99 = (float(v) * 1e3 for v in np.percentile(times, [50, 90, 99]))
     batch = next((int(np.shape(t)[0]) for t in feed.values() if len(np.shape(t))), 1)
-    return {"batch": batch, "first_ms": first_s * 1e3, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99,
-            "runs": len(times)}
+    return {"batch": batch, "first_ms": first_s * 1e3, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "runs": len(times)}
 
 
 def replay_warmup(saved_model: str) -> dict:

@@ -1,4 +1,5 @@
 """write_checkpoint: every variable group as one object-based checkpoint under ``variables/``."""
+
 import tensorflow as tf
 
 from exportkit import background
@@ -17,8 +18,10 @@ class WriteCheckpoint(Stage):
         count = sum(len(ctx.variables[g]) for g in groups)
         size = nbytes(v for g in groups for v in ctx.variables[g])
         resources = all_graph_resources(ctx.graphs)
-        ctx.reporter.progress(f"{count} variables, {mib(size)} ({', '.join(groups)})"
-                              + (f", {len(resources)} other resources" if resources else ""))
+        ctx.reporter.progress(
+            f"{count} variables, {mib(size)} ({', '.join(groups)})"
+            + (f", {len(resources)} other resources" if resources else "")
+        )
         # The root is the same object layout every MetaGraphDef is saved from (see
         # exportkit.variables.trackable_root), so checkpoint keys match for the TF2 and TF1 loaders.
         ctx.checkpointed_resources = list(resources)

@@ -10,6 +10,7 @@ holds only its variable groups, so it carries only the functions its signatures 
   sharing the root's checkpoint through relative symlinks (``exportkit.artifact.files``).
 * ``layout=tf1``: TF 1.14's layout, the MetaGraphDefs retagged and joined into one proto.
 """
+
 import tempfile
 from pathlib import Path
 from typing import Any, Dict
@@ -23,7 +24,6 @@ from exportkit.context import ExportContext, Graph
 from exportkit.errors import ModelSourceError
 from exportkit.stages.base import Stage
 from exportkit.variables import all_graph_resources, holder, trackable_root, untracked_captures
-
 
 # SignatureDef method names per graph, as TF 1.14 wrote them.
 METHOD_NAMES = {
@@ -44,8 +44,10 @@ class WriteGraphs(Stage):
         with tempfile.TemporaryDirectory(prefix="exportkit-graph-") as tmp:
             for tag, graph in ctx.graphs.items():
                 meta_graphs[tag], version = save_meta_graph(ctx, graph, Path(tmp) / tag)
-                ctx.reporter.progress(f"{tag}: signatures {', '.join(graph.functions)} "
-                                      f"({len(meta_graphs[tag].graph_def.library.function)} functions)")
+                ctx.reporter.progress(
+                    f"{tag}: signatures {', '.join(graph.functions)} "
+                    f"({len(meta_graphs[tag].graph_def.library.function)} functions)"
+                )
         for name, text in ctx.assets.items():
             (ctx.work_dir / "assets").mkdir(exist_ok=True)
             (ctx.work_dir / "assets" / name).write_text(text)
@@ -64,8 +66,9 @@ def write_layout(meta_graphs: Dict[str, Any], version: int, root: Path, layout: 
         groups = {root: list(meta_graphs.values())}
     else:
         top = "serve" if "serve" in meta_graphs else next(iter(meta_graphs))
-        groups = {(root if tag == top else root / files.GRAPHS / tag): [meta_graph]
-                  for tag, meta_graph in meta_graphs.items()}
+        groups = {
+            (root if tag == top else root / files.GRAPHS / tag): [meta_graph] for tag, meta_graph in meta_graphs.items()
+        }
     for directory, graphs in groups.items():
         saved_model = saved_model_pb2.SavedModel(saved_model_schema_version=version, meta_graphs=graphs)
         canonical.saved_model(saved_model)  # same model, same bytes (see exportkit.canonical)
@@ -84,25 +87,27 @@ def save_meta_graph(ctx: ExportContext, graph: Graph, directory: Path):
 
     check_resources_tracked(ctx, graph)
     resources = all_graph_resources(ctx.graphs)
-    if ctx.checkpointed_resources is not None and \
-            {id(r) for r in resources} != {id(r) for r in ctx.checkpointed_resources}:
+    if ctx.checkpointed_resources is not None and {id(r) for r in resources} != {
+        id(r) for r in ctx.checkpointed_resources
+    }:
         raise ModelSourceError(
             f"the {graph.tag} graph captures {len(resources)} resource(s) (lookup tables) but the checkpoint "
             f"was written with {len(ctx.checkpointed_resources)}: run write_checkpoint after trace "
-            f"(pipeline.stages order) so that it saves what the graphs use")
+            f"(pipeline.stages order) so that it saves what the graphs use"
+        )
     root = trackable_root(ctx.variables, graph.variable_groups, resources)
     for name, endpoint in graph.endpoints.items():  # e.g. the positional `serve` TFSMLayer calls
         setattr(root, name, endpoint)
     try:
-        save_and_return_nodes(root, str(directory), signatures=dict(graph.functions),
-                              experimental_skip_checkpoint=True)
+        save_and_return_nodes(root, str(directory), signatures=dict(graph.functions), experimental_skip_checkpoint=True)
     except AssertionError as e:
         if "untracked" not in str(e):
             raise
         raise ModelSourceError(
             f"the {graph.tag} graph uses a TensorFlow resource that exportkit cannot track: "
             f"{str(e).splitlines()[-1].strip()}; create it inside a layer (a variable with "
-            f"add_weight, a table as a tf.lookup table attribute)") from e
+            f"add_weight, a table as a tf.lookup table attribute)"
+        ) from e
     copy_table_assets(directory, ctx.work_dir)
     single = saved_model_pb2.SavedModel()
     single.ParseFromString((directory / "saved_model.pb").read_bytes())
@@ -130,11 +135,13 @@ def check_resources_tracked(ctx: ExportContext, graph: Graph) -> None:
             f"the {graph.tag} graph uses {what} held by {where}, which is not one of the model's "
             f"variables nor a TensorFlow resource object (tf.lookup table), so it cannot be "
             f"exported; create state with add_weight / keras.Variable (or "
-            f"keras.random.SeedGenerator), tables as tf.lookup tables")
+            f"keras.random.SeedGenerator), tables as tf.lookup tables"
+        )
     raise ModelSourceError(
         f"the {graph.tag} graph uses {what} that no layer of the model holds (a global random "
         f"generator, or a variable created outside a layer); create it inside a layer (e.g. "
-        f"keras.random.SeedGenerator as a layer attribute)")
+        f"keras.random.SeedGenerator as a layer attribute)"
+    )
 
 
 def copy_table_assets(directory: Path, work_dir: Path) -> None:

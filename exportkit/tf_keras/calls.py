@@ -1,5 +1,6 @@
 """Calling a tf_keras model on named tensors, as every signature does: inputs keyed by input
 name (passed in the model's input order), outputs keyed by the model's output names."""
+
 from typing import Any, Dict, List
 
 import numpy as np
@@ -48,6 +49,7 @@ def predict(model, inputs: Dict[str, Any]) -> Dict[str, Any]:
 
 def reference_fn(model):
     """fn(dict of numpy inputs) -> dict of numpy outputs: the tf_keras model, for verify."""
+
     def reference(inputs):
         return {k: np.asarray(v) for k, v in predict(model, inputs).items()}
 
@@ -56,8 +58,10 @@ def reference_fn(model):
 
 def build_from_signature(model, specs) -> None:
     """Create a subclassed model's variables by calling it once on zeros shaped like ``specs``."""
-    zeros = {name: tf.zeros([d if d is not None else 1 for d in spec.shape.as_list()], spec.dtype)
-             for name, spec in specs.items()}
+    zeros = {
+        name: tf.zeros([d if d is not None else 1 for d in spec.shape.as_list()], spec.dtype)
+        for name, spec in specs.items()
+    }
     model(model_inputs(model, zeros), training=False)
 
 

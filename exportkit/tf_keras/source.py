@@ -7,6 +7,7 @@ from one checkpoint, ``assets/saved_model.json`` holding the model's Keras 2 JSO
 ``tf.keras.experimental.export_saved_model`` wrote), verified in a fresh process against the
 tf_keras model. ``exportkit.load_from_saved_model`` rebuilds it as a ``tf_keras.Model``.
 """
+
 import functools
 import json
 import logging
@@ -19,8 +20,7 @@ from exportkit.imports import compile_from_config
 from exportkit.signatures import tensor_spec
 from exportkit.sources.base import Source
 from exportkit.tf_keras import INSTALL_HINT
-from exportkit.tf_keras.calls import (build_from_signature, input_names, is_compiled, known_inputs, predict,
-                                      reference_fn)
+from exportkit.tf_keras.calls import build_from_signature, input_names, is_compiled, known_inputs, predict, reference_fn
 from exportkit.tf_keras.training import training_for
 
 try:
@@ -58,8 +58,10 @@ class TfKerasSource(Source):
                 ctx.model = self.get_model(ctx)
         model = ctx.model
         if not isinstance(model, tf_keras.Model):
-            raise ModelSourceError(f"model=tf_keras got a {type(model).__name__}, not a tf_keras.Model "
-                                   f"(a Keras 3 model is model=keras_file / the API's model=in_memory)")
+            raise ModelSourceError(
+                f"model=tf_keras got a {type(model).__name__}, not a tf_keras.Model "
+                f"(a Keras 3 model is model=keras_file / the API's model=in_memory)"
+            )
         if ctx.cfg.compile.optimizer is not None:
             compile_from_config(model, ctx.cfg.compile, "the tf_keras model's compile")
         ctx.signatures = ctx.signatures or infer_signatures(model)
@@ -84,21 +86,28 @@ class TfKerasFile(TfKerasSource):
         path = Path(self.path).expanduser()
         if path.is_dir():
             if not (path / "keras_metadata.pb").exists():
-                raise ModelSourceError(f"model.path={self.path!r} is a directory without keras_metadata.pb: "
-                                       f"not a SavedModel written by tf_keras's model.save(); give that, "
-                                       f"or a .h5 / .keras file")
+                raise ModelSourceError(
+                    f"model.path={self.path!r} is a directory without keras_metadata.pb: "
+                    f"not a SavedModel written by tf_keras's model.save(); give that, "
+                    f"or a .h5 / .keras file"
+                )
         elif not path.is_file():
-            raise ModelSourceError(f"model.path={self.path!r}: no such file or directory; give a tf_keras "
-                                   f".h5 / .keras file or SavedModel directory")
+            raise ModelSourceError(
+                f"model.path={self.path!r}: no such file or directory; give a tf_keras "
+                f".h5 / .keras file or SavedModel directory"
+            )
         elif path.suffix not in (".h5", ".hdf5", ".keras"):
-            raise ModelSourceError(f"model.path={self.path!r}: expected a .h5 / .keras file or a "
-                                   f"SavedModel directory written by tf_keras")
+            raise ModelSourceError(
+                f"model.path={self.path!r}: expected a .h5 / .keras file or a SavedModel directory written by tf_keras"
+            )
         try:
             return tf_keras.models.load_model(str(path), custom_objects=ctx.custom_objects)
         except (TypeError, ValueError, OSError) as e:
             first = (str(e).strip() or type(e).__name__).splitlines()[0]
-            raise ModelSourceError(f"model.path={self.path!r} could not be loaded by tf_keras: {first}; a "
-                                   f"custom layer needs +custom_objects.NAME=pkg.module.NAME") from e
+            raise ModelSourceError(
+                f"model.path={self.path!r} could not be loaded by tf_keras: {first}; a "
+                f"custom layer needs +custom_objects.NAME=pkg.module.NAME"
+            ) from e
 
 
 class TfKerasInMemory(TfKerasSource):
@@ -125,7 +134,8 @@ def infer_signatures(model) -> Dict[str, Dict[str, Any]]:
         raise SignatureError(
             f"cannot infer an input signature: the tf_keras {type(model).__name__} model has no known "
             f"inputs (it was never built or called); give `signatures` in the config or "
-            f"`input_signature` to export_saved_model")
+            f"`input_signature` to export_saved_model"
+        )
     if len(names) != len(tensors):
         names = [t.name.split(":")[0] for t in tensors]
     return {"serving_default": {n: tensor_spec([None, *t.shape[1:]], t.dtype, n) for n, t in zip(names, tensors)}}
@@ -141,12 +151,14 @@ def model_assets(model) -> Dict[str, str]:
         logging.getLogger("exportkit").warning(
             "tf_keras %s has no get_config(): assets/saved_model.json is not written, so "
             "load_from_saved_model cannot rebuild it (the SavedModel itself serves as usual)",
-            type(model).__name__)
+            type(model).__name__,
+        )
     if is_compiled(model):
         try:
             assets["training_config.json"] = json.dumps(model.get_compile_config())
         except (AttributeError, NotImplementedError, TypeError, ValueError):
             logging.getLogger("exportkit").warning(
                 "the tf_keras model's compile arguments cannot be serialized: load_from_saved_model "
-                "will return it uncompiled")
+                "will return it uncompiled"
+            )
     return assets

@@ -6,6 +6,7 @@ following its loss as for Keras 3: class ids (the output's shape without its las
 else shaped and typed like the output; outputs ``loss`` (this batch's), ``predictions/<output>``
 and ``metrics/<name>/value`` (the compiled metrics' running value, their state checkpointed).
 """
+
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional
 
@@ -42,8 +43,11 @@ def training_for(model) -> Optional[Training]:
         x = model_inputs(model, inputs)
         y_pred = model(x, training=training)
         names = list(name_outputs(model, y_pred))
-        y = [targets[n] for n in names] if isinstance(y_pred, (list, tuple)) else (
-            {k: targets[k] for k in y_pred} if isinstance(y_pred, dict) else targets[names[0]])
+        y = (
+            [targets[n] for n in names]
+            if isinstance(y_pred, (list, tuple))
+            else ({k: targets[k] for k in y_pred} if isinstance(y_pred, dict) else targets[names[0]])
+        )
         loss = model.compute_loss(x, y, y_pred, None)
         return x, y, y_pred, loss
 
@@ -74,8 +78,10 @@ def training_for(model) -> Optional[Training]:
 def target_specs(model, inputs: Dict[str, Any], outputs: Dict[str, Any]) -> "OrderedDict[str, tuple]":
     """Output name -> (shape, dtype) of its target: class ids for a sparse loss, else the output's own."""
     sparse = sparse_outputs(model, inputs)
-    return OrderedDict((name, (spec.shape[:-1], tf.as_dtype(SPARSE_TARGET_DTYPE)) if name in sparse
-                        else (spec.shape, spec.dtype)) for name, spec in outputs.items())
+    return OrderedDict(
+        (name, (spec.shape[:-1], tf.as_dtype(SPARSE_TARGET_DTYPE)) if name in sparse else (spec.shape, spec.dtype))
+        for name, spec in outputs.items()
+    )
 
 
 def sparse_outputs(model, inputs: Dict[str, Any]) -> List[str]:
@@ -87,14 +93,23 @@ def sparse_outputs(model, inputs: Dict[str, Any]) -> List[str]:
     compiled = getattr(model, "compiled_loss", None)
     if compiled is None or compiled._user_losses is None:
         return []
-    y_pred = tf.function(lambda features: model(model_inputs(model, features), training=False)
-                         ).get_concrete_function(dict(inputs)).structured_outputs
+    y_pred = (
+        tf.function(lambda features: model(model_inputs(model, features), training=False))
+        .get_concrete_function(dict(inputs))
+        .structured_outputs
+    )
     named = list(name_outputs(model, y_pred))
-    names = ({k: k for k in y_pred} if isinstance(y_pred, dict) else
-             list(named) if isinstance(y_pred, (list, tuple)) else named[0])
+    names = (
+        {k: k for k in y_pred}
+        if isinstance(y_pred, dict)
+        else list(named)
+        if isinstance(y_pred, (list, tuple))
+        else named[0]
+    )
     with tf.init_scope():  # its loss metrics' variables, outside any graph being traced
-        scratch = compile_utils.LossesContainer(compiled._user_losses, compiled._user_loss_weights,
-                                                output_names=getattr(model, "output_names", None))
+        scratch = compile_utils.LossesContainer(
+            compiled._user_losses, compiled._user_loss_weights, output_names=getattr(model, "output_names", None)
+        )
         scratch.build(y_pred)
     return [n for n, loss in zip(tf.nest.flatten(names), scratch._losses) if _is_sparse(loss)]
 
