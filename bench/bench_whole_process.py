@@ -13,9 +13,9 @@ wall time of each, their ratio and the commands. The pairs:
   largest of the process and the children it waited for, so a verified export's figure is the
   larger of the exporting process and its verify worker); with verify off, the exporting
   process's own against the Keras script's: target within 10%.
-- ``before``: the verified export with ``EXPORTKIT_EARLY_VERIFIER=0`` (the verify process started
+- ``before``: the verified export with ``verify.early_start=false`` (the verify process started
   only when the export is written, as before the early start) / the default, in the same runs;
-  with ``sweep``, the 8-variant sweep with ``EXPORTKIT_EARLY_VERIFIER=0`` too.
+  with ``sweep``, the 8-variant sweep with ``verify.early_start=false`` too.
 
 - ``--baseline DIR``: an earlier exportkit checkout (``git worktree add DIR COMMIT``; its
   ``exportkit/conf`` is linked to its ``conf/`` here) run as a third command of each pair, in the
@@ -113,11 +113,11 @@ def exportkit_cmd(bench: Bench, *overrides):
 VERIFY_STAGE = {}  # label -> the verify stage's seconds in each run (from the manifest)
 
 
-def timed_export(bench: Bench, label: str, extra_env=None) -> float:
+def timed_export(bench: Bench, label: str, extra=()) -> float:
     """A verified ``python -m exportkit``'s wall time; its verify stage's time kept in VERIFY_STAGE
     (how long the export waited for the verify process: its start-up, unless started early)."""
-    command = exportkit_cmd(bench)
-    seconds = bench.time(command, extra_env)
+    command = exportkit_cmd(bench, *extra)
+    seconds = bench.time(command)
     recorded = json.loads((Path(command[3].split("=", 1)[1]) / "assets.extra" / "manifest.json").read_text())
     VERIFY_STAGE.setdefault(label, []).extend(s["seconds"] for s in recorded["stages"] if s["name"] == "verify")
     return seconds
@@ -180,11 +180,10 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="exportkit-bench-process-"))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.pop("EXPORTKIT_EARLY_VERIFIER", None)
     bench = Bench(root, env)
     script = root / "keras_export.py"
     script.write_text(KERAS_SCRIPT)
-    before = {"EXPORTKIT_EARLY_VERIFIER": "0"}
+    before = ["verify.early_start=false"]
     base = baseline_env(Path(args.baseline).resolve(), env) if args.baseline else None
     base_name = f"baseline {baseline_commit(Path(args.baseline))}" if base else ""
     print(f"exportkit from {ROOT}; python {sys.version.split()[0]}; {os.cpu_count()} cpus")
@@ -208,7 +207,7 @@ def main() -> None:
                     (
                         "exportkit, late verifier",
                         lambda: timed_export(bench, "late", before),
-                        shown([sys.executable, "-m", "exportkit", "export_dir=OUT"], "EXPORTKIT_EARLY_VERIFIER=0"),
+                        shown([sys.executable, "-m", "exportkit", "export_dir=OUT", *before]),
                     )
                 )
             if base:
@@ -272,10 +271,10 @@ def main() -> None:
         if "sweep" in only:
             seeds = ",".join(map(str, range(SEEDS)))
 
-            def sweep(extra_env=None):
+            def sweep(extra=()):
                 run = bench.fresh("sweep")
                 return bench.time(
-                    [sys.executable, "-m", "exportkit", "-m", f"seed={seeds}", f"hydra.sweep.dir={run}"], extra_env
+                    [sys.executable, "-m", "exportkit", "-m", f"seed={seeds}", f"hydra.sweep.dir={run}", *extra]
                 )
 
             def separate():
@@ -294,7 +293,7 @@ def main() -> None:
                     (
                         "sweep, late verifier",
                         lambda: sweep(before),
-                        shown([sys.executable, "-m", "exportkit", "-m", f"seed={seeds}"], "EXPORTKIT_EARLY_VERIFIER=0"),
+                        shown([sys.executable, "-m", "exportkit", "-m", f"seed={seeds}", *before]),
                     )
                 )
             if base:

@@ -109,7 +109,7 @@ def verify_workers(parent: int):
         except OSError:
             continue
         words = cmdline.split()
-        if "exportkit.stages.verify_worker" in words and f"--parent {parent}" in " ".join(words):
+        if "exportkit.verification.worker" in words and f"--parent {parent}" in " ".join(words):
             found.append(int(entry.name))
     return found
 

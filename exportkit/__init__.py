@@ -20,7 +20,7 @@ def __getattr__(name):
 
         return getattr(api, name)
     if name == "shared_verifier":  # exports in its block verify with one process
-        from exportkit.stages.verifier import shared_verifier
+        from exportkit.verification.process import shared_verifier
 
         return shared_verifier
     raise AttributeError(f"module 'exportkit' has no attribute {name!r}")

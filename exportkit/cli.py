@@ -36,7 +36,8 @@ def app(cfg: DictConfig):
     from exportkit.frameworks import import_tensorflow
 
     if in_multirun():
-        export = pipeline.Export(pipeline.resolved(cfg), overrides=job_overrides(), verifier=sweep_verifier())
+        cfg = pipeline.resolved(cfg)
+        export = pipeline.Export(cfg, overrides=job_overrides(), verifier=sweep_verifier(cfg))
         export.start_verifier()  # its TensorFlow import beside this process's own (the first job's)
         import_tensorflow()
         return _sweep_job(export)
@@ -59,12 +60,12 @@ def app(cfg: DictConfig):
         export.close()
 
 
-def sweep_verifier():
-    """The verifier shared by this process's sweep jobs (None with ``EXPORTKIT_EARLY_VERIFIER=0``:
+def sweep_verifier(cfg: DictConfig):
+    """The verifier shared by this process's sweep jobs (None with ``verify.early_start=false``:
     each job's verify stage then starts its own). Each job still loads its export afresh from disk."""
-    from exportkit.stages.verifier import Verifier, early_start_wanted
+    from exportkit.verification.process import Verifier
 
-    if not early_start_wanted():
+    if not cfg.verify.get("early_start", True):
         return None
     if not _SWEEP_VERIFIER:
         import atexit

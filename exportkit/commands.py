@@ -1,5 +1,5 @@
 """Subcommands for exports that already exist: ``exportkit inspect PATH [--json]`` and
-``exportkit verify PATH`` (``exportkit.verify_existing``). ``exportkit.cli.main`` dispatches here
+``exportkit verify PATH`` (``exportkit.verification.existing``). ``exportkit.cli.main`` dispatches here
 before Hydra sees the command line.
 
 ``inspect`` reads the manifest only, so it never imports TensorFlow for an export exportkit
@@ -68,8 +68,8 @@ def main(argv: List[str]) -> int:
 
 
 def verify_command(args) -> int:
-    from exportkit import verify_existing
     from exportkit.errors import VerificationError
+    from exportkit.verification import existing as verify_existing
 
     report = verify_existing.verify(
         Path(args.path), version=args.version, devices=args.device, latency_runs=args.latency_runs
@@ -237,7 +237,7 @@ def _export_lines(facts: Dict[str, Any]) -> List[str]:
         )
     )
     for device, record in (facts.get("latency") or {}).items():
-        from exportkit.stages.verify import latency_lines
+        from exportkit.verification.latency import lines as latency_lines
 
         lines.append(f"latency at export, on {device}:")
         lines += [f"  {line[len('latency ') :]}" for line in latency_lines(record)]

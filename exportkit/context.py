@@ -99,7 +99,7 @@ class ExportContext:
     # files written under the export's assets/ (relative name -> text), e.g. saved_model.json
     assets: Dict[str, str] = field(default_factory=dict)
     saved_model_file: Optional[Path] = None
-    # the verification process (exportkit.stages.verifier.Verifier) the pipeline started with the
+    # the verification process (exportkit.verification.process.Verifier) the pipeline started with the
     # export, for the verify stage; None: the verify stage starts its own
     verifier: Any = None
     verify_report: Dict[str, Any] = field(default_factory=dict)

@@ -5,7 +5,7 @@ A model server polling ``export_dir`` never sees a half-written or unverified ex
 write into a hidden sibling directory, which is swapped into place at the very end, under a
 lock that admits one writer per ``export_dir`` (``exportkit.artifact.publish``).
 
-The fresh verification process (``exportkit.stages.verifier``) is started when the export
+The fresh verification process (``exportkit.verification.process``) is started when the export
 starts, so that its imports (TensorFlow, the custom objects' modules) overlap with the build,
 trace and write stages; it is handed to the verify stage through the context.
 
@@ -26,9 +26,10 @@ from exportkit.context import ExportContext, StageRecord
 from exportkit.errors import ConfigError, SignatureError, StageSkipped, first_line
 from exportkit.imports import instantiate
 from exportkit.report import Reporter
-from exportkit.stages.verifier import Verifier, current_shared, early_start_wanted, modules_of
-from exportkit.stages.verify import Verify, require_verified
+from exportkit.stages.verify import Verify
 from exportkit.variables import fill
+from exportkit.verification.check import require_verified
+from exportkit.verification.process import Verifier, current_shared, modules_of
 
 BASE_FIELDS = ("cfg", "export_dir", "work_dir", "model")
 # the stage of the default pipelines that adds a field, for the message when a user disabled it
@@ -62,7 +63,7 @@ class Export:
     ``model`` and ``custom_objects`` hand in-memory objects to the build stage (the Python API
     does this); the CLI builds them from ``cfg.model`` and ``cfg.custom_objects``. ``overrides``
     are recorded in the manifest (the command line the export was asked for). ``verifier`` is a
-    running ``exportkit.stages.verifier.Verifier`` to verify with (a sweep shares one across its
+    running ``exportkit.verification.process.Verifier`` to verify with (a sweep shares one across its
     jobs; this export does not end it); without one, the ``exportkit.shared_verifier()`` block's,
     else the export starts its own and ends it.
     """
@@ -89,8 +90,8 @@ class Export:
     def start_verifier(self) -> Optional[Verifier]:
         """Start the verification process now if the pipeline verifies (idempotent), so that its
         start-up runs beside this process's own; the CLI calls it before importing TensorFlow.
-        None without a verify stage, or with ``EXPORTKIT_EARLY_VERIFIER=0``."""
-        if self.cfg.pipeline.stages.get("verify") is None or not early_start_wanted():
+        None without a verify stage, or with ``verify.early_start=false``."""
+        if self.cfg.pipeline.stages.get("verify") is None or not self.cfg.verify.early_start:
             return None
         imports = modules_of(self.cfg.custom_objects.values())
         if self.verifier is None:

@@ -148,6 +148,9 @@ class VerifyConf:
     # seconds the verify process may take to answer (to load and run the export); past it the
     # process is killed and the export fails
     timeout_s: float = 600.0
+    # start the verification process with the export, so its imports overlap the build (and share
+    # one across a sweep's jobs); false: the verify stage starts its own when it runs
+    early_start: bool = True
 
 
 @dataclass
@@ -368,7 +371,7 @@ def validate_verify(verify: DictConfig) -> None:
             "verify.batch_sizes=[] would verify no case; give at least one batch size "
             "(verify.batch_sizes=[1,3]), or disable verification with pipeline.stages.verify=null"
         )
-    timeout = verify.get("timeout_s", 600.0)
+    timeout = verify.timeout_s
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
         shown = f"{timeout:g}" if isinstance(timeout, (int, float)) else repr(timeout)
         raise ConfigError(

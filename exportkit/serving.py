@@ -70,7 +70,7 @@ def release_info(cfg: DictConfig, slot: Slot) -> Dict[str, Any]:
 def warmup_cases(ctx):
     """The cases the warmup file holds: verify's serving inputs (real examples with ``verify.inputs``;
     else generated from the same seed and hints, so the same arrays)."""
-    from exportkit.stages.verify import serve_cases, symbols_of
+    from exportkit.verification.cases import serve_cases, symbols_of
 
     return serve_cases(ctx.signatures, ctx.cfg.verify, ctx.cfg.seed, ctx.input_hints, symbols_of(ctx.cfg))
 

@@ -81,7 +81,7 @@ def _session_verifier():
     """One verification process for this test process's in-process exports (one per xdist
     worker), as ``exportkit.shared_verifier()`` gives a notebook; each export is still loaded
     afresh from disk by it. CLI tests start their own, as a user's command does."""
-    from exportkit.stages.verifier import Verifier
+    from exportkit.verification.process import Verifier
 
     with Verifier() as verifier:
         yield verifier
@@ -91,7 +91,7 @@ def _session_verifier():
 def _shared_verifier(request, _session_verifier):
     """In-process exports verify with the session's process, unless the test is marked
     ``own_verifier`` (it looks at the verifier an export starts and ends itself)."""
-    from exportkit.stages.verifier import using
+    from exportkit.verification.process import using
 
     own = request.node.get_closest_marker("own_verifier") is not None
     with using(None if own else _session_verifier):

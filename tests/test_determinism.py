@@ -64,7 +64,7 @@ def tf1_serve(export_dir, inputs, key="serving_default"):
 def test_two_fresh_processes_write_identical_bytes(tmp_path, case):
     from tensorflow.core.protobuf import saved_model_pb2
 
-    from exportkit.stages.verify_inputs import make_inputs
+    from exportkit.verification.cases import make_inputs
 
     overrides, tags = CASES[case]
     export_dir = tmp_path / "model"

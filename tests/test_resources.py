@@ -311,7 +311,7 @@ def test_an_unexportable_resource_names_its_layer(tmp_path, layer, attribute, dt
 
 def test_string_signature_from_the_config(tmp_path):
     """``dtype: string`` in the config's signatures; verify draws the strings from the vocabulary."""
-    from exportkit.stages.verify_inputs import make_inputs
+    from exportkit.verification.cases import make_inputs
 
     result = export(
         "model=keras",

@@ -335,7 +335,7 @@ def published(release):
 
 
 def test_every_version_the_poller_loads_is_whole_and_answers(release, tmp_path):
-    from exportkit.stages.verify_inputs import make_inputs
+    from exportkit.verification.cases import make_inputs
 
     for name, done in release["done"].items():
         assert done.returncode == 0, (name, done.stderr[-3000:])

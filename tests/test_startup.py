@@ -33,7 +33,8 @@ def test_a_keras_export_from_the_cli_imports_no_jax_and_its_verify_worker_neithe
     import keras
 
     from exportkit.example_model import build_example_model
-    from exportkit.stages.verifier import Verifier
+    from exportkit.verification.process import Verifier
+    from exportkit.verification.protocol import Request
 
     export_dir = tmp_path / "out"
     probe = (
@@ -57,11 +58,11 @@ def test_a_keras_export_from_the_cli_imports_no_jax_and_its_verify_worker_neithe
     with Verifier() as verifier:
         with pytest.raises(VerificationError, match="could not be reloaded"):
             verifier.run(
-                {
-                    "saved_model": str(tmp_path / "absent"),
-                    "inputs": str(tmp_path / "absent.npz"),
-                    "outputs": str(tmp_path / "o.npz"),
-                },
+                Request(
+                    saved_model=str(tmp_path / "absent"),
+                    inputs=str(tmp_path / "absent.npz"),
+                    outputs=str(tmp_path / "o.npz"),
+                ),
                 timeout=300,
             )
         maps = open(f"/proc/{verifier.pid}/maps").read()

@@ -1,4 +1,4 @@
-"""The verification process started with the export (``exportkit.stages.verifier``): it starts
+"""The verification process started with the export (``exportkit.verification.process``): it starts
 before the build stage ends, serves every job of a sweep, is replaced when it dies, is killed
 at ``verify.timeout_s`` when it hangs, and never outlives the exporting process."""
 
@@ -79,16 +79,15 @@ def check_round_trip(export_dir):
             np.testing.assert_allclose(got, want, atol=1e-6 * max(1.0, float(np.abs(want).max())), rtol=1e-5)
 
 
-@pytest.mark.parametrize("early", ["1", "0"])
-def test_the_verifier_starts_before_the_build_stage_ends_and_is_gone_after(export_dir, monkeypatch, early):
-    monkeypatch.setenv("EXPORTKIT_EARLY_VERIFIER", early)
-    result = probed_export(export_dir)
+@pytest.mark.parametrize("early", ["true", "false"])
+def test_the_verifier_starts_before_the_build_stage_ends_and_is_gone_after(export_dir, early):
+    result = probed_export(export_dir, f"verify.early_start={early}")
     worker = result.manifest["verification"]["worker"]
     [seen] = SEEN
-    if early == "1":  # running during the build, and the very process that verified
+    if early == "true":  # running during the build, and the very process that verified
         assert seen["alive"] and seen["pid"] == worker["pid"]
         assert worker["started_at"] < seen["at"] and worker["served"] == 1
-    else:  # EXPORTKIT_EARLY_VERIFIER=0: the verify stage started its own
+    else:  # verify.early_start=false: the verify stage started its own
         assert seen["pid"] is None and worker["started_at"] > seen["at"]
     assert result.manifest["verification"]["verified"] is True and worker["peak_rss_mib"] > 100
     assert not alive(worker["pid"])  # no orphan
@@ -117,7 +116,7 @@ def test_a_hung_verifier_hits_verify_timeout_s_and_nothing_is_published(export_d
 
 
 def test_an_export_the_worker_cannot_load_fails_with_its_reason_and_the_worker_serves_on(export_dir):
-    from exportkit.stages.verifier import Verifier
+    from exportkit.verification.process import Verifier
 
     with Verifier() as shared:
         cfg = OmegaConf.to_container(pipeline.resolved(compose(*KERAS, f"export_dir={export_dir}")))
@@ -171,7 +170,7 @@ def test_exports_inside_shared_verifier_use_one_process_and_using_none_opts_out(
     import keras
 
     import exportkit
-    from exportkit.stages.verifier import using
+    from exportkit.verification.process import using
 
     def model(seed):
         keras.utils.set_random_seed(seed)
@@ -211,7 +210,7 @@ def test_the_verifier_dies_with_a_killed_exporting_process(tmp_path):
         worker = None
         deadline = time.monotonic() + 60
         while worker is None and time.monotonic() < deadline and cli.poll() is None:
-            worker = next(iter(children(cli.pid, "verify_worker")), None)
+            worker = next(iter(children(cli.pid, "verification.worker")), None)
             time.sleep(0.05)
         assert worker is not None, "no verifier was started"
         cli.kill()

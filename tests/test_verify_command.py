@@ -93,7 +93,7 @@ def test_perturbed_kept_outputs_fail_with_one_line(exported):
     outputs["serving_default/3/out"] = (
         outputs["serving_default/3/out"] + 1e-2 * np.abs(outputs["serving_default/3/out"]).max()
     )
-    from exportkit.stages.verify_inputs import save_npz
+    from exportkit.verification.kept import save_npz
 
     save_npz(export_dir / KEPT / "verify_outputs.npz", outputs)
     done = run_cli("verify", export_dir)
@@ -147,7 +147,7 @@ def test_a_base_path_verifies_its_highest_version_or_the_one_given(exported):
     base.mkdir()
     shutil.copytree(exported["dir"], base / "1", symlinks=True)
     shutil.copytree(exported["dir"], base / "2", symlinks=True)
-    from exportkit.stages.verify_inputs import save_npz
+    from exportkit.verification.kept import save_npz
 
     outputs = kept(base / "2", "outputs")
     outputs["serving_default/1/out"] = -outputs["serving_default/1/out"] - 1.0

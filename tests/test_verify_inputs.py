@@ -14,7 +14,7 @@ import pytest
 
 from exportkit.errors import ConfigError, VerificationError
 from exportkit.stages.trace import Trace
-from exportkit.stages.verify_worker import load_graph
+from exportkit.verification.worker import load_graph
 from tests.conftest import export, run_cli, serve
 
 
@@ -318,7 +318,7 @@ def test_introspection_finds_embeddings_lookups_and_text_through_nesting():
 
 
 def test_generated_values_follow_config_hints_names_and_dtypes():
-    from exportkit.stages.verify_inputs import make_inputs
+    from exportkit.verification.cases import make_inputs
 
     signatures = {
         "serving_default": {
@@ -354,7 +354,7 @@ def test_generated_values_follow_config_hints_names_and_dtypes():
 
 
 def test_dims_plan_shares_lengths_and_takes_keys_and_symbols():
-    from exportkit.stages.verify_inputs import jax_symbols, make_inputs, plan
+    from exportkit.verification.cases import jax_symbols, make_inputs, plan
 
     specs = {"ids": spec([None, None], "int32"), "mask": spec([None, None], "int32"), "img": spec([None, None, 4])}
     cases = dict(plan(specs, [2], {}, [2, 5]))
@@ -377,7 +377,7 @@ def test_dims_plan_shares_lengths_and_takes_keys_and_symbols():
 
 
 def test_bad_examples_are_one_line_config_errors(tmp_path):
-    from exportkit.stages.verify_inputs import load_examples
+    from exportkit.verification.cases import load_examples
 
     signatures = {
         "serving_default": {"ids": spec([None, 3], "int32"), "x": spec([None, 2])},
@@ -418,7 +418,7 @@ def test_bad_examples_are_one_line_config_errors(tmp_path):
 def test_kept_npz_bytes_do_not_depend_on_when_they_were_written(tmp_path):
     import time
 
-    from exportkit.stages.verify_inputs import save_npz
+    from exportkit.verification.kept import save_npz
 
     arrays = {"serving_default/3/x": np.arange(6.0).reshape(2, 3), "serving_default/3/s": np.array([b"a", b"bc"])}
     save_npz(tmp_path / "a.npz", arrays)

@@ -1,5 +1,5 @@
-"""The verification process: a fresh Python process (``python -m exportkit.stages.verify_worker
---serve``) that starts when the pipeline starts, imports TensorFlow and the custom objects' modules
+"""The verification process, seen from the exporting side: a fresh Python process
+(``exportkit.verification.worker``) that starts when the pipeline starts, imports TensorFlow and the custom objects' modules
 while the exporting process builds, traces and writes, and then verifies the staged export from
 disk. It gets nothing of the exporting process but the export's path and the cases' ``.npz``
 files (it never unpickles a model object), and loads the SavedModel afresh for every request.
@@ -8,12 +8,11 @@ One ``Verifier`` serves every export of a process that makes several (a sweep: `
 each export loaded from disk anew. A worker that dies is replaced by a fresh one and the request
 sent again, once; one that does not answer within ``verify.timeout_s`` is killed, the export
 fails, and the next request gets a fresh process. The worker dies with the exporting process
-(``--parent``: Linux ``PR_SET_PDEATHSIG``). ``EXPORTKIT_EARLY_VERIFIER=0`` turns the early start
-off: each verify stage then starts its own worker when it needs it (the behaviour before the
-early start, for comparison and debugging).
+(``--parent``: Linux ``PR_SET_PDEATHSIG``). ``verify.early_start=false`` turns the early start
+off: each verify stage then starts its own worker when it needs it.
 
 >>> verifier = Verifier(["my_layers"]).start()   # at the pipeline's start
->>> reply = verifier.run({"saved_model": ..., "inputs": ..., "outputs": ...}, timeout=600)
+>>> reply = verifier.run(Request(saved_model=..., inputs=..., outputs=...), timeout=600)
 >>> verifier.close()
 
 In one Python process that makes many exports (a notebook, a loop, a test session),
@@ -26,7 +25,6 @@ In one Python process that makes many exports (a notebook, a loop, a test sessio
 
 import contextlib
 import contextvars
-import json
 import os
 import re
 import select
@@ -34,9 +32,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Iterable, Iterator, List, Optional
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional
+
+import numpy as np
 
 from exportkit.errors import VerificationError
+from exportkit.verification.protocol import Case, Latency, Reply, Request, decode, encode
 
 # TensorFlow's and absl's C++ log lines (I0000 00:00:... port.cc:153] ...): not the reason a worker failed
 TF_LOG_LINE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\]|WARNING: All log messages before absl)")
@@ -47,12 +49,6 @@ RELOAD_FAILED = "the export could not be reloaded and run in a fresh process"
 # The verifier of the innermost ``shared_verifier()`` block (a context variable, so each thread or
 # task sees its own block only); ``exportkit.pipeline.Export`` takes it when not handed one.
 _SHARED = contextvars.ContextVar("exportkit_shared_verifier", default=None)
-
-
-def early_start_wanted() -> bool:
-    """Whether the pipeline starts the verifier early and a sweep shares one
-    (``EXPORTKIT_EARLY_VERIFIER=0``: no, each verify stage starts its own when it needs it)."""
-    return os.environ.get("EXPORTKIT_EARLY_VERIFIER", "1") not in ("0", "")
 
 
 def modules_of(custom_object_paths: Iterable[str]) -> List[str]:
@@ -92,7 +88,7 @@ class Verifier:
         if self.alive():
             return self
         self._discard()
-        command = [sys.executable, "-m", "exportkit.stages.verify_worker", "--serve", "--parent", str(os.getpid())]
+        command = [sys.executable, "-m", "exportkit.verification.worker", "--parent", str(os.getpid())]
         command += [a for m in self.imports for a in ("--import", m)]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -104,14 +100,14 @@ class Verifier:
         self.started_at = time.time()
         return self
 
-    def run(self, request: dict, timeout: float) -> dict:
-        """The worker's reply to ``request`` (``{"ok": ..., "pid": ..., ...}``). A worker that dies
+    def run(self, request: Request, timeout: float) -> Reply:
+        """The worker's reply to ``request``. A worker that dies
         is replaced and asked again, once; a second death, or a reply with an error, is a
         ``VerificationError`` with the tail of what the worker said; no reply within ``timeout``
         seconds kills the worker and is a one-line ``VerificationError``."""
         died = ""
         for _attempt in range(2):
-            self.start(request.get("imports", ()))
+            self.start(request.imports)
             offset = self._stderr_size()
             try:
                 reply = self._ask(request, time.monotonic() + timeout)
@@ -127,8 +123,8 @@ class Verifier:
                     f"and was killed; nothing was written. If the model is that slow to load and run, raise "
                     f"verify.timeout_s"
                 ) from None
-            if not reply.get("ok"):
-                raise VerificationError(f"{RELOAD_FAILED}:\n{tail(self._stderr_text(offset), reply.get('error', ''))}")
+            if not reply.ok:
+                raise VerificationError(f"{RELOAD_FAILED}:\n{tail(self._stderr_text(offset), reply.error)}")
             return reply
         raise VerificationError(f"{RELOAD_FAILED} (its worker died twice):\n{died}")
 
@@ -148,9 +144,9 @@ class Verifier:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _ask(self, request: dict, deadline: float) -> dict:
+    def _ask(self, request: Request, deadline: float) -> Reply:
         try:
-            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            self.process.stdin.write((request.to_json() + "\n").encode())
         except (BrokenPipeError, OSError):
             raise _Died(self._death_report()) from None
         fd = self.process.stdout.fileno()
@@ -165,7 +161,7 @@ class Verifier:
                     raise _Died(self._death_report())
                 self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
-        return json.loads(line)
+        return Reply.from_json(line.decode())
 
     def _death_report(self) -> str:
         try:
@@ -241,3 +237,52 @@ def tail(stderr: str, error: str = "") -> str:
         line for line in (stderr.strip() + "\n" + error.strip()).strip().splitlines() if not TF_LOG_LINE.match(line)
     ]
     return "\n".join(lines[-TAIL_LINES:])
+
+
+class Ran(NamedTuple):
+    """What ``run_cases`` gives back: the outputs per case, the worker's reply, and when the
+    process that answered was started (wall time)."""
+
+    outputs: Dict[Case, Dict[str, np.ndarray]]
+    reply: Reply
+    started_at: Optional[float]
+
+
+def run_cases(
+    saved_model: Path,
+    inputs: Dict[Case, Dict[str, np.ndarray]],
+    graph_of: Dict[str, str],
+    device: str,
+    imports: List[str],
+    temp_dir: Path,
+    *,
+    latency: Optional[Latency] = None,
+    verifier: Optional[Verifier] = None,
+    timeout: float = 600.0,
+) -> Ran:
+    """Run ``inputs`` on the export in the verification process: the outputs per case, and its
+    reply (the device it ran on, load times, latency, warmup replay, peak memory).
+
+    ``verifier``: the process to ask (started early, or shared); without one, a worker is started
+    here and ended after. The request's files live in ``temp_dir`` (made and removed by the caller).
+    """
+    own = verifier is None
+    in_path, out_path = temp_dir / "inputs.npz", temp_dir / "outputs.npz"
+    np.savez(in_path, **encode(inputs))
+    verifier = verifier or Verifier(imports)
+    request = Request(
+        saved_model=str(saved_model),
+        inputs=str(in_path),
+        outputs=str(out_path),
+        device=device,
+        imports=list(imports),
+        graph={key: tag for key, tag in graph_of.items() if tag != "serve"},
+        latency=latency,
+    )
+    try:
+        reply = verifier.run(request, timeout)
+        with np.load(out_path) as data:
+            return Ran(decode(data), reply, verifier.started_at)
+    finally:
+        if own:
+            verifier.close()

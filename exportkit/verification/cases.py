@@ -1,5 +1,4 @@
-"""verify's inputs: the cases each graph is run on, real or generated, and the files that keep
-them inside the export.
+"""The cases verification runs: each graph's inputs, real or generated.
 
 A case is ``(signature key, label)``. The label is the batch size (``"3"``), followed, when the
 signature has dynamic dimensions beyond the batch, by the size each one is probed at
@@ -25,14 +24,12 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from exportkit.errors import ConfigError
-from exportkit.stages.verify_worker import portable
+from exportkit.verification.protocol import Case
 
 DEFAULT_INTS = (0, 10)
 WORDS = ("the", "a", "model", "export", "verify", "token", "hello", "world")
 MASK_NAME = re.compile(r"mask", re.IGNORECASE)
 SEGMENT_NAME = re.compile(r"(segment|type)_ids$", re.IGNORECASE)
-
-Case = Tuple[str, str]  # (signature key, label)
 
 
 # ---- shapes --------------------------------------------------------------------------------
@@ -329,25 +326,6 @@ def checked(path: str, key: str, array: np.ndarray, spec, what: str) -> np.ndarr
     return cast
 
 
-# ---- the kept files ----------------------------------------------------------------------------
-
-
-def flatten(cases: Mapping[Case, Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray]:
-    """``{(signature, label): {name: array}}`` -> ``{"signature/label/name": array}``."""
-    return {
-        f"{sig}/{label}/{name}": portable(a) for (sig, label), arrays in cases.items() for name, a in arrays.items()
-    }
-
-
-def save_npz(path, arrays: Mapping[str, np.ndarray]) -> None:
-    """``numpy.savez`` with fixed zip timestamps: the same arrays give the same bytes."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
-        for key, array in arrays.items():
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            with archive.open(info, "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
-
-
 # ---- the cases of one export -------------------------------------------------------------------
 
 
@@ -446,3 +424,15 @@ def source_failure(case: Case, arrays, error: BaseException, specs, verify, hint
     if tag != "serve":
         hint += f"; or leave the {tag} graph unverified with verify.steps=false"
     return where + hint
+
+
+def symbols_of(cfg) -> Dict[str, Dict[int, str]]:
+    """The jax2tf stage's symbols per input, so ``verify.dims.<symbol>`` can name them."""
+    node = (cfg.pipeline.stages or {}).get("jax2tf") if "pipeline" in cfg else None
+    return jax_symbols(node.get("polymorphic_shapes") if node else None)
+
+
+def step_specs(function) -> Dict[str, Any]:
+    """A traced step's named input specs, as its SignatureDef takes them."""
+    args, kwargs = function.structured_input_signature
+    return {**{spec.name: spec for spec in args}, **dict(kwargs)}

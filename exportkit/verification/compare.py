@@ -1,0 +1,123 @@
+"""The comparison: what the export computed against what the source model computed, output by
+output, within tolerances (``verify.atol``/``verify.rtol``, ``verify.tolerances.<output>``), and
+the top-1 class where it is compared (``verify.top1``).
+
+>>> report, failures = compare(expected, actual, {"probs": (1e-5, 1e-5)}, top1={"probs"})
+"""
+
+from typing import Dict, Set, Tuple
+
+import numpy as np
+
+from exportkit.errors import ConfigError
+
+
+def checks(verify, expected) -> Tuple[Dict[str, Tuple[float, float]], Set[str]]:
+    """Per output name ``(atol, rtol)``, and the outputs whose top-1 class is compared; an output
+    named in ``verify.tolerances`` or ``verify.top1`` that no graph has is a ``ConfigError``."""
+    names = {n for outputs in expected.values() for n in outputs}
+    bare = {n.split("/", 1)[1]: n for n in names if n.startswith("predictions/")}
+    for key, named in [
+        ("tolerances", list(verify.tolerances)),
+        ("top1", [] if isinstance(verify.top1, bool) else list(verify.top1)),
+    ]:
+        for name in named:
+            if name not in names and name not in bare:
+                raise ConfigError(
+                    f"verify.{key} names {name!r}, which no verified graph outputs; the outputs "
+                    f"are {', '.join(sorted(names))}"
+                )
+    tolerances = {}
+    for name in names:
+        own = verify.tolerances.get(name) or verify.tolerances.get(name.split("/", 1)[-1]) or {}
+        tolerances[name] = (
+            own.get("atol") if own.get("atol") is not None else verify.atol,
+            own.get("rtol") if own.get("rtol") is not None else verify.rtol,
+        )
+    if verify.top1 is True:
+        top1 = {
+            n
+            for n in names
+            if any(
+                np.ndim(o.get(n)) >= 1 and np.shape(o[n])[-1] > 1 and np.asarray(o[n]).dtype.kind == "f"
+                for o in expected.values()
+                if n in o
+            )
+        }
+    else:
+        wanted = set(verify.top1 or [])
+        top1 = {n for n in names if n in wanted or n.split("/", 1)[-1] in wanted}
+    return tolerances, top1
+
+
+def compare(expected, actual, tolerances, top1=(), partial=(), ties=(1e-5, 1e-5)):
+    """Per signature and case: max abs and rel error per output (and top-1 agreement where
+    asked), and the failures. A signature in ``partial`` (a train/eval step) may output more
+    than its reference gives (its metrics). Strings and NaNs must match exactly. A row whose
+    top two source values lie within ``ties`` (verify.atol, verify.rtol: not an output's own,
+    looser tolerance) has no top-1 class to agree on."""
+    result, failures = {}, []
+    for (key, label), want in expected.items():
+        got = actual.get((key, label), {})
+        case = result.setdefault(key, {})[label] = {}
+        if not set(want) <= set(got) or (set(got) != set(want) and key not in partial):
+            failures.append(f"{key} at batch {label}: outputs {sorted(got)} != source {sorted(want)}")
+            case["error"] = "output names differ"
+            continue
+        for name, w in want.items():
+            g, (atol, rtol) = got[name], tolerances.get(name, (0.0, 0.0))
+            where = f"{key}/{name} at batch {label}"
+            if g.shape != w.shape:
+                failures.append(f"{where}: shape {g.shape} != source {w.shape}")
+                case[name] = {"error": f"shape {list(g.shape)} != {list(w.shape)}"}
+                continue
+            if w.dtype.kind in "SUO" or g.dtype.kind in "SUO":
+                ok = bool(np.array_equal(g, w))
+                case[name] = {
+                    "max_abs_error": 0.0 if ok else float("inf"),
+                    "max_rel_error": 0.0 if ok else float("inf"),
+                    "ok": ok,
+                }
+                if not ok:
+                    failures.append(f"{where}: strings differ")
+                continue
+            w64, g64 = w.astype(np.float64), g.astype(np.float64)
+            diff = np.where(np.isnan(w64) & np.isnan(g64), 0.0, np.abs(g64 - w64))
+            abs_err = float(diff.max()) if diff.size else 0.0
+            rel_err = float((diff / np.maximum(np.abs(np.nan_to_num(w64)), 1e-12)).max()) if diff.size else 0.0
+            ok = bool(np.allclose(g64, w64, atol=atol, rtol=rtol, equal_nan=True))
+            case[name] = {"max_abs_error": abs_err, "max_rel_error": rel_err, "ok": ok}
+            if not ok:
+                failures.append(f"{where}: max abs error {abs_err:.3g} (atol {atol:g}, rtol {rtol:g})")
+            if name in top1 and w.ndim >= 1 and w.shape[-1] > 1:
+                agreement, rows = top1_agreement(w64, g64, *ties)
+                case[name].update(top1_agreement=agreement, top1_rows=rows)
+                if agreement < 1.0:
+                    case[name]["ok"] = False
+                    failures.append(f"{where}: top-1 class agrees on {agreement:.0%} of {rows} rows")
+    return result, failures
+
+
+def top1_agreement(want, got, atol: float, rtol: float) -> Tuple[float, int]:
+    """The share of rows whose arg-max agrees, among rows where the source's top class leads the
+    runner-up by more than the tolerance (a tie within tolerance has no defined top class)."""
+    want2, got2 = want.reshape(-1, want.shape[-1]), got.reshape(-1, got.shape[-1])
+    top2 = np.sort(want2, axis=-1)[:, -2:]
+    decisive = (top2[:, 1] - top2[:, 0]) > atol + rtol * np.abs(top2[:, 1])
+    if not decisive.any():
+        return 1.0, 0
+    agree = np.argmax(want2, -1)[decisive] == np.argmax(got2, -1)[decisive]
+    return float(agree.mean()), int(decisive.sum())
+
+
+def summarize(verify_report):
+    """One line per signature: its cases and the largest abs error over its outputs."""
+    for key, cases in verify_report.items():
+        errors = [
+            o.get("max_abs_error", float("inf"))
+            for case in cases.values()
+            for o in case.values()
+            if isinstance(o, dict)
+        ]
+        worst = max(errors) if errors else 0.0
+        yield f"{key}: {len(cases)} cases ({', '.join(cases)}): max abs error {worst:.3g}"

@@ -1,0 +1,111 @@
+"""What the exporting process and the verification process say to each other.
+
+One ``Request`` per verification, one ``Reply`` to it, each a JSON line (the worker's stdin and
+stdout). The cases' arrays travel beside them as ``.npz`` files (``Request.inputs`` in,
+``Request.outputs`` back) whose keys join signature key, case label and tensor name with ``::``
+(``encode`` / ``decode``); strings travel as fixed-width bytes, so nothing is unpickled.
+
+>>> line = Request(saved_model="/tmp/export", inputs="in.npz", outputs="out.npz").to_json()
+>>> Request.from_json(line).device
+'/CPU:0'
+"""
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+SEP = "::"
+Case = Tuple[str, str]  # (signature key, label)
+
+
+@dataclass
+class Latency:
+    """How each serve case is timed: up to ``runs`` warm calls, within ``budget_s`` seconds."""
+
+    runs: int
+    budget_s: float
+
+
+@dataclass
+class Request:
+    """Load ``saved_model`` on ``device`` (``auto``: the first GPU, else ``/CPU:0``), run every case
+    of ``inputs`` and write the outputs to ``outputs``. ``graph`` names the graph (tag) of each
+    signature that is not in ``serve`` (a train or eval step); ``imports`` are modules imported
+    first (what registers a custom object or an op)."""
+
+    saved_model: str
+    inputs: str
+    outputs: str
+    device: str = "/CPU:0"
+    imports: List[str] = field(default_factory=list)
+    graph: Dict[str, str] = field(default_factory=dict)
+    latency: Optional[Latency] = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, line: str) -> "Request":
+        fields = json.loads(line)
+        latency = fields.pop("latency", None)
+        return cls(**fields, latency=Latency(**latency) if latency else None)
+
+
+@dataclass
+class Reply:
+    """What the worker did: ``ok``, else ``error`` (its reason). The process's ``pid``, when its
+    imports were done (``ready_at``, wall time) and the requests it has ``served``; the device it ran
+    on, the GPUs it saw, each graph's load seconds, each serve case's latency (``{signature: {case:
+    {batch, first_ms, p50_ms, p90_ms, p99_ms, runs}}}``), its peak resident memory for this request,
+    and the warmup file's replay (``warmup_records`` None when the export has no warmup file)."""
+
+    ok: bool
+    error: str = ""
+    pid: int = 0
+    ready_at: float = 0.0
+    served: int = 0
+    device: str = ""
+    gpus: List[str] = field(default_factory=list)
+    load_s: Dict[str, float] = field(default_factory=dict)
+    latency: Dict[str, Dict[str, Dict[str, Any]]] = field(default_factory=dict)
+    peak_rss_kib: int = 0
+    warmup_records: Optional[int] = None
+    warmup_seconds: Optional[float] = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, line: str) -> "Reply":
+        return cls(**json.loads(line))
+
+
+def encode(cases: Dict[Case, Dict[str, Any]]) -> Dict[str, np.ndarray]:
+    """``{(key, label): {name: array}}`` -> flat ``{"key::label::name": array}`` for ``np.savez``."""
+    return {
+        f"{key}{SEP}{label}{SEP}{name}": portable(array)
+        for (key, label), arrays in cases.items()
+        for name, array in arrays.items()
+    }
+
+
+def decode(flat) -> Dict[Case, Dict[str, np.ndarray]]:
+    """The inverse of ``encode`` (from an open ``np.load``)."""
+    cases: Dict[Case, Dict[str, np.ndarray]] = {}
+    for joined, array in flat.items():
+        key, label, name = joined.split(SEP, 2)
+        cases.setdefault((key, label), {})[name] = array
+    return cases
+
+
+def portable(array) -> np.ndarray:
+    """String tensors (object arrays of bytes) as fixed-width bytes: loadable without pickle."""
+    array = np.asarray(array)
+    if array.dtype.kind in "OU":
+        return np.array([v if isinstance(v, bytes) else str(v).encode() for v in array.ravel()], dtype=bytes).reshape(
+            array.shape
+        )
+    return array

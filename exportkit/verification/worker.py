@@ -1,0 +1,227 @@
+"""The verification process: a fresh Python process that has the export and the modules it is
+told to import, nothing else of the exporting process (it never unpickles a model object).
+
+It imports TensorFlow and those modules as soon as it starts (while the exporting process
+builds and writes the export), then answers one ``Request`` per line on stdin with one ``Reply``
+line on stdout, loading the SavedModel afresh from disk for every request (``run``): each graph a
+case needs (``serve``, and ``train``/``eval`` for the signatures in ``Request.graph``), each case
+run, each serve case timed (``Request.latency``), then the warmup file replayed through the TF1
+session loader (TF Serving's load path). It ends at EOF on stdin, and with the exporting process
+(``--parent``: Linux ``PR_SET_PDEATHSIG``; elsewhere it outlives a killed parent by one request).
+
+    python -m exportkit.verification.worker --parent PID [--import MODULE ...]
+"""
+
+import argparse
+import gc
+import importlib
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from exportkit.verification.protocol import Latency, Reply, Request, decode, encode
+
+
+class WorkerError(Exception):
+    """The export cannot be run as asked (a device this machine lacks, a warmup record that does
+    not run): the reply's one-line reason."""
+
+
+def run(request: Request) -> Reply:
+    """Run every case of ``request`` on the export, write the outputs, return what was measured."""
+    for module in request.imports:
+        importlib.import_module(module)
+    import tensorflow as tf
+
+    gpus = [short_name(d.name) for d in tf.config.list_logical_devices("GPU")]
+    device = resolve_device(request.device, gpus, [short_name(d.name) for d in tf.config.list_logical_devices()])
+    loaded, load_s, latency = {}, {}, {}
+    with np.load(request.inputs) as data:
+        cases = decode(data)
+    results = {}
+    with tf.device(device):
+        for (key, label), arrays in cases.items():
+            tag = request.graph.get(key, "serve")
+            if tag not in loaded:
+                start = time.perf_counter()
+                loaded[tag] = load_graph(request.saved_model, tag)
+                load_s[tag] = time.perf_counter() - start
+            function = loaded[tag].signatures[key]
+            feed = {n: tf.constant(a) for n, a in arrays.items()}
+            start = time.perf_counter()
+            results[(key, label)] = {name: value.numpy() for name, value in function(**feed).items()}
+            first = time.perf_counter() - start
+            if tag == "serve" and request.latency:  # a train step would change the weights it times
+                latency.setdefault(key, {})[label] = measure_latency(function, feed, first, request.latency)
+    # The TF2-loaded graphs go before the warmup replay's TF1 session loads the weights again: held
+    # together they were two copies of the weights at this process's peak (2.4x a 2.25 GiB export's).
+    function = feed = None
+    loaded.clear()
+    gc.collect()
+    reply = Reply(ok=True, device=device, gpus=gpus, load_s=load_s, latency=latency)
+    replay_warmup(request.saved_model, reply)
+    np.savez(request.outputs, **encode(results))
+    reply.peak_rss_kib = peak_rss_kib()
+    return reply
+
+
+def short_name(name: str) -> str:
+    """``/device:GPU:0`` (or ``/job:localhost/replica:0/task:0/device:GPU:0``) -> ``/GPU:0``."""
+    kind, index = name.rsplit(":", 2)[-2:]
+    return f"/{kind.rsplit('/', 1)[-1]}:{index}"
+
+
+def resolve_device(asked: str, gpus: List[str], present: List[str]) -> str:
+    """The device the cases run on: ``auto`` -> the first GPU, else ``/CPU:0``; a device this
+    machine lacks is a ``WorkerError`` (``tf.device`` would fall back to the CPU without a word)."""
+    import tensorflow as tf
+
+    if asked == "auto":
+        return gpus[0] if gpus else "/CPU:0"
+    try:
+        spec = tf.DeviceSpec.from_string(asked)
+    except ValueError:
+        spec = tf.DeviceSpec()
+    wanted = f"/{spec.device_type}:{spec.device_index or 0}"
+    if spec.device_type is None or wanted not in present:
+        raise WorkerError(f"device {asked} is not present on this machine (TensorFlow sees {', '.join(present)})")
+    return wanted
+
+
+def measure_latency(function, feed, first_s: float, settings: Latency) -> Dict[str, float]:
+    """Warm calls of one signature at one case: up to ``settings.runs``, stopping once
+    ``settings.budget_s`` is spent (one at least). Each call ends when its outputs are on the host
+    (``.numpy()``), so a GPU's queue is counted. Milliseconds: first call, warm median / p90 / p99."""
+    times: List[float] = []
+    spent = time.perf_counter()
+    while len(times) < settings.runs and (not times or time.perf_counter() - spent < settings.budget_s):
+        start = time.perf_counter()
+        for value in function(**feed).values():
+            value.numpy()
+        times.append(time.perf_counter() - start)
+    p50, p90, p99 = (float(v) * 1e3 for v in np.percentile(times, [50, 90, 99]))
+    batch = next((int(np.shape(t)[0]) for t in feed.values() if len(np.shape(t))), 1)
+    return {"batch": batch, "first_ms": first_s * 1e3, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "runs": len(times)}
+
+
+def replay_warmup(saved_model: str, reply: Reply) -> None:
+    """TF Serving's load path: the warmup records (if the export has them) through the TF1 session
+    loader; a record that does not run is a ``WorkerError``, as it fails TF Serving's load."""
+    from exportkit.artifact import warmup
+
+    if not (Path(saved_model) / warmup.WARMUP).is_file():
+        return
+    start = time.perf_counter()
+    try:
+        reply.warmup_records = len(warmup.replay(Path(saved_model)))
+    except warmup.WarmupError as error:
+        raise WorkerError(f"{warmup.WARMUP}: {error}") from None
+    reply.warmup_seconds = time.perf_counter() - start
+
+
+def load_graph(saved_model: str, tag: str):
+    """One graph of the export, by its tag, with TF2's loader (each graph gets its own variables,
+    so a train step run here changes nothing the other graphs read): from ``graphs/<tag>/`` when
+    the export keeps that graph in a SavedModel of its own, else from the export's root."""
+    import tensorflow as tf
+
+    nested = Path(saved_model) / "graphs" / tag
+    own = any((nested / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt"))
+    return tf.saved_model.load(str(nested if own else saved_model), tags=[tag])
+
+
+def peak_rss_kib() -> int:
+    """This process's own high-water RSS (``VmHWM``; ``ru_maxrss`` would also count the exporting
+    process's pages it was forked from). Linux only: 0 elsewhere."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def reset_peak_rss() -> None:
+    """Make ``VmHWM`` this request's peak (from the resident size now: TensorFlow's own memory),
+    not the highest of every request served before. Linux only."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        pass
+
+
+def die_with_parent(parent: int) -> None:
+    """SIGKILL this process when the exporting one dies (Linux ``PR_SET_PDEATHSIG``); if it died
+    before this line ran, exit now."""
+    import ctypes
+    import signal
+
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def serve(imports: List[str]) -> None:
+    """Import TensorFlow and ``imports`` now, then answer each request line on stdin with one reply
+    line, until EOF. The replies go to the original stdout; anything else the frameworks or a
+    model print goes to stderr (kept by the exporting process), never into a reply."""
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    for module in imports:  # a module that fails is reported by the request that needs it
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001
+            pass
+    from exportkit.frameworks import import_tensorflow
+
+    import_tensorflow(quiet=False)  # its logs go to stderr, kept by the exporting process
+    import tensorflow as tf
+
+    from exportkit.artifact import warmup  # noqa: F401  (replay_warmup's, imported while idle)
+
+    tf.config.list_logical_devices()  # the devices' set-up, also paid before the first request
+    ready_at, served = time.time(), 0
+    for line in iter(sys.stdin.readline, ""):
+        if not line.strip():
+            continue
+        reset_peak_rss()
+        try:
+            reply = run(Request.from_json(line))
+        except WorkerError as error:
+            reply = Reply(ok=False, error=str(error))
+        except Exception:  # noqa: BLE001 - the export's failure, told to the exporting process
+            reply = Reply(ok=False, error=traceback.format_exc())
+        served += 1
+        reply.pid, reply.ready_at, reply.served = os.getpid(), ready_at, served
+        sys.stderr.flush()
+        replies.write(reply.to_json() + "\n")
+        gc.collect()  # the request's SavedModels, before the next export's
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m exportkit.verification.worker")
+    parser.add_argument("--parent", type=int, default=None, help="die with this process")
+    parser.add_argument("--import", dest="imports", action="append", default=[])
+    args = parser.parse_args(argv)
+    if args.parent is not None:
+        die_with_parent(args.parent)
+    serve(args.imports)
+
+
+if __name__ == "__main__":
+    main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Nothing is left to do or to flush: end without the second the interpreter spends tearing
+    # TensorFlow's modules down, which the exporting process would wait for in Verifier.close.
+    os._exit(0)
