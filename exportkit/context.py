@@ -73,17 +73,8 @@ class ExportContext:
     reference: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = field(default_factory=dict)
     # variable group name ("model", "optimizer", ...) -> list of tf.Variable
     variables: Dict[str, List[Any]] = field(default_factory=dict)
-    # [(variable, array)]: variables made without their values (a JAX model's params NumPy
-    # aligned too loosely for TensorFlow to adopt: exportkit.jax.variables), the checkpoint being
-    # written from the arrays; the runner fills them (exportkit.variables.fill) before any stage
-    # that may read them (Stage.reads_variables)
-    unfilled: List[Tuple[Any, Any]] = field(default_factory=list)
-    # whether a verify stage (exportkit.stages.verify.Verify, or a subclass) is in the pipeline, set
-    # by the runner: its reference runs the source model in this process (a JAX model: on the
-    # params' buffers, which jax2tf then aligns once for both)
-    verifies: bool = True
     # the non-variable resources (lookup tables) write_checkpoint saved, for write_graphs to check
-    # against what the graphs capture (the JAX pipeline writes the checkpoint before it traces)
+    # against what the graphs capture (a pipeline may write the checkpoint before it traces)
     checkpointed_resources: Optional[List[Any]] = None
     training: Optional[Training] = None  # set by a source whose model is compiled
     # graph tag ("train", "eval") -> fn(dict of numpy step inputs) -> dict of numpy outputs the
@@ -104,9 +95,4 @@ class ExportContext:
     verifier: Any = None
     verify_report: Dict[str, Any] = field(default_factory=dict)
     records: List[StageRecord] = field(default_factory=list)
-    # work stages began on threads (exportkit.background): waited for by the runner, and by
-    # stages that run beside it (write_graphs) before they read what it writes
-    background: List[Any] = field(default_factory=list)
-    background_failures: List[BaseException] = field(default_factory=list)
-    stage_running: Optional[Tuple[str, float, bool]] = None  # (name, start, required), set by the runner
     extra: Dict[str, Any] = field(default_factory=dict)  # room for users' own stages

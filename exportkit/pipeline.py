@@ -20,14 +20,12 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from exportkit import background, schema, serving, signatures
+from exportkit import schema, serving, signatures
 from exportkit.artifact import manifest
 from exportkit.context import ExportContext, StageRecord
 from exportkit.errors import ConfigError, SignatureError, StageSkipped, first_line
 from exportkit.imports import instantiate
 from exportkit.report import Reporter
-from exportkit.stages.verify import Verify
-from exportkit.variables import fill
 from exportkit.verification.check import require_verified
 from exportkit.verification.process import Verifier, current_shared, modules_of
 
@@ -46,10 +44,8 @@ ADDED_BY = {
 
 @dataclass
 class ExportResult:
-    """What a finished export gives back. ``context`` is the run's: a JAX export not verified
-    in-process may leave variables without values there (``ExportContext.unfilled``, the
-    checkpoint having been written from the arrays); ``exportkit.variables.fill(context)`` gives
-    them theirs."""
+    """What a finished export gives back: where it is, its stages' records, its manifest, and the
+    run's context."""
 
     export_dir: Path
     records: List[StageRecord]
@@ -140,18 +136,15 @@ class Export:
                 custom_objects=self.custom_objects,
                 records=self.records,
                 verifier=verifier,
-                verifies=any(isinstance(stage, Verify) for _, stage in stages),
             )
             ctx.signatures = signatures.to_specs(parsed)
             ctx.extra["serving"] = serving.release_info(cfg, slot)
             try:
                 for name, stage in stages:
                     ctx = run_stage(name, stage, ctx)
-                background.finish(ctx)
                 require_verified(ctx)  # nothing unverified is published unless the user said so
                 serving.check_contract(ctx)
             except BaseException:
-                background.finish(ctx, stop=True)  # before the staging directory goes
                 self.reporter.summary(ctx.records, export_dir, published=False)
                 raise
             written = manifest.write(ctx)
@@ -186,7 +179,7 @@ def instantiate_source(cfg: DictConfig):
 
 
 def instantiate_stages(cfg: DictConfig, source) -> List[Tuple[str, Any]]:
-    from exportkit.stages.base import Stage
+    from exportkit.stages.base import CallableStage, Stage
 
     stages = []
     for name, node in cfg.pipeline.stages.items():
@@ -207,7 +200,7 @@ def instantiate_stages(cfg: DictConfig, source) -> List[Tuple[str, Any]]:
                 f"takes the export context and returns it (see exportkit.stages.base.Stage)"
             )
         if not isinstance(stage, Stage):
-            stage.needs, stage.adds, stage.required = (), (), True
+            stage = CallableStage(stage)
         stages.append((name, stage))
     if not stages:
         raise ConfigError("pipeline.stages is empty or all null; enable at least one stage")
@@ -231,18 +224,15 @@ def check_dependencies(stages, source) -> None:
                     f"but no enabled stage before it adds it; {hint}"
                 )
         added.update(stage.adds)
-        if getattr(stage, "loads_source", False):
+        if stage.loads_source:
             added.update(source.adds)
 
 
 def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
-    if ctx.background and not getattr(stage, "beside_background", False):
-        background.finish(ctx)  # a stage reads what the earlier ones wrote
-    if ctx.unfilled and getattr(stage, "reads_variables", True):
-        fill(ctx)  # a stage that may read the variables' values (a user's)
+    """Run one stage, timed, and record it: ok, skipped (``StageSkipped``) or failed (a required
+    stage's failure is raised; an optional one's is recorded and the export goes on)."""
     ctx.reporter.stage_started(name)
     start = time.perf_counter()
-    ctx.stage_running = (name, start, getattr(stage, "required", True))
     status, detail, error = "ok", "", None
     try:
         result = stage(ctx)
@@ -250,26 +240,12 @@ def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
             ctx = result
     except StageSkipped as e:
         status, detail = "skipped", str(e)
-    except Exception as e:
-        if any(e is failure for failure in ctx.background_failures):
-            # an earlier stage's, recorded as that stage's failure (exportkit.background)
-            record = StageRecord(
-                name, "skipped", time.perf_counter() - start, "an earlier stage's background work failed"
-            )
-            ctx.records.append(record)
-            ctx.reporter.stage_ended(record)
-            raise
+    except Exception as e:  # noqa: BLE001 - recorded as the stage's failure; a required stage's raised
         status, detail, error = "failed", first_line(e), e
-    finally:
-        ctx.stage_running = None
     record = StageRecord(name, status, time.perf_counter() - start, detail)
     ctx.records.append(record)
-    task = next((task for task in ctx.background if task.stage == name), None)  # one per stage
-    if status == "ok" and task is not None:
-        task.record = record  # completed and told when its background work is done
-        return ctx
     ctx.reporter.stage_ended(record)
-    if error is not None and getattr(stage, "required", True):
+    if error is not None and stage.required:
         raise error
     return ctx
 

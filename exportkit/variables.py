@@ -131,14 +131,6 @@ def _attribute_path(layer, tensor, owner, depth: int) -> Optional[str]:
     return walk(layer, "", 0)
 
 
-def fill(ctx) -> None:
-    """Give the variables made without their values (``ctx.unfilled``) their arrays' values."""
-    while ctx.unfilled:
-        variable, array = ctx.unfilled[0]
-        variable.assign(array)
-        ctx.unfilled.pop(0)
-
-
 def nbytes(variables: Iterable) -> int:
     return sum(v.shape.num_elements() * v.dtype.size for v in variables)
 

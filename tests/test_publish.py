@@ -553,7 +553,7 @@ def test_publish_module_imports_no_framework():
     assert done.stdout.strip() == "[]"
 
 
-def test_hash_cache_prefetch_gives_the_files_digests_and_rehashes_a_changed_file(tmp_path):
+def test_hash_cache_gives_the_files_digests_and_rehashes_a_changed_file(tmp_path):
     import hashlib
 
     from exportkit.artifact.digests import HashCache
@@ -562,9 +562,7 @@ def test_hash_cache_prefetch_gives_the_files_digests_and_rehashes_a_changed_file
     for i, path in enumerate(files):
         path.write_bytes(bytes([i]) * (3 << 20 if i == 0 else 10))
     cache = HashCache()
-    cache.prefetch(files)
     assert [cache.sha256(p) for p in files] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
-    cache.prefetch(files[1:])
     files[1].write_bytes(b"changed after it was hashed")
     assert cache.sha256(files[1]) == hashlib.sha256(b"changed after it was hashed").hexdigest()
     files[2].unlink()

@@ -8,61 +8,39 @@ variables in the checkpoint and ``saved_model.pb`` holds only the serialized Sta
 import jax
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.ops.resource_variable_ops import UninitializedVariable
 
 from exportkit.jax import host_buffers
 from exportkit.jax.pytree import flatten
 
 
-def make_variables(model, trainable: bool, verified: bool = True):
-    """One ``tf.Variable`` per leaf of ``model.params`` (a ``JaxModel``) (in pytree order), the
-    params pytree of them, and the variables made without their values: [(variable, array)].
+def make_variables(model, trainable: bool):
+    """One ``tf.Variable`` per leaf of ``model.params`` (a ``JaxModel``) (in pytree order), and the
+    params pytree of them.
 
     No leaf is copied where it can be helped. A leaf TensorFlow can adopt (a CPU ``jax.Array``, a
     64-byte-aligned NumPy array such as ``.npz`` params are read into) becomes its variable's
     buffer. Any other (a NumPy array NumPy aligned to 16 bytes only, a ``jax.Array`` on an
-    accelerator: its host copy) is copied once into an aligned buffer the variable adopts, when
-    the export is ``verified``: the verify stage's reference, the JAX function run in this
-    process, needs the params 64-byte aligned too (JAX copies any other array on every call),
-    and both share that copy. Unverified, nothing in this process needs the copy: the variable
-    is made without values, the checkpoint is written straight from the array
-    (``exportkit.artifact.bundle``), and ``exportkit.variables.fill`` gives it its values (one
-    copy) before a stage that may read them (a user's).
+    accelerator: its host copy) is copied once into an aligned buffer the variable adopts.
 
-    Each leaf is replaced in ``model.params`` by a read-only NumPy view of its variable (or of the
-    array a variable without values stands for), so the reference the verify stage runs is the
-    JAX function over the very values exported, and the weights are held once, not twice.
+    Each leaf is replaced in ``model.params`` by a read-only NumPy view of its variable, so the
+    reference the verify stage runs is the JAX function over the very values exported (JAX, too,
+    wants its params 64-byte aligned, or it copies them on every call), and the weights are held
+    once, not twice.
     """
     leaves, treedef = flatten(model.params)
     model.params = None  # the pytree's containers hold the source arrays too: let them go leaf by leaf
-    variables, views, unfilled = [], [], []
+    variables, views = [], []
     # On the host even where TensorFlow sees a GPU: a variable there would be a second copy of
     # the weights. The SavedModel records no device for them; a server places them itself.
     with tf.device("/CPU:0"):
         for i, (key, leaf) in enumerate(leaves):
             leaves[i] = None  # ours was the last reference: the source array goes once it is copied
-            name = _variable_name(key, i)
-            tensor = _adopt(leaf)
-            array = np.asarray(leaf) if tensor is None else None
-            if array is not None and not verified and _writable_as_is(array):
-                variable = UninitializedVariable(
-                    shape=array.shape, dtype=tf.as_dtype(array.dtype), trainable=trainable, name=name
-                )
-                unfilled.append((variable, array))
-                view = array.view()
-                view.flags.writeable = False
-            else:
-                variable = (
-                    tf.Variable(tensor, trainable=trainable, name=name)
-                    if tensor is not None
-                    else to_variable(array, trainable, name)
-                )
-                view = _view(variable)
-            del leaf, tensor, array
+            variable = to_variable(leaf, trainable, _variable_name(key, i))
+            del leaf
             variables.append(variable)
-            views.append(view)
+            views.append(_view(variable))
     model.params = jax.tree_util.tree_unflatten(treedef, views)
-    return variables, jax.tree_util.tree_unflatten(treedef, variables), unfilled
+    return variables, jax.tree_util.tree_unflatten(treedef, variables)
 
 
 def to_variable(leaf, trainable: bool, name: str):
@@ -82,13 +60,6 @@ def to_variable(leaf, trainable: bool, name: str):
         except (BufferError, TypeError, ValueError, tf.errors.OpError):
             tensor = array  # a dtype NumPy's DLPack cannot carry (e.g. bfloat16): the copying way
     return tf.Variable(tensor, trainable=trainable, name=name)
-
-
-def _writable_as_is(array: np.ndarray) -> bool:
-    """The checkpoint writer takes this array's buffer as it is (no copy)."""
-    from exportkit.artifact import bundle
-
-    return array.flags.c_contiguous and bundle.writes_dtype(array.dtype)
 
 
 def _adopt(leaf):

@@ -1,7 +1,7 @@
 """The stage interface: a small class configured by its constructor, called with the context."""
 
 import abc
-from typing import Tuple
+from typing import Callable, Tuple
 
 from exportkit.context import ExportContext
 
@@ -26,13 +26,8 @@ class Stage(abc.ABC):
 
     needs: Tuple[str, ...] = ()
     adds: Tuple[str, ...] = ()
-    # True: may run while an earlier stage's background work goes on (exportkit.background): it
-    # changes no variable's values (the checkpoint is being written from them) and calls
-    # exportkit.background.finish(ctx) before it reads what that work writes
-    beside_background: bool = False
-    # False: never reads the values of ctx.variables in this process (tracing and saving graphs
-    # do not), so variables made without their values may stay so (ExportContext.unfilled)
-    reads_variables: bool = True
+    # True: this stage runs the model source (``ctx.source.load``), so it adds the source's ``adds``
+    loads_source: bool = False
 
     def __init__(self, required: bool = True) -> None:
         self.required = required
@@ -40,3 +35,14 @@ class Stage(abc.ABC):
     @abc.abstractmethod
     def __call__(self, ctx: ExportContext) -> ExportContext:
         """Do the stage's one job and return the context."""
+
+
+class CallableStage(Stage):
+    """A plain callable (``ctx -> ctx``) used as a stage: it needs and adds nothing declared."""
+
+    def __init__(self, function: Callable[[ExportContext], ExportContext], required: bool = True) -> None:
+        super().__init__(required)
+        self.function = function
+
+    def __call__(self, ctx: ExportContext) -> ExportContext:
+        return self.function(ctx)

@@ -20,7 +20,6 @@ class Jax2TF(Stage):
 
     needs = ("model", "signatures")
     adds = ("serving_fn", "variables")
-    reads_variables = False
 
     def __init__(
         self, with_gradient: bool = False, polymorphic_shapes: Optional[Mapping[str, str]] = None, required: bool = True
@@ -51,9 +50,8 @@ class Jax2TF(Stage):
                 f"serializing with version {choice.version} instead of JAX's "
                 f"{choice.jax_default}"
             )
-        variables, tree, unfilled = make_variables(model, trainable=self.with_gradient, verified=ctx.verifies)
+        variables, tree = make_variables(model, trainable=self.with_gradient)
         ctx.variables["params"] = variables
-        ctx.unfilled.extend(unfilled)
         ctx.serving_fn = serving_fn(
             model.apply_fn, tree, platforms, self.with_gradient, self.polymorphic_shapes, choice.version
         )

@@ -15,8 +15,6 @@ ENDPOINT = "serve"  # the attribute Keras' export and TFSMLayer use
 
 class Trace(Stage):
     needs = ("signatures", "serving_fn", "variables")
-    reads_variables = False  # traces graphs that read them when run
-    beside_background = True  # in the JAX pipeline, while the checkpoint is written
     adds = ("graphs",)
 
     def __call__(self, ctx: ExportContext) -> ExportContext:

@@ -13,7 +13,6 @@ class Verify(Stage):
 
     needs = ("reference", "signatures", "saved_model_file")
     adds = ("verify_report",)
-    reads_variables = False  # the export is loaded from disk in the verification process
 
     def __call__(self, ctx: ExportContext) -> ExportContext:
         verify_staged(ctx)

@@ -1,17 +1,15 @@
-"""write_checkpoint: every variable group as one object-based checkpoint under ``variables/``."""
+"""write_checkpoint: every variable group as one object-based checkpoint under ``variables/``,
+written by TensorFlow's own save (``tf.train.Checkpoint.write``)."""
 
 import tensorflow as tf
 
-from exportkit import background
-from exportkit.artifact import bundle
 from exportkit.context import ExportContext
 from exportkit.stages.base import Stage
-from exportkit.variables import all_graph_resources, fill, mib, nbytes, trackable_root
+from exportkit.variables import all_graph_resources, mib, nbytes, trackable_root
 
 
 class WriteCheckpoint(Stage):
     needs = ("variables",)
-    reads_variables = False  # what it writes of a variable made without values: its array
 
     def __call__(self, ctx: ExportContext) -> ExportContext:
         groups = list(ctx.variables)
@@ -26,14 +24,5 @@ class WriteCheckpoint(Stage):
         # exportkit.variables.trackable_root), so checkpoint keys match for the TF2 and TF1 loaders.
         ctx.checkpointed_resources = list(resources)
         checkpoint = tf.train.Checkpoint(trackable_root(ctx.variables, groups, resources))
-        prefix = ctx.work_dir / "variables" / "variables"
-        items = bundle.entries(checkpoint, ctx.unfilled)
-        if items is None:  # a checkpoint only TensorFlow's save writes (exportkit.artifact.bundle)
-            fill(ctx)
-            checkpoint.write(str(prefix))
-            # the fingerprint and the manifest hash these files: begun now, beside the graphs' writing
-            ctx.hashes.prefetch(sorted(p for p in prefix.parent.iterdir() if p.is_file()))
-        else:  # the same bytes, hashed as they are written, on a thread while the graphs are saved
-            prefix.parent.mkdir(exist_ok=True)
-            background.start(ctx, lambda stop: ctx.hashes.remember(bundle.write(prefix, items, stop)))
+        checkpoint.write(str(ctx.work_dir / "variables" / "variables"))
         return ctx

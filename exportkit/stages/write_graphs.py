@@ -18,7 +18,7 @@ from typing import Any, Dict
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
-from exportkit import background, serving
+from exportkit import serving
 from exportkit.artifact import canonical, files
 from exportkit.context import ExportContext, Graph
 from exportkit.errors import ModelSourceError
@@ -36,8 +36,6 @@ METHOD_NAMES = {
 class WriteGraphs(Stage):
     needs = ("graphs", "variables")
     adds = ("saved_model_file",)
-    beside_background = True  # the graphs are saved while the checkpoint is written
-    reads_variables = False  # the graphs only (the checkpoint is write_checkpoint's)
 
     def __call__(self, ctx: ExportContext) -> ExportContext:
         meta_graphs, version = {}, 0
@@ -52,7 +50,6 @@ class WriteGraphs(Stage):
             (ctx.work_dir / "assets").mkdir(exist_ok=True)
             (ctx.work_dir / "assets" / name).write_text(text)
         ctx.saved_model_file = write_layout(meta_graphs, version, ctx.work_dir, ctx.cfg.layout, ctx.cfg.as_text)
-        background.finish(ctx)  # the checkpoint's files, which the fingerprint reads (the layout links their directory)
         write_fingerprint(ctx.work_dir, ctx.hashes)
         serving.write_warmup(ctx)  # assets.extra/tf_serving_warmup_requests (serving.warmup)
         return ctx
