@@ -18,10 +18,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 PROG = "exportkit"
+SUBCOMMANDS = ("inspect", "verify", "reproduce")
 
 
 def main(argv: List[str]) -> int:
-    """Run ``argv`` (``["inspect", PATH, ...]`` or ``["verify", PATH, ...]``); returns the exit status."""
+    """Run ``argv`` (``["inspect", PATH, ...]``, ``["verify", PATH, ...]`` or ``["reproduce", PATH,
+    "--out", DIR]``); returns the exit status."""
+    if argv and argv[0] == "reproduce":
+        from exportkit import reproduce
+
+        return reproduce.main(argv[1:], prog=f"{PROG} reproduce")
     parser = argparse.ArgumentParser(
         prog=PROG, description="Commands for existing exports (an export itself is `exportkit [KEY=VALUE ...]`)."
     )
@@ -52,6 +58,7 @@ def main(argv: List[str]) -> int:
         help="warm calls timed per signature and case (0: no latency); default 20",
     )
     verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    commands.add_parser("reproduce", help="re-run an export from its manifest and compare the bytes", add_help=False)
     args = parser.parse_args(argv)
 
     from exportkit.errors import ExportkitError, print_error

@@ -21,10 +21,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
-
-# TensorFlow's C++ start-up chatter is not the user's business (as in exportkit.cli).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from typing import Any, Dict, List, Optional
 
 # Keys that say where and how the export was written, not what it is. A reproduction is written
 # at --out: not as a new version under the recorded serving.base_path (exportkit.serving).
@@ -41,8 +38,11 @@ PLACEMENT_KEYS = (
 )
 
 
-def main(argv: List[str] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m exportkit.reproduce", description=__doc__.split("\n\n")[0])
+def main(argv: Optional[List[str]] = None, prog: str = "python -m exportkit.reproduce") -> int:
+    """Re-export ``argv``'s export at ``--out`` and compare; returns the exit status."""
+    # TensorFlow's C++ start-up chatter is not the user's business (as in exportkit.cli).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("export_dir", help="an export written by exportkit (has assets.extra/manifest.json)")
     parser.add_argument("--out", required=True, help="where to write the new export (must not exist or be empty)")
     args = parser.parse_args(argv)
@@ -289,6 +289,4 @@ def compare(original: Path, new: Path) -> List[str]:
 
 
 if __name__ == "__main__":
-    from exportkit.frameworks import exit_now
-
-    exit_now(main())
+    sys.exit(main())

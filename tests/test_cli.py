@@ -22,7 +22,7 @@ def test_default_run_exports_and_verifies_the_example(tmp_path):
 
 
 def test_help_and_cfg_do_not_import_tensorflow():
-    # told at exit (python -m exportkit ends its process with exit_now, after the atexit handlers)
+    # told at exit, by an atexit handler
     probe = (
         "import atexit, sys, runpy; sys.argv = ['exportkit'] + sys.argv[1:]\n"
         "atexit.register(lambda: print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED'))\n"

@@ -103,7 +103,7 @@ def test_publish_swaps_in_the_new_export_and_leaves_nothing_beside(export_dir):
 
 
 def test_exchange_is_available_here_and_through_the_raw_syscall(tmp_path):
-    assert renames.ATOMIC_EXCHANGE and renames.exchange_supported(tmp_path)
+    assert renames.atomic_exchange() and renames.exchange_supported(tmp_path)
     assert os.listdir(tmp_path) == []
     syscall = renames._load_renameat2(use_wrapper=False)
     (tmp_path / "a").mkdir(), (tmp_path / "a" / "in_a").touch(), (tmp_path / "b").mkdir()

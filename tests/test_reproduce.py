@@ -1,4 +1,5 @@
-"""``python -m exportkit.reproduce``: re-run an export from its manifest and compare."""
+"""``exportkit reproduce`` (and its module form ``python -m exportkit.reproduce``): re-run an
+export from its manifest and compare."""
 
 import json
 import os
@@ -39,6 +40,9 @@ def test_reproduce_matches_then_reports_a_tampered_weight_file(tmp_path):
     done = reproduce(original, "--out", tmp_path / "again")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "reproduced:" in done.stdout
+    by_subcommand = run_cli("reproduce", original, "--out", tmp_path / "again2")
+    assert by_subcommand.returncode == 0 and "reproduced:" in by_subcommand.stdout, by_subcommand.stderr
+    assert manifest.read(tmp_path / "again2")["digest"] == recorded["digest"]
     again = manifest.read(tmp_path / "again")
     assert again["digest"] == recorded["digest"]
     assert again["overrides"] == recorded["overrides"]  # the reproduction is reproducible in turn

@@ -477,7 +477,7 @@ def test_inspect_json_of_a_base_path_and_an_export_without_importing_tensorflow(
     base, got = release["base"], published(release)
     on_disk = sorted(versions.list_versions(base))
     newest = base / str(got["E"])
-    # told at exit (python -m exportkit ends its process with exit_now, after the atexit handlers)
+    # told at exit, by an atexit handler
     probe = (
         "import atexit, json, runpy, sys; sys.argv = ['exportkit', 'inspect', sys.argv[1], '--json']\n"
         "atexit.register(lambda: print(json.dumps({'tf': sorted(m for m in sys.modules if m.split('.')[0] in "

@@ -3,6 +3,7 @@ replacing (RENAME_NOREPLACE), through ctypes; ``exchange_supported`` asks a file
 
 import ctypes
 import errno
+import functools
 import os
 import sys
 import tempfile
@@ -35,10 +36,15 @@ def _load_renameat2(use_wrapper: bool = True):
     return lambda *values: syscall(ctypes.c_long(number), *(t(v) for t, v in zip(args, values)))
 
 
-_RENAMEAT2 = _load_renameat2()
-# Whether this platform has the renameat2 call at all; a filesystem may still refuse
-# RENAME_EXCHANGE (``exchange_supported`` asks it), and publishing then falls back.
-ATOMIC_EXCHANGE = _RENAMEAT2 is not None
+@functools.cache
+def _renameat2():
+    return _load_renameat2()
+
+
+def atomic_exchange() -> bool:
+    """Whether this platform has the renameat2 call at all; a filesystem may still refuse
+    RENAME_EXCHANGE (``exchange_supported`` asks it), and publishing then falls back."""
+    return _renameat2() is not None
 
 
 def renameat2(src, dst, flags: int) -> None:
@@ -48,9 +54,10 @@ def renameat2(src, dst, flags: int) -> None:
 
     >>> renameat2("/tmp/a", "/tmp/b", RENAME_EXCHANGE)  # doctest: +SKIP
     """
-    if _RENAMEAT2 is None:
+    call = _renameat2()
+    if call is None:
         raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS), str(src))
-    if _RENAMEAT2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags) != 0:
+    if call(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), str(src), None, str(dst))
 
