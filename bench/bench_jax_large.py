@@ -91,7 +91,7 @@ def main() -> None:
         pb = (export_dir / "saved_model.pb").stat().st_size
         variables = sum(p.stat().st_size for p in (export_dir / "variables").iterdir())
         peak = rss_mib()
-        worker = result.context.extra.get("verify_worker", {}).get("peak_rss_mib", 0.0)
+        worker = result.context.verification.worker.get("peak_rss_mib", 0.0)
         figures = {
             "param_gib": round(param_bytes / 2**30, 3),
             "params_from": "npz" if args.from_npz else "factory",

@@ -153,13 +153,13 @@ def model_option(model) -> Tuple[str, Optional[str], Optional[List[str]]]:
         return "in_memory", None, None
     tf_keras = sys.modules.get("tf_keras")
     if tf_keras is not None and isinstance(model, tf_keras.Model):
-        from exportkit.tf_keras.source import describe, input_names
+        from exportkit.tf_keras import source as tf_keras_source
 
-        return "tf_keras_in_memory", describe(model), input_names(model)
-    from exportkit.jax.source import describe, input_names, is_jax_model
+        return "tf_keras_in_memory", tf_keras_source.describe(model), tf_keras_source.input_names(model)
+    from exportkit.jax import source as jax_source
 
-    if is_jax_model(model):
-        return "jax_in_memory", describe(model), input_names(model)
+    if jax_source.is_jax_model(model):
+        return "jax_in_memory", jax_source.describe(model), jax_source.input_names(model)
     raise ModelSourceError(
         f"export_saved_model was given a {type(model).__module__}.{type(model).__qualname__}; it "
         f"exports a keras.Model, a tf_keras.Model, a JAX model as (apply_fn, params) with "

@@ -13,16 +13,20 @@ absl's start-up logs are kept off the terminal unless ``EXPORTKIT_VERBOSE=1`` or
 import os
 import sys
 import traceback
+from typing import TYPE_CHECKING, List
 
 import hydra
 from omegaconf import DictConfig
 
 from exportkit import schema
 
+if TYPE_CHECKING:
+    from exportkit.verification.process import Verifier
+
 # The verification process every job of a sweep run in this process shares (started by the first
 # job that verifies, ended at exit; see sweep_verifier). A module-level holder because Hydra's
 # launcher calls app() once per job with nothing that lives across the jobs but this process.
-_SWEEP_VERIFIER = []
+_SWEEP_VERIFIER: List["Verifier"] = []
 
 
 @hydra.main(config_path="pkg://exportkit.conf", config_name="config", version_base="1.3")

@@ -13,9 +13,10 @@ highest is inspected)::
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+from exportkit.artifact.facts import format_size
 
 PROG = "exportkit"
 SUBCOMMANDS = ("inspect", "verify", "reproduce")
@@ -93,6 +94,7 @@ def verify_command(args) -> int:
 def describe(path: Path) -> Dict[str, Any]:
     """What ``inspect`` prints, as a dict: an export's facts, or a base path's versions and its newest."""
     from exportkit.artifact import files
+    from exportkit.artifact.facts import export_facts
     from exportkit.artifact.versions import list_versions
     from exportkit.errors import ExportkitError
 
@@ -130,65 +132,6 @@ def describe(path: Path) -> Dict[str, Any]:
     }
 
 
-def export_facts(export_dir: Path) -> Dict[str, Any]:
-    """One export: from its manifest (no TensorFlow); the contract from saved_model.pb only without one."""
-    from exportkit.artifact import files, manifest
-    from exportkit.artifact.warmup import WARMUP
-
-    recorded: Dict[str, Any] = manifest.read(export_dir) if (export_dir / manifest.MANIFEST).is_file() else {}
-    contract = recorded.get("contract")
-    source = "manifest"
-    if contract is None:
-        from exportkit.artifact import contract as signature_contract
-
-        contract, source = signature_contract.read(export_dir), files.saved_model_file(export_dir).name
-    graph = files.saved_model_file(export_dir)
-    warmup_file = export_dir / WARMUP
-    serving = recorded.get("serving") or {}
-    return {
-        "signatures": contract,
-        "signatures_from": source,
-        "sizes": {
-            "saved_model": graph.stat().st_size,
-            "variables": _bytes(export_dir / "variables"),
-            "warmup": warmup_file.stat().st_size if warmup_file.is_file() else None,
-            "total": _bytes(export_dir),
-        },
-        "warmup_records": (serving.get("warmup") or {}).get("records"),
-        "serving": {k: v for k, v in serving.items() if k not in ("contract_check", "warmup")},
-        "verify": _verify(recorded),
-        # per device: load_s per graph, and per serve signature and case first_ms, p50_ms, p90_ms, p99_ms
-        "latency": (recorded.get("verification") or {}).get("latency"),
-        "contract_check": serving.get("contract_check"),
-        "digest": recorded.get("digest"),
-        "versions": recorded.get("versions", {}),
-        "stages": [{k: s.get(k) for k in ("name", "status", "seconds")} for s in recorded.get("stages", [])],
-    }
-
-
-def _bytes(directory: Path) -> int:
-    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) if directory.is_dir() else 0
-
-
-def _verify(recorded: Dict[str, Any]) -> Dict[str, Any]:
-    """The verify report, and its status: ok / failed / skipped / off (no manifest: unknown)."""
-    if not recorded:
-        return {"status": "unknown (no manifest)"}
-    report = recorded.get("verify") or {}
-    if "skipped" in report:
-        return {"status": "skipped", "reason": report["skipped"]}
-    if not report:
-        return {"status": "off"}
-    cases = [o for sizes in report.values() for case in sizes.values() for o in case.values() if isinstance(o, dict)]
-    errors = [o["max_abs_error"] for o in cases if "max_abs_error" in o]
-    ok = all(o.get("ok", False) for o in cases)
-    return {
-        "status": "ok" if ok else "failed",
-        "max_abs_error": max(errors) if errors else None,
-        "batch_sizes": {key: sorted(map(int, sizes)) for key, sizes in report.items()},
-    }
-
-
 def text(found: Dict[str, Any]) -> List[str]:
     """The human-readable form of ``describe``'s dict."""
     lines = [f"{found['path']}"]
@@ -197,7 +140,7 @@ def text(found: Dict[str, Any]) -> List[str]:
         lines.append(f"  {'version':>8}  {'size':>10}  {'verify':<8}  {'contract':<10}  digest")
         for v in found["versions"]:
             lines.append(
-                f"  {v['version']:>8}  {_size(v['bytes']):>10}  {v['verify'] or '-':<8}  "
+                f"  {v['version']:>8}  {format_size(v['bytes']):>10}  {v['verify'] or '-':<8}  "
                 f"{v['contract']:<10}  {(v['digest'] or '-')[:12]}"
             )
         lines.append(f"version {found['latest_version']} (the highest):")
@@ -210,10 +153,10 @@ def text(found: Dict[str, Any]) -> List[str]:
 def _export_lines(facts: Dict[str, Any]) -> List[str]:
     sizes = facts["sizes"]
     lines = [
-        f"size: {_size(sizes['total'])} (saved_model {_size(sizes['saved_model'])}, variables "
-        f"{_size(sizes['variables'])}"
+        f"size: {format_size(sizes['total'])} (saved_model {format_size(sizes['saved_model'])}, variables "
+        f"{format_size(sizes['variables'])}"
         + (
-            f", warmup {_size(sizes['warmup'])} / {facts['warmup_records']} requests"
+            f", warmup {format_size(sizes['warmup'])} / {facts['warmup_records']} requests"
             if sizes["warmup"] is not None
             else ""
         )
@@ -262,17 +205,3 @@ def _export_lines(facts: Dict[str, Any]) -> List[str]:
 
 def _shape(shape: Optional[list]) -> str:
     return "(unknown rank)" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-
-
-def _size(value: Optional[int]) -> str:
-    if value is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

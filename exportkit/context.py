@@ -55,6 +55,72 @@ class StageRecord:
 
 
 @dataclass
+class Verification:
+    """Whether the export was verified, as the manifest's ``verification`` records it: the cases
+    run (over every device), the devices verified and those not (with why), the verification
+    process (``pid``, ``started_at``, ``ready_at``, ``served``, ``peak_rss_mib``), the latency it
+    measured per device, and the warmup records it replayed; or, unverified, the ``reason``."""
+
+    verified: bool = False
+    cases: int = 0
+    devices_verified: List[str] = field(default_factory=list)
+    devices_not_verified: Dict[str, str] = field(default_factory=dict)
+    worker: Dict[str, Any] = field(default_factory=dict)
+    latency: Dict[str, Any] = field(default_factory=dict)
+    warmup_replayed: Optional[int] = None
+    reason: str = ""
+
+    def to_dict(self) -> Dict[str, Any]:
+        if not self.verified:
+            return {"verified": False, "cases": self.cases, "reason": self.reason}
+        out: Dict[str, Any] = {
+            "verified": True,
+            "cases": self.cases,
+            "devices_verified": list(self.devices_verified),
+            "devices_not_verified": dict(self.devices_not_verified),
+            "worker": dict(self.worker),
+        }
+        if self.latency:
+            out["latency"] = self.latency
+        return out
+
+
+@dataclass
+class ServingRecord:
+    """What a release for TensorFlow Serving did (``exportkit.serving``), as the manifest's
+    ``serving`` records it: the model name; under a base path the version, the base path and the
+    version before it; the warmup file (``records``, ``bytes``, and how many the verification
+    process ``replayed``); the contract check."""
+
+    model_name: str
+    base_path: Optional[str] = None
+    version: Optional[int] = None
+    previous: Optional[int] = None
+    warmup: Optional[Dict[str, Any]] = None
+    contract_check: Optional[Dict[str, Any]] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"model_name": self.model_name}
+        if self.version is not None:
+            out.update(base_path=self.base_path, version=self.version, previous=self.previous)
+        if self.warmup is not None:
+            out["warmup"] = dict(self.warmup)
+        if self.contract_check is not None:
+            out["contract_check"] = dict(self.contract_check)
+        return out
+
+
+@dataclass
+class Conversion:
+    """How the jax2tf stage converted a JAX model: the platforms lowered for, the XlaCallModule
+    calling convention version, and whether the SavedModel carries JAX's gradient."""
+
+    platforms: List[str]
+    calling_convention_version: int
+    with_gradient: bool
+
+
+@dataclass
 class ExportContext:
     cfg: DictConfig
     export_dir: Path  # where the finished export will be published
@@ -94,5 +160,8 @@ class ExportContext:
     # export, for the verify stage; None: the verify stage starts its own
     verifier: Any = None
     verify_report: Dict[str, Any] = field(default_factory=dict)
+    verification: Verification = field(default_factory=Verification)  # set by the verify stage
+    serving: Optional[ServingRecord] = None  # set by the runner (exportkit.serving)
+    conversion: Optional[Conversion] = None  # set by the jax2tf stage
     records: List[StageRecord] = field(default_factory=list)
-    extra: Dict[str, Any] = field(default_factory=dict)  # room for users' own stages
+    extra: Dict[str, Any] = field(default_factory=dict)  # room for users' own stages; exportkit keeps nothing here

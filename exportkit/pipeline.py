@@ -138,7 +138,7 @@ class Export:
                 verifier=verifier,
             )
             ctx.signatures = signatures.to_specs(parsed)
-            ctx.extra["serving"] = serving.release_info(cfg, slot)
+            ctx.serving = serving.release_info(cfg, slot)
             try:
                 for name, stage in stages:
                     ctx = run_stage(name, stage, ctx)
@@ -151,7 +151,7 @@ class Export:
             slot.publish()
         serving.finish(cfg, slot, notify=self.reporter.progress)
         self.reporter.summary(ctx.records, export_dir, published=True)
-        return ExportResult(export_dir, ctx.records, written, ctx)
+        return ExportResult(export_dir, ctx.records, written.to_dict(), ctx)
 
 
 def run(cfg: DictConfig, model: Any = None, custom_objects: Optional[dict] = None, **kwargs) -> ExportResult:
@@ -253,5 +253,6 @@ def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
 def resolved(cfg: DictConfig) -> DictConfig:
     """A resolved, read-only copy of ``cfg`` (interpolations such as the Hydra job dir filled in)."""
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    assert isinstance(out, DictConfig)  # a DictConfig's container is a dict
     OmegaConf.set_readonly(out, True)
     return out

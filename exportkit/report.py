@@ -5,7 +5,10 @@ benchmarks' ``verbose=False``) prints nothing. rich is imported only when someth
 """
 
 import sys
-from typing import List
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 _STYLE = {"ok": "green", "failed": "bold red", "skipped": "yellow"}
 
@@ -14,8 +17,8 @@ class Reporter:
     def __init__(self, verbose: bool = True, file=None) -> None:
         self.verbose = verbose
         self._file = file
-        self._console = None
-        self._verification = None
+        self._console: Optional[Console] = None
+        self._verification: Optional[Dict[str, Any]] = None
 
     def _print(self, text) -> None:
         if not self.verbose:

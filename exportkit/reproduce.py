@@ -21,7 +21,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+if TYPE_CHECKING:
+    from exportkit.artifact.manifest import Manifest
 
 # Keys that say where and how the export was written, not what it is. A reproduction is written
 # at --out: not as a new version under the recorded serving.base_path (exportkit.serving).
@@ -60,16 +63,16 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m exportkit.repr
         return 2
     new_dir = Path(args.out).expanduser().absolute()
     try:
-        recorded = read_recorded(original)
+        recorded = manifest.Manifest.read(original)
         check_out(new_dir)
     except ExportkitError as error:
         print_error(error, prog="exportkit.reproduce")
         return 1
-    for line in version_warnings(recorded.get("versions", {}), manifest.versions()):
+    for line in version_warnings(recorded.versions, manifest.versions()):
         print(f"exportkit.reproduce: warning: {line}", file=sys.stderr)
     for line in config_drift(recorded):
         print(f"exportkit.reproduce: note: {line}", file=sys.stderr)
-    for line in input_changes(recorded.get("inputs", {})):
+    for line in input_changes(recorded.inputs):
         print(f"exportkit.reproduce: warning: {line}", file=sys.stderr)
 
     try:
@@ -83,7 +86,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m exportkit.repr
             raise
         if isinstance(error, ExportDirExistsError):  # another process filled --out meanwhile
             error = LoadError(f"--out {new_dir} is not empty; give a new or empty directory")
-        print_error(f"the export could not be re-run: {error}", prog="exportkit.reproduce")
+        print(f"exportkit.reproduce: error: the export could not be re-run: {error}", file=sys.stderr)
         return 1
 
     differences = compare(original, new_dir)
@@ -93,50 +96,8 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m exportkit.repr
             print(f"  {line}")
         return 1
     written = manifest.read(new_dir)  # compare() hashed every file already: no second read
-    print(
-        f"reproduced: {len(written['files'])} files identical to {original} (digest {written.get('digest', '')[:12]})"
-    )
+    print(f"reproduced: {len(written.files)} files identical to {original} (digest {written.digest[:12]})")
     return 0
-
-
-def read_recorded(export_dir: Path) -> Dict[str, Any]:
-    """The manifest of ``export_dir``, checked to be one exportkit wrote: ``LoadError`` naming the
-    file and what is wrong for a missing, truncated, altered or foreign one."""
-    import json
-
-    from exportkit.artifact import manifest
-    from exportkit.errors import LoadError, first_line
-
-    path = Path(export_dir) / manifest.MANIFEST
-    if not path.is_file():
-        raise LoadError(
-            f"{export_dir} has no {manifest.MANIFEST}; give the directory of an export written by exportkit"
-        )
-    try:
-        recorded = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise LoadError(
-            f"{path} cannot be read as JSON ({type(e).__name__}: {first_line(e)}); the manifest is truncated or damaged"
-        ) from e
-    expected = {"config": dict, "files": dict}
-    if not isinstance(recorded, dict):
-        raise LoadError(
-            f"{path} holds a JSON {type(recorded).__name__}, not an exportkit manifest (an object "
-            f"with {', '.join(expected)})"
-        )
-    for key, kind in {**expected, "overrides": list, "versions": dict, "inputs": dict}.items():
-        if key in recorded and not isinstance(recorded[key], kind) or key in expected and key not in recorded:
-            raise LoadError(
-                f"{path}: `{key}` is {'missing' if key not in recorded else type(recorded[key]).__name__}"
-                f", expected a JSON {'object' if kind is dict else 'array'}; not an exportkit "
-                f"manifest, or altered"
-            )
-    for key, entry in recorded.get("inputs", {}).items():
-        if not (
-            isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("sha256"), str)
-        ):
-            raise LoadError(f"{path}: inputs.{key} is {entry!r}, expected {{path, sha256}}; the manifest was altered")
-    return recorded
 
 
 def check_out(new_dir: Path) -> None:
@@ -150,16 +111,16 @@ def check_out(new_dir: Path) -> None:
         )
 
 
-def rerun(recorded: Dict[str, Any], new_dir: Path):
+def rerun(recorded: "Manifest", new_dir: Path):
     """The pipeline, on the recorded composed config with ``export_dir=new_dir``."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     from exportkit import pipeline, schema
     from exportkit.errors import ConfigError, first_line
 
     schema.register()
-    config = dict(recorded["config"], export_dir=str(new_dir), overwrite=False)
+    config = dict(recorded.config, export_dir=str(new_dir), overwrite=False)
     if "serving" in config:  # the model name the warmup records carry stays the recorded one
         config["serving"] = dict(
             config["serving"],
@@ -169,7 +130,7 @@ def rerun(recorded: Dict[str, Any], new_dir: Path):
             labels={},
             model_config_file=None,
             compare_to=None,
-            model_name=(recorded.get("serving") or {}).get("model_name"),
+            model_name=recorded.serving.get("model_name"),
         )
     # Through the schema, as Hydra composes it: a value the schema no longer accepts is named.
     try:
@@ -180,7 +141,8 @@ def rerun(recorded: Dict[str, Any], new_dir: Path):
             f"({first_line(e)}); reproduce with the exportkit version the "
             f"manifest records"
         ) from e
-    return pipeline.Export(pipeline.resolved(cfg), overrides=recorded.get("overrides", [])).run()
+    assert isinstance(cfg, DictConfig)  # merged onto a structured config: a DictConfig
+    return pipeline.Export(pipeline.resolved(cfg), overrides=recorded.overrides).run()
 
 
 def version_warnings(recorded: Dict[str, str], installed: Dict[str, str]) -> List[str]:
@@ -215,14 +177,14 @@ def input_changes(inputs: Dict[str, Dict[str, str]]) -> List[str]:
     return lines
 
 
-def config_drift(recorded: Dict[str, Any]) -> List[str]:
+def config_drift(recorded: "Manifest") -> List[str]:
     """Keys whose value today's ``conf/`` would give differently for the recorded overrides.
 
     Informative only: reproduce re-runs the recorded config, not a newly composed one.
     """
     from omegaconf import OmegaConf
 
-    overrides = recorded.get("overrides")
+    overrides = recorded.overrides
     if overrides is None:
         return ["the manifest records no overrides (written before they were recorded)"]
     try:
@@ -232,7 +194,8 @@ def config_drift(recorded: Dict[str, Any]) -> List[str]:
         today = OmegaConf.to_container(now, resolve=True)
     except Exception as error:  # noqa: BLE001 - a note, never a reason to stop
         return [f"the recorded overrides no longer compose with today's conf/ ({error})".splitlines()[0]]
-    drift = diff_configs(recorded["config"], today)
+    assert isinstance(today, dict)  # a composed DictConfig's container
+    drift = diff_configs(recorded.config, today)
     if drift:
         return [
             f"today's conf/ composes a different config for the same overrides ({'; '.join(drift)}); "
@@ -241,7 +204,7 @@ def config_drift(recorded: Dict[str, Any]) -> List[str]:
     return []
 
 
-def diff_configs(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> List[str]:
+def diff_configs(old: Dict[Any, Any], new: Dict[Any, Any], prefix: str = "") -> List[str]:
     """Dotted keys whose values differ (placement keys at the top level ignored)."""
     out = []
     for key in sorted(set(old) | set(new)):
@@ -272,18 +235,15 @@ def compare(original: Path, new: Path) -> List[str]:
         elif path not in old_files:
             lines.append(f"{path}: only in the new export")
         elif old_files[path] != new_files[path]:
-            recorded = old_manifest.get("files", {}).get(path)
-            tampered = recorded is not None and recorded != old_files[path]
-            lines.append(
-                f"{path}: differs (sha256 {old_files[path][:12]} != {new_files[path][:12]})"
-                + (
+            recorded = old_manifest.files.get(path)
+            tampered = ""
+            if recorded is not None and recorded != old_files[path]:
+                tampered = (
                     "; the original no longer matches the sha256 its manifest recorded "
                     f"({recorded[:12]}): it was modified after the export"
-                    if tampered
-                    else ""
                 )
-            )
-    for key in diff_configs(old_manifest.get("config", {}), new_manifest.get("config", {})):
+            lines.append(f"{path}: differs (sha256 {old_files[path][:12]} != {new_files[path][:12]}){tampered}")
+    for key in diff_configs(old_manifest.config, new_manifest.config):
         lines.append(f"config {key}")
     return lines
 

@@ -94,7 +94,7 @@ MODEL_SCHEMAS = {
 def model_option(target: str) -> str:
     """``model=NAME`` for the option whose source class is ``target``, else ``model._target_=...``."""
     for name, node in MODEL_SCHEMAS.items():
-        if node._target_ == target:
+        if getattr(node, "_target_", None) == target:
             return f"model={name[: -len('_schema')]}"
     return f"model._target_={target}"
 

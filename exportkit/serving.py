@@ -9,7 +9,8 @@
 - The contract gate: ``check_contract`` (run by the pipeline once every stage has passed, before
   publishing) compares the new signatures with the previous version's or ``serving.compare_to``'s.
 
-What happened lands in ``ctx.extra["serving"]``, which the manifest records as ``serving``.
+What happened lands in ``ctx.serving`` (``exportkit.context.ServingRecord``), which the manifest
+records as ``serving``.
 """
 
 import contextlib
@@ -19,6 +20,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 from omegaconf import DictConfig
 
 from exportkit.artifact.publish import Slot, export_slot
+from exportkit.context import ServingRecord
 from exportkit.errors import ConfigError
 
 DEFAULT_MODEL_NAME = "default"  # tensorflow_model_server's own --model_name default
@@ -59,12 +61,12 @@ def open_slot(cfg: DictConfig, notify: Callable[[str], None]) -> Iterator[Slot]:
         yield slot
 
 
-def release_info(cfg: DictConfig, slot: Slot) -> Dict[str, Any]:
+def release_info(cfg: DictConfig, slot: Slot) -> ServingRecord:
     """The start of the manifest's ``serving`` record."""
-    info: Dict[str, Any] = {"model_name": model_name(cfg)}
-    if getattr(slot, "version", None) is not None:
-        info.update(base_path=str(slot.base_path), version=slot.version, previous=slot.previous)
-    return info
+    record = ServingRecord(model_name=model_name(cfg))
+    if slot.version is not None:
+        record.base_path, record.version, record.previous = str(slot.base_path), slot.version, slot.previous
+    return record
 
 
 def warmup_cases(ctx):
@@ -84,8 +86,9 @@ def write_warmup(ctx) -> None:
     cases = warmup_cases(ctx)
     count = warmup.write(ctx.work_dir, cases, model_name(ctx.cfg))
     size = (ctx.work_dir / warmup.WARMUP).stat().st_size
-    record = ctx.extra.setdefault("serving", {"model_name": model_name(ctx.cfg)})
-    record["warmup"] = {"records": count, "bytes": size}
+    if ctx.serving is None:
+        ctx.serving = ServingRecord(model_name=model_name(ctx.cfg))
+    ctx.serving.warmup = {"records": count, "bytes": size}
     batches = sorted({batch for _, batch in cases})
     ctx.reporter.progress(
         f"warmup: {count} requests ({', '.join(sorted({k for k, _ in cases}))} x batch "
@@ -107,18 +110,20 @@ def check_contract(ctx) -> Optional[Dict[str, Any]]:
     from exportkit.artifact import contract, files
 
     serving = ctx.cfg.serving
-    record = ctx.extra.setdefault("serving", {"model_name": model_name(ctx.cfg)})
+    if ctx.serving is None:
+        ctx.serving = ServingRecord(model_name=model_name(ctx.cfg))
+    record = ctx.serving
     if serving.compare_to:
         against = Path(serving.compare_to)
-    elif record.get("previous") is not None:
-        against = Path(record["base_path"]) / str(record["previous"])
+    elif record.previous is not None and record.base_path is not None:
+        against = Path(record.base_path) / str(record.previous)
     else:
         return None
     if files.saved_model_file(ctx.work_dir) is None:
         return None
     old, read_from = reference_contract(against)
     found = contract.diff(old, contract.read(ctx.work_dir))
-    record["contract_check"] = {
+    record.contract_check = {
         "against": str(read_from),
         "status": found.status,
         "breaking": found.breaking,
@@ -134,7 +139,7 @@ def check_contract(ctx) -> Optional[Dict[str, Any]]:
     for line in found.compatible:
         ctx.reporter.progress(f"contract: {line}")
     ctx.reporter.progress(f"contract: {found.status} with {read_from}")
-    return record["contract_check"]
+    return record.contract_check
 
 
 def reference_contract(path: Path) -> Tuple[Dict[str, Any], Path]:
@@ -154,13 +159,13 @@ def reference_contract(path: Path) -> Tuple[Dict[str, Any], Path]:
         path = versions[max(versions)]
     recorded = None
     if (path / manifest.MANIFEST).is_file():
-        recorded = manifest.read(path).get("contract")
+        recorded = manifest.read(path).contract
     return (recorded if recorded is not None else contract.read(path)), path
 
 
 def finish(cfg: DictConfig, slot: Slot, notify: Callable[[str], None]) -> Optional[Dict[str, Any]]:
     """After publishing a version: the model config file, then ``serving.keep``."""
-    if getattr(slot, "version", None) is None or not slot.published:
+    if slot.version is None or not slot.published:
         return None
     from exportkit.artifact import versions
 

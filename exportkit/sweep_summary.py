@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from exportkit.artifact.facts import format_size
 from exportkit.errors import first_line
 
 JOB_RECORD = "exportkit_job.json"
@@ -134,49 +135,28 @@ def job_row(config: DictConfig, job_return: Any) -> Dict[str, Any]:
 
 
 def export_facts(export_dir: Path) -> Dict[str, Any]:
-    """Sizes, stage times, verify error, fingerprint and digest of a finished export."""
-    from exportkit.artifact import files, manifest
+    """Sizes, stage times, verify status and error, latency, contract, fingerprint and digest of a
+    finished export (``exportkit.artifact.facts``, as ``exportkit inspect`` reads them), as a row's fields."""
+    from exportkit.artifact.facts import export_facts as facts_of
 
-    recorded = manifest.read(export_dir)
-    graph = files.saved_model_file(export_dir)
-    variables = export_dir / "variables"
-    verify = recorded.get("verify") or {}
-    errors = [
-        o["max_abs_error"]
-        for sizes in verify.values()
-        if isinstance(sizes, dict)
-        for case in sizes.values()
-        for o in case.values()
-        if isinstance(o, dict) and "max_abs_error" in o
-    ]
-    stages = {s["name"]: s for s in recorded.get("stages", [])}
-    verify_state = (
-        "skipped"
-        if "skipped" in verify or stages.get("verify", {}).get("status") == "skipped"
-        else "ok"
-        if errors
-        else "off"
-    )
+    facts = facts_of(export_dir)
     return {
-        "saved_model_bytes": graph.stat().st_size if graph else None,
-        "checkpoint_bytes": sum(p.stat().st_size for p in variables.rglob("*") if p.is_file())
-        if variables.is_dir()
-        else None,
-        "stages": {name: s["seconds"] for name, s in stages.items()},
-        "verify_max_abs_error": max(errors) if errors else None,
-        "verify": verify_state,
-        "p50_ms": warm_medians(recorded),
+        "saved_model_bytes": facts["sizes"]["saved_model"],
+        "checkpoint_bytes": facts["sizes"]["variables"] if (export_dir / "variables").is_dir() else None,
+        "stages": {s["name"]: s["seconds"] for s in facts["stages"]},
+        "verify_max_abs_error": facts["verify"].get("max_abs_error"),
+        "verify": facts["verify"]["status"],
+        "p50_ms": warm_medians(facts["latency"]),
         # same / compatible / breaking against the previous version (or serving.compare_to); - when none
-        "contract": ((recorded.get("serving") or {}).get("contract_check") or {}).get("status", "-"),
-        "fingerprint": str(recorded.get("fingerprint", {}).get("saved_model_checksum", "")),
-        "digest": recorded.get("digest", ""),
+        "contract": (facts["contract_check"] or {}).get("status", "-"),
+        "fingerprint": facts["fingerprint"],
+        "digest": facts["digest"] or "",
     }
 
 
-def warm_medians(recorded: Dict[str, Any]) -> Dict[str, float]:
+def warm_medians(by_device: Optional[Dict[str, Any]]) -> Dict[str, float]:
     """Batch size -> verify's warm median latency in ms (the slowest serve signature and case at
     that batch, on the first device verified): the ``p50_ms_b<N>`` columns."""
-    by_device = (recorded.get("verification") or {}).get("latency") or {}
     if not by_device:
         return {}
     found: Dict[str, float] = {}
@@ -267,8 +247,8 @@ def display_rows(rows: List[Dict[str, Any]]):
                 str(row["job"]),
                 " ".join(own) or "(none)",
                 row["status"].upper(),
-                _size(row["saved_model_bytes"]),
-                _size(row["checkpoint_bytes"]),
+                format_size(row["saved_model_bytes"]),
+                format_size(row["checkpoint_bytes"]),
             ]
             + [f"{row['stages'][s]:.2f}" if s in row["stages"] else "-" for s in stage_names]
             + [f"{error:.3g}" if error is not None else (row["verify"] or "-")]
@@ -327,16 +307,6 @@ def show(rows: List[Dict[str, Any]], sweep_dir: Path) -> None:
     if common:
         console.print(f"common overrides: {escape(' '.join(common))}")
     console.print(f"summary: {sweep_dir / 'summary.md'}, {sweep_dir / 'summary.csv'}")
-
-
-def _size(value: Optional[int]) -> str:
-    if value is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(value)
 
 
 def _ms(value: Optional[float]) -> str:

@@ -26,7 +26,7 @@ def trace(
             )
         return outputs
 
-    signature_fn.__signature__ = inspect.Signature(
+    signature_fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # read by inspect.signature
         [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
     )
     signature_fn.__name__ = f"{name}_fn"

@@ -474,7 +474,7 @@ def test_version_guard_picks_a_version_this_tensorflow_runs(tmp_path, monkeypatc
         "verify.batch_sizes=[2]",
     )
     assert xla_call_modules(export_dir) == [(9, ["CPU"])]
-    assert result.context.extra["jax2tf"]["calling_convention_version"] == 9
+    assert result.context.conversion.calling_convention_version == 9
     assert {r.name: r.status for r in result.records}["verify"] == "ok"
     import jax
 
@@ -497,9 +497,9 @@ def test_sweep_mixes_keras_and_jax(tmp_path):
     kinds = {}
     for job in ("0", "1"):
         export_dir = sweep / job / "saved_model"
-        source = manifest.read(export_dir)["config"]["model"]["_target_"]
+        source = manifest.read(export_dir).to_dict()["config"]["model"]["_target_"]
         kinds[source.split(".")[1]] = export_dir  # exportkit.keras.source.KerasFactory -> keras
-        assert manifest.read(export_dir)["verify"]["serving_default"]["2"]
+        assert manifest.read(export_dir).to_dict()["verify"]["serving_default"]["2"]
     assert set(kinds) == {"keras", "jax"}
     inputs = random_inputs({"features": (8,)}, 2)
     for export_dir in kinds.values():  # both are the same kind of classifier: 8 -> 3 probabilities
@@ -514,8 +514,8 @@ def test_sweep_mixes_keras_and_jax(tmp_path):
         jax_outputs(apply_fn, params, inputs["features"])["probabilities"],
         atol=1e-6,
     )
-    assert list(manifest.read(kinds["jax"])["config"]["pipeline"]["stages"])[1] == "jax2tf"
-    assert "jax2tf" not in manifest.read(kinds["keras"])["config"]["pipeline"]["stages"]
+    assert list(manifest.read(kinds["jax"]).to_dict()["config"]["pipeline"]["stages"])[1] == "jax2tf"
+    assert "jax2tf" not in manifest.read(kinds["keras"]).to_dict()["config"]["pipeline"]["stages"]
 
 
 def test_variables_adopt_aligned_buffers_and_copy_the_rest():

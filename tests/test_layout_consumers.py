@@ -108,7 +108,7 @@ def test_default_layout_serve_alone_and_one_shared_checkpoint(cases):
         "variables/variables.data-00000-of-00001",
         "variables/variables.index",
     ]
-    recorded = manifest.read(path)["files"]
+    recorded = manifest.read(path).to_dict()["files"]
     assert sorted(recorded) == [p for p in on_disk if p != manifest.MANIFEST.as_posix()]
     assert recorded == manifest.file_hashes(path)
 

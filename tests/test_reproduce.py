@@ -34,7 +34,7 @@ def test_reproduce_matches_then_reports_a_tampered_weight_file(tmp_path):
         f"hydra.run.dir={tmp_path / 'run'}",
         check=True,
     )
-    recorded = manifest.read(original)
+    recorded = manifest.read(original).to_dict()
     assert "+model.build.units=5" in recorded["overrides"] and "seed=3" in recorded["overrides"]
 
     done = reproduce(original, "--out", tmp_path / "again")
@@ -42,8 +42,8 @@ def test_reproduce_matches_then_reports_a_tampered_weight_file(tmp_path):
     assert "reproduced:" in done.stdout
     by_subcommand = run_cli("reproduce", original, "--out", tmp_path / "again2")
     assert by_subcommand.returncode == 0 and "reproduced:" in by_subcommand.stdout, by_subcommand.stderr
-    assert manifest.read(tmp_path / "again2")["digest"] == recorded["digest"]
-    again = manifest.read(tmp_path / "again")
+    assert manifest.read(tmp_path / "again2").to_dict()["digest"] == recorded["digest"]
+    again = manifest.read(tmp_path / "again").to_dict()
     assert again["digest"] == recorded["digest"]
     assert again["overrides"] == recorded["overrides"]  # the reproduction is reproducible in turn
     assert again["config"]["model"]["build"]["units"] == 5 and again["config"]["seed"] == 3
@@ -103,7 +103,7 @@ def test_reproduce_names_a_model_file_changed_since_the_export(tmp_path):
         "pipeline.stages.verify=null",
         f"export_dir={original}",
     )
-    assert manifest.read(original)["inputs"]["model.path"]["sha256"] == manifest.sha256(path)
+    assert manifest.read(original).to_dict()["inputs"]["model.path"]["sha256"] == manifest.sha256(path)
 
     keras.utils.set_random_seed(1)  # other initial weights, same architecture
     models.custom_layer().save(path)

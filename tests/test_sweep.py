@@ -22,7 +22,7 @@ def check_ok_row(row):
     import tensorflow as tf
 
     export_dir = Path(row["export_dir"])
-    recorded = manifest.read(export_dir)
+    recorded = manifest.read(export_dir).to_dict()
     assert row["status"] == "ok" and row["reason"] == ""
     assert int(row["saved_model_bytes"]) == (export_dir / "saved_model.pb").stat().st_size
     assert int(row["checkpoint_bytes"]) == sum(p.stat().st_size for p in (export_dir / "variables").iterdir())

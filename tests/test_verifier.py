@@ -154,7 +154,7 @@ def test_a_sweep_of_three_jobs_uses_one_verifier_process(tmp_path):
     sweep = tmp_path / "sweep"
     done = run_cli("-m", *KERAS, "seed=0,1,2", f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.stderr
-    records = [manifest.read(sweep / str(job) / "saved_model") for job in range(3)]
+    records = [manifest.read(sweep / str(job) / "saved_model").to_dict() for job in range(3)]
     workers = [r["verification"]["worker"] for r in records]
     assert all(r["verification"]["verified"] for r in records)
     assert len({w["pid"] for w in workers}) == 1 and [w["served"] for w in workers] == [1, 2, 3]

@@ -211,13 +211,16 @@ def test_latency_is_recorded_in_the_manifest_and_the_sweep_summary(exported, tmp
     from exportkit.artifact import manifest
     from exportkit.sweep_summary import SweepSummary
 
-    recorded = manifest.read(exported["dir"])
+    recorded = manifest.read(exported["dir"]).to_dict()
     ((device, record),) = recorded["verification"]["latency"].items()
     assert device == "/CPU:0"
     check_latency(record)
     off = tmp_path / "latency_off"
     export(*MODEL, f"export_dir={off}", "verify.latency.enabled=false", "verify.steps=false")
-    assert "latency" not in manifest.read(off)["verification"] and manifest.read(off)["verification"]["verified"]
+    assert (
+        "latency" not in manifest.read(off).to_dict()["verification"]
+        and manifest.read(off).to_dict()["verification"]["verified"]
+    )
 
     summary = SweepSummary()
     sweep = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})

@@ -40,7 +40,7 @@ content-derived, two different exports loaded into one TF1 graph do not collide 
 import hashlib
 import re
 from pathlib import Path
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Set, Tuple
 
 from exportkit.artifact.digests import file_sha256
 
@@ -148,8 +148,13 @@ def _counter_order(name: str):
 def _number_initializer_names(meta_graph) -> None:
     """``key_value_init75`` (a process counter in op, argument and output names) ->
     ``key_value_init_0``..., numbered in the counters' order (the initializers' creation order)."""
-    found = set()
-    _substitute(meta_graph, _INITIALIZER_NAME, lambda m: found.add(int(m.group(1))) or m.group(0))
+    found: Set[int] = set()
+
+    def record(m: re.Match) -> str:
+        found.add(int(m.group(1)))
+        return m.group(0)
+
+    _substitute(meta_graph, _INITIALIZER_NAME, record)
     if not found:
         return
     numbers = {n: i for i, n in enumerate(sorted(found))}
@@ -209,7 +214,7 @@ def _function_renames(library) -> Dict[str, str]:
     traces of one function) are told apart by their original order.
     """
     names = [f.signature.name for f in library.function]
-    base = {n: _UID.match(n).group("base") if _UID.match(n) else n for n in names}
+    base = {n: match.group("base") if (match := _UID.match(n)) else n for n in names}
     normalized = {}
     for function in library.function:
         copy = type(function)()
@@ -230,7 +235,7 @@ def _function_renames(library) -> Dict[str, str]:
 
 def _gradient_type_renames(meta_graph) -> Dict[str, str]:
     """``PartitionedCall-123`` style gradient op types -> ``PartitionedCall-<i>``, in order."""
-    found = set()
+    found: Set[str] = set()
     for node in _all_nodes(meta_graph):
         value = node.attr.get("_gradient_op_type")
         if value is not None and _GRADIENT_TYPE.match(value.s.decode("utf-8", "replace")):
@@ -238,10 +243,15 @@ def _gradient_type_renames(meta_graph) -> Dict[str, str]:
     for gradient in meta_graph.graph_def.library.registered_gradients:
         if _GRADIENT_TYPE.match(gradient.registered_op_type):
             found.add(gradient.registered_op_type)
-    ordered = sorted(
-        found, key=lambda s: (_GRADIENT_TYPE.match(s).group("base"), int(_GRADIENT_TYPE.match(s).group("uid")))
-    )
-    return {old: f"{_GRADIENT_TYPE.match(old).group('base')}-{i}" for i, old in enumerate(ordered)}
+    ordered = sorted(found, key=_gradient_type_parts)
+    return {old: f"{_gradient_type_parts(old)[0]}-{i}" for i, old in enumerate(ordered)}
+
+
+def _gradient_type_parts(op_type: str) -> Tuple[str, int]:
+    """``PartitionedCall-123`` -> ``("PartitionedCall", 123)`` (for a type ``_GRADIENT_TYPE`` matched)."""
+    match = _GRADIENT_TYPE.match(op_type)
+    assert match is not None  # only types it matched are collected
+    return match.group("base"), int(match.group("uid"))
 
 
 def _all_nodes(meta_graph) -> Iterable:
@@ -252,6 +262,7 @@ def _all_nodes(meta_graph) -> Iterable:
 
 def _original_order(name: str):
     match = _UID.match(name)
+    assert match is not None  # only names it matched are ordered
     return match.group("base"), [int(uid) for uid in match.group("uids").split("_")[1:]]
 
 

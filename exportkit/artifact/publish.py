@@ -57,6 +57,11 @@ class Slot:
     def __init__(self, export_dir: Path, work_dir: Path, overwrite: bool):
         self.export_dir, self.work_dir, self.overwrite = export_dir, work_dir, overwrite
         self.published = False
+        # a numbered version under a serving base path (exportkit.artifact.versions.version_slot):
+        # its number, the base path, and the highest version on disk when it was chosen
+        self.version: Optional[int] = None
+        self.base_path: Optional[Path] = None
+        self.previous: Optional[int] = None
 
     def publish(self) -> None:
         """Swap ``work_dir`` in at export_dir (checked again first); the old export is then removed."""

@@ -7,6 +7,7 @@ import functools
 import os
 import sys
 import tempfile
+from typing import List, Type
 
 AT_FDCWD = -100
 RENAME_NOREPLACE = 1
@@ -23,7 +24,13 @@ def _load_renameat2(use_wrapper: bool = True):
         libc = ctypes.CDLL(None, use_errno=True)
     except OSError:
         return None
-    args = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    args: List[Type[ctypes._SimpleCData]] = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
     if use_wrapper and hasattr(libc, "renameat2"):
         call = libc.renameat2
         call.argtypes, call.restype = args, ctypes.c_int

@@ -29,7 +29,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Set, Tuple
+from typing import AbstractSet, Callable, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
 from exportkit.artifact import leftovers, lock
 from exportkit.artifact.filesystem import filesystem_error, make_parents
@@ -199,7 +199,7 @@ def _remove_created(base: Path, created: List[Path]) -> None:
 
 
 def plan_keep(
-    versions, published: int, keep: Optional[int], labels: Mapping[str, int], busy: Set[int] = frozenset()
+    versions, published: int, keep: Optional[int], labels: Mapping[str, int], busy: AbstractSet[int] = frozenset()
 ) -> Tuple[List[int], List[int]]:
     """(versions that stay, versions to remove): the ``keep`` highest, the published one, labelled
     ones and ``busy`` ones (being replaced by a live run) stay.
@@ -224,6 +224,7 @@ def finish(
 
     Returns ``{"kept": [...], "removed": [...]}``.
     """
+    assert slot.base_path is not None and slot.version is not None  # a version_slot's slot
     base, labels = slot.base_path, dict(labels or {})
     with base_lock(base):
         on_disk = list_versions(base)

@@ -14,7 +14,7 @@ import jax
 import tensorflow as tf
 from jax.experimental import jax2tf
 
-from exportkit.errors import ConfigError, ConversionError, first_line
+from exportkit.errors import ConfigError, ConversionError
 from exportkit.jax import versions
 from exportkit.signatures import name_outputs
 
@@ -110,7 +110,8 @@ def shape_error(error: BaseException, specs: Dict[str, Optional[str]], overridde
         advice = f"dimensions that must be equal need one symbol ({', '.join(shared)} -> {shared[0]})"
     else:
         advice = "give dimensions that must be equal one symbol, and a dimension the function needs known a number"
-    cause = " ".join(first_line(_jax_cause(error)).split()).rstrip(".")
+    cause = _jax_cause(error).strip() or type(error).__name__  # its first line, as errors.first_line gives
+    cause = " ".join(cause.splitlines()[0].split()).rstrip(".")
     cause = cause if len(cause) <= 300 else cause[:297] + "..."
     which = (
         f"{POLYMORPHIC_SHAPES_KEY}={_render(symbolic)}"
@@ -124,8 +125,8 @@ def shape_error(error: BaseException, specs: Dict[str, Optional[str]], overridde
         f"jax2tf cannot convert the JAX function under {which}: {cause}; {advice} with "
         f"{POLYMORPHIC_SHAPES_KEY}, e.g. '{POLYMORPHIC_SHAPES_KEY}={_render(suggestion)}'"
     )
-    converted.symbols, converted.suggestion = symbolic, suggestion
-    converted.ag_pass_through = True  # AutoGraph re-raises it as it is
+    converted.symbols, converted.suggestion = symbolic, suggestion  # type: ignore[attr-defined]  # this error's own
+    converted.ag_pass_through = True  # type: ignore[attr-defined]  # AutoGraph re-raises it as it is
     return converted
 
 

@@ -7,7 +7,7 @@ params straight into aligned buffers, and copies a misaligned array once into on
 """
 
 import zipfile
-from typing import Optional
+from typing import Optional, cast
 
 import numpy as np
 
@@ -43,7 +43,7 @@ def read_npz_member(archive: zipfile.ZipFile, key: str) -> Optional[np.ndarray]:
     is of a kind only ``np.load`` reads (Fortran order, object dtype, a newer header version)."""
     from numpy.lib import format as npy
 
-    with archive.open(f"{key}.npy") as f:
+    with cast(zipfile.ZipExtFile, archive.open(f"{key}.npy")) as f:  # what "r" opens (typeshed says IO[bytes])
         version = npy.read_magic(f)
         if version == (1, 0):
             shape, fortran_order, dtype = npy.read_array_header_1_0(f)
@@ -54,7 +54,7 @@ def read_npz_member(archive: zipfile.ZipFile, key: str) -> Optional[np.ndarray]:
         if fortran_order or dtype.hasobject:
             return None
         out = aligned_empty(shape, dtype)
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = out.reshape(-1).view(np.uint8).data  # a memoryview of its bytes
         filled = 0
         while filled < out.nbytes:
             # in chunks: a zip member's readinto reads into a temporary bytes of the size asked

@@ -2,7 +2,7 @@
 every leaf checked against the factory's shapes and dtypes."""
 
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Dict, List
 
 import numpy as np
 
@@ -16,7 +16,9 @@ def save_params(path, params) -> None:
     >>> save_params("params.npz", {"dense": {"kernel": w, "bias": b}})  # keys dense/kernel, dense/bias
     """
     leaves, _ = flatten(params)
-    np.savez(path, **{key: np.asarray(leaf) for key, leaf in leaves})
+    # Any: mypy would check the arrays against savez's own keyword allow_pickle: bool
+    arrays: Dict[str, Any] = {key: np.asarray(leaf) for key, leaf in leaves}
+    np.savez(path, **arrays)
 
 
 def load_params(params_path: str, template: Any) -> Any:

@@ -5,6 +5,8 @@ variables in the checkpoint and ``saved_model.pb`` holds only the serialized Sta
 (small whatever the weights weigh; a closed-over 2 GiB array would break the protobuf limit).
 """
 
+from typing import Any, List
+
 import jax
 import numpy as np
 import tensorflow as tf
@@ -27,7 +29,8 @@ def make_variables(model, trainable: bool):
     wants its params 64-byte aligned, or it copies them on every call), and the weights are held
     once, not twice.
     """
-    leaves, treedef = flatten(model.params)
+    pairs, treedef = flatten(model.params)
+    leaves: List[Any] = pairs  # the (key, leaf) pairs, each replaced by None once its variable is made
     model.params = None  # the pytree's containers hold the source arrays too: let them go leaf by leaf
     variables, views = [], []
     # On the host even where TensorFlow sees a GPU: a variable there would be a second copy of

@@ -92,7 +92,7 @@ def vocabulary_hint(layer, kind: str) -> Optional[Dict[str, Any]]:
     words = [w for w in words if w not in special]
     if not words:
         return None
-    hint = {"values": words, "origin": f"{kind} {layer.name!r} (its vocabulary of {len(words)})"}
+    hint: Dict[str, Any] = {"values": words, "origin": f"{kind} {layer.name!r} (its vocabulary of {len(words)})"}
     if kind == "TextVectorization" and getattr(layer, "_split", None) == "whitespace":
         hint["sentence"] = True
     return hint

@@ -24,7 +24,7 @@ import base64
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Set, Tuple
 
 import keras
 import numpy as np
@@ -82,7 +82,7 @@ def state_json(model) -> str:
 def _entry(store: Dict[str, Any], index: Dict[int, int]):
     """One layer path's entries, or None when it holds variables outside the model's (the
     optimizer's or metrics' state, restored by their own variable groups)."""
-    entry = {}
+    entry: Dict[str, Dict[str, Any]] = {}
     for key, value in store.items():
         if isinstance(value, keras.Variable):
             if id(value) not in index:
@@ -109,7 +109,8 @@ def restore(model, text: str, model_values: List[np.ndarray]) -> List[str]:
         path: {key: _value(item, model_values) for key, item in entry.items()}
         for path, entry in state["weights"].items()
     }
-    failed, errors = set(), {}
+    failed: Set[int] = set()  # ids of the layers that refused their state
+    errors: Dict[int, Tuple[Any, BaseException]] = {}  # id -> (layer, its error)
     with tempfile.TemporaryDirectory(prefix="exportkit-keras-assets-") as tmp:
         for relative, encoded in state["assets"].items():
             target = Path(tmp, relative)

@@ -35,7 +35,9 @@ def training_for(model, targets: Optional[Mapping[str, Any]] = None) -> Optional
     if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
         return None
     model.optimizer.build(model.trainable_variables)
-    feature_names, target_names = [], {}  # filled by step_specs, before either step is traced
+    # filled by step_specs, before either step is traced
+    feature_names: List[str] = []
+    target_names: Dict[str, str] = {}
 
     def step_specs(inputs, outputs):
         feature_names[:] = list(inputs)

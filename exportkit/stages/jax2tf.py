@@ -3,7 +3,7 @@
 
 from typing import Mapping, Optional
 
-from exportkit.context import ExportContext
+from exportkit.context import Conversion, ExportContext
 from exportkit.errors import ConfigError
 from exportkit.stages.base import Stage
 from exportkit.variables import mib, nbytes
@@ -55,11 +55,7 @@ class Jax2TF(Stage):
         ctx.serving_fn = serving_fn(
             model.apply_fn, tree, platforms, self.with_gradient, self.polymorphic_shapes, choice.version
         )
-        ctx.extra["jax2tf"] = {
-            "platforms": list(platforms),
-            "calling_convention_version": choice.version,
-            "with_gradient": self.with_gradient,
-        }
+        ctx.conversion = Conversion(list(platforms), choice.version, self.with_gradient)
         ctx.reporter.progress(
             f"{len(variables)} params as variables ({mib(nbytes(variables))}), lowering "
             f"for {', '.join(platforms)}, calling convention version {choice.version}"

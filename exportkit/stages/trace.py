@@ -19,7 +19,9 @@ class Trace(Stage):
 
     def __call__(self, ctx: ExportContext) -> ExportContext:
         jit = ctx.cfg.target.jit_compile
-        serving = {key: trace(ctx.serving_fn, specs, key, jit) for key, specs in ctx.signatures.items()}
+        serving_fn = ctx.serving_fn
+        assert serving_fn is not None  # in ``needs``: set before this stage runs
+        serving = {key: trace(serving_fn, specs, key, jit) for key, specs in ctx.signatures.items()}
         key = "serving_default" if "serving_default" in serving else next(iter(serving))
         endpoint = positional_endpoint(serving[key], ctx.signatures[key])
         ctx.graphs["serve"] = Graph("serve", serving, list(ctx.variables), {ENDPOINT: endpoint})
@@ -64,6 +66,7 @@ def trace_training(ctx: ExportContext, serving_fn, jit: bool) -> None:
     """``train``/``eval`` take the inputs the source's ``Training.step_specs`` gives for the
     first signature's inputs and outputs."""
     training = ctx.training
+    assert training is not None  # called only for a context with one
     specs = training.step_specs(next(iter(ctx.signatures.values())), serving_fn.structured_outputs)
     train = trace(training.train_fn, specs, "train", jit)
     evaluate = trace(training.eval_fn, specs, "eval", jit)

@@ -73,7 +73,9 @@ def write_layout(meta_graphs: Dict[str, Any], version: int, root: Path, layout: 
         write_saved_model(saved_model, directory, as_text)
         if directory != root:
             files.link_shared(directory, root)
-    return files.saved_model_file(root)
+    written = files.saved_model_file(root)
+    assert written is not None  # written just above
+    return written
 
 
 def save_meta_graph(ctx: ExportContext, graph: Graph, directory: Path):

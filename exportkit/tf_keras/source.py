@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from exportkit.context import ExportContext
 from exportkit.errors import ModelSourceError, SignatureError
@@ -115,7 +115,7 @@ class TfKerasInMemory(TfKerasSource):
 
     takes_object = True
 
-    def __init__(self, description: str = None) -> None:
+    def __init__(self, description: Optional[str] = None) -> None:
         self.description = description
 
     def reset(self) -> None:

@@ -26,7 +26,8 @@ def training_for(model) -> Optional[Training]:
     optimizer = model.optimizer
     if hasattr(optimizer, "build"):  # tf_keras's optimizer (the legacy ones create slots when applied)
         optimizer.build(model.trainable_variables)
-    feature_names, target_names = [], {}
+    feature_names: List[str] = []
+    target_names: Dict[str, str] = {}
 
     def step_specs(inputs, outputs):
         feature_names[:] = list(inputs)

@@ -78,7 +78,7 @@ def plan(
                 group_of[(name, axis)] = shared
     for group in set(group_of.values()) - set(sizes):
         sizes[group] = list(dims[group]) if group in dims else shared_sizes.get(group, list(dim_sizes))
-    display = {}
+    display: Dict[str, str] = {}
     for (name, axis), group in group_of.items():  # what a label calls a group: a key one can set
         display.setdefault(group, group if group in dims or not group.startswith("axis ") else f"{name}_{axis}")
     probes = max((len(s) for s in sizes.values()), default=1)
@@ -88,7 +88,7 @@ def plan(
     for batch in batches:
         for k in range(probes):
             pick = {g: s[k % len(s)] for g, s in sizes.items()}
-            label = ",".join([str(batch)] + [f"{display[g]}={pick[g]}" for g in sorted(pick, key=display.get)])
+            label = ",".join([str(batch)] + [f"{display[g]}={pick[g]}" for g in sorted(pick, key=display.__getitem__)])
             shapes = {
                 name: [
                     batch if a == 0 and d is None else d if d is not None else pick[group_of[(name, a)]]
@@ -122,7 +122,7 @@ def check_dims(signatures, dims: Mapping[str, List[int]], symbols) -> None:
 # ---- value rules -----------------------------------------------------------------------------
 
 
-def parse_values(values: Mapping[str, Any], known: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
+def parse_values(values: Optional[Mapping[str, Any]], known: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
     """``verify.values`` checked: input -> ``{"low", "high"}`` or ``{"values": [...]}``; with
     ``known``, a name that is no input is an error (a typo)."""
     rules = {}
@@ -225,7 +225,7 @@ def make_inputs(
     batch_sizes,
     seed,
     *,
-    values: Optional[Mapping] = None,
+    values: Optional[Mapping[str, Any]] = None,
     hints: Optional[Mapping] = None,
     dims: Optional[Mapping] = None,
     dim_sizes=(2, 5),
@@ -281,9 +281,10 @@ def load_examples(path: str, signatures, partial=()) -> Dict[Case, Dict[str, np.
             shared.setdefault(parts[0] if len(parts) == 2 else "", {})[parts[-1]] = key
     cases = {}
     for sig, specs in signatures.items():
-        labels = [label for s, label in by_case if s == sig] or [None]
+        labels: List[Optional[str]] = [label for s, label in by_case if s == sig] or [None]
         for label in labels:
-            keys = {**shared.get("", {}), **shared.get(sig, {}), **by_case.get((sig, label), {})}
+            own = by_case.get((sig, label), {}) if label is not None else {}
+            keys = {**shared.get("", {}), **shared.get(sig, {}), **own}
             missing = [n for n in specs if n not in keys]
             if sig in partial:
                 specs = {n: spec for n, spec in specs.items() if n in keys}
@@ -374,10 +375,10 @@ def step_case(
     batch = batch_of(given) if given else batch_of(features)
     configured = parse_values(verify["values"])
     rng = np.random.default_rng(seed + 1)
-    arrays = {}
+    arrays: Dict[str, np.ndarray] = {}
     for name, spec in specs.items():
         if name in given or name in features:
-            arrays[name] = given.get(name, features.get(name))
+            arrays[name] = given[name] if name in given else features[name]
             continue
         output = max((o for o in outputs if name.startswith(o)), key=len, default=None)
         out = np.asarray(outputs[output]) if output is not None else np.zeros([batch])

@@ -9,12 +9,12 @@ The verify stage (``exportkit.stages.verify``) calls ``verify_staged``; the runn
 """
 
 import shutil
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from exportkit.artifact.leftovers import verify_temp_dir
-from exportkit.context import ExportContext
+from exportkit.context import ExportContext, Verification
 from exportkit.errors import ConfigError, ExportkitError, VerificationError
 from exportkit.verification import compare, kept, latency
 from exportkit.verification.cases import (
@@ -69,6 +69,7 @@ def verify_staged(ctx: ExportContext) -> None:
     failures: List[str] = []
     latencies: Dict[str, Any] = {}
     worker: Dict[str, Any] = {}  # the verify process's pid and its peak memory
+    warmup_replayed: Optional[int] = None
     imports = modules_of(cfg.custom_objects.values())
     for device in run_on:
         ctx.reporter.progress(
@@ -98,15 +99,12 @@ def verify_staged(ctx: ExportContext) -> None:
             served=reply.served,
             peak_rss_mib=round(reply.peak_rss_kib / 1024, 1),
         )
-        replay = {}
-        if reply.warmup_records is not None:
-            replay = {"warmup_records": reply.warmup_records, "warmup_seconds": reply.warmup_seconds}
-        ctx.extra["verify_worker"] = {"peak_rss_mib": reply.peak_rss_kib / 1024, **replay}
         if reply.latency:
             latencies[device] = latency.record(reply.load_s, reply.latency)
             for line in latency.lines(latencies[device]):
                 ctx.reporter.progress(line)
-        if replay:
+        if reply.warmup_records is not None:
+            warmup_replayed = reply.warmup_records
             ctx.reporter.progress(
                 f"warmup: {reply.warmup_records} requests replayed through the TF1 "
                 f"session loader (TF Serving's load path) in {reply.warmup_seconds:.2f}s"
@@ -135,15 +133,15 @@ def verify_staged(ctx: ExportContext) -> None:
         )
     source = "verify.inputs" if verify.inputs else "generated"
     kept.keep(ctx.work_dir / kept.KEPT_DIR, kept.KeptCases(inputs, expected, graph_of, tolerances, top1, source))
-    ctx.extra["verification"] = {
-        "verified": True,
-        "cases": len(inputs) * len(run_on),
-        "devices_verified": run_on,
-        "devices_not_verified": not_verified,
-        "worker": worker,
-    }
-    if latencies:
-        ctx.extra["verification"]["latency"] = latencies
+    ctx.verification = Verification(
+        verified=True,
+        cases=len(inputs) * len(run_on),
+        devices_verified=run_on,
+        devices_not_verified=not_verified,
+        worker=worker,
+        latency=latencies,
+        warmup_replayed=warmup_replayed,
+    )
 
 
 def verify_devices(devices: List[str]) -> Tuple[List[str], Dict[str, str]]:
@@ -184,13 +182,13 @@ def run_reference(reference, case, arrays, specs, verify, hints, tag="serve") ->
         raise VerificationError(source_failure(case, arrays, error, specs, verify, hints, tag)) from error
 
 
-def require_verified(ctx: ExportContext) -> Dict[str, Any]:
+def require_verified(ctx: ExportContext) -> Verification:
     """Before publishing: the export's verification state (also on the manifest and in the
     summary). An export in which no verify case ran is refused unless the user said so:
     verification disabled (``pipeline.stages.verify=null``) or ``verify.allow_unverified=true``.
     """
-    state = ctx.extra.get("verification")
-    if not (state and state.get("cases")):
+    state = ctx.verification
+    if not state.cases:
         disabled = ctx.cfg.pipeline.stages.get("verify") is None
         verify = [r for r in ctx.records if r.name == "verify"]
         reason = (
@@ -200,20 +198,17 @@ def require_verified(ctx: ExportContext) -> Dict[str, Any]:
             if verify and verify[-1].detail
             else "no verify stage ran"
         )
-        state = {"verified": False, "cases": 0, "reason": reason}
+        state = ctx.verification = Verification(verified=False, cases=0, reason=reason)
         if not disabled and not ctx.cfg.verify.get("allow_unverified", False):
             raise VerificationError(
                 f"no verify case ran ({reason}); nothing was published. Make verify "
                 f"run, or publish it unverified with verify.allow_unverified=true"
             )
     for record in ctx.records:
-        if record.name == "verify" and record.status == "ok" and state.get("devices_not_verified"):
+        if record.name == "verify" and record.status == "ok" and state.devices_not_verified:
             record.detail = (
-                f"verified on {', '.join(state['devices_verified'])}; not verified on "
-                f"{', '.join(state['devices_not_verified'])} (not present on this machine)"
+                f"verified on {', '.join(state.devices_verified)}; not verified on "
+                f"{', '.join(state.devices_not_verified)} (not present on this machine)"
             )
-    ctx.extra["verification"] = state
-    note = getattr(ctx.reporter, "verification", None)
-    if note is not None:
-        note(state)
+    ctx.reporter.verification(state.to_dict())
     return state

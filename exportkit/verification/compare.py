@@ -27,13 +27,11 @@ def checks(verify, expected) -> Tuple[Dict[str, Tuple[float, float]], Set[str]]:
                     f"verify.{key} names {name!r}, which no verified graph outputs; the outputs "
                     f"are {', '.join(sorted(names))}"
                 )
-    tolerances = {}
+    tolerances: Dict[str, Tuple[float, float]] = {}
     for name in names:
         own = verify.tolerances.get(name) or verify.tolerances.get(name.split("/", 1)[-1]) or {}
-        tolerances[name] = (
-            own.get("atol") if own.get("atol") is not None else verify.atol,
-            own.get("rtol") if own.get("rtol") is not None else verify.rtol,
-        )
+        atol, rtol = own.get("atol"), own.get("rtol")
+        tolerances[name] = (atol if atol is not None else verify.atol, rtol if rtol is not None else verify.rtol)
     if verify.top1 is True:
         top1 = {
             n

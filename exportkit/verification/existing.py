@@ -74,8 +74,8 @@ def verify(
     start = time.perf_counter()
     export_dir, number = export_of(path, version)
     cases = kept.read(export_dir)
-    recorded = manifest.read(export_dir) if (export_dir / manifest.MANIFEST).is_file() else {}
-    config = recorded.get("config") or {}
+    recorded = manifest.read(export_dir) if (export_dir / manifest.MANIFEST).is_file() else None
+    config = recorded.config if recorded is not None else {}
     ties = tuple((config.get("verify") or {}).get(k, 1e-5) for k in ("atol", "rtol"))
     modules = modules_of((config.get("custom_objects") or {}).values())
     timing = Latency(runs=latency_runs, budget_s=latency_budget_s) if latency_runs > 0 else None
@@ -135,7 +135,7 @@ def verify(
         "signatures": {key: [label for k, label in cases.inputs if k == key] for key in cases.graph_of},
         "tensorflow": {
             "here": _installed("tensorflow"),
-            "exported_with": (recorded.get("versions") or {}).get("tensorflow"),
+            "exported_with": recorded.versions.get("tensorflow") if recorded is not None else None,
         },
         "devices": ran,
         "seconds": round(time.perf_counter() - start, 3),

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional
+from typing import IO, Any, Dict, Iterable, Iterator, List, NamedTuple, Optional
 
 import numpy as np
 
@@ -48,7 +48,9 @@ RELOAD_FAILED = "the export could not be reloaded and run in a fresh process"
 
 # The verifier of the innermost ``shared_verifier()`` block (a context variable, so each thread or
 # task sees its own block only); ``exportkit.pipeline.Export`` takes it when not handed one.
-_SHARED = contextvars.ContextVar("exportkit_shared_verifier", default=None)
+_SHARED: contextvars.ContextVar[Optional["Verifier"]] = contextvars.ContextVar(
+    "exportkit_shared_verifier", default=None
+)
 
 
 def modules_of(custom_object_paths: Iterable[str]) -> List[str]:
@@ -72,7 +74,7 @@ class Verifier:
         self.imports = sorted(set(imports))
         self.process: Optional[subprocess.Popen] = None
         self.started_at: Optional[float] = None  # wall time the live worker was started
-        self._stderr = None  # an unlinked temporary file: the worker's stderr, for failure reports
+        self._stderr: Optional[IO[bytes]] = None  # an unlinked temporary file: the worker's stderr, for failure reports
         self._buffer = b""
 
     @property
@@ -131,6 +133,7 @@ class Verifier:
     def close(self) -> None:
         """End the worker (it exits at EOF on stdin; killed if it has not within 5 seconds)."""
         if self.process is not None and self.process.poll() is None:
+            assert self.process.stdin is not None  # started with stdin=PIPE
             try:
                 self.process.stdin.close()
                 self.process.wait(timeout=5)
@@ -145,11 +148,13 @@ class Verifier:
         self.close()
 
     def _ask(self, request: Request, deadline: float) -> Reply:
+        process = self.process
+        assert process is not None and process.stdin is not None and process.stdout is not None  # run started it
         try:
-            self.process.stdin.write((request.to_json() + "\n").encode())
+            process.stdin.write((request.to_json() + "\n").encode())
         except (BrokenPipeError, OSError):
             raise _Died(self._death_report()) from None
-        fd = self.process.stdout.fileno()
+        fd = process.stdout.fileno()
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -164,8 +169,9 @@ class Verifier:
         return Reply.from_json(line.decode())
 
     def _death_report(self) -> str:
+        assert self.process is not None  # asked of the live worker (_ask)
         try:
-            code = self.process.wait(timeout=5)
+            code: Optional[int] = self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             code = None
         return tail(self._stderr_text(0), f"(the worker ended with exit status {code})")
@@ -190,6 +196,7 @@ class Verifier:
                 process.kill()
             process.wait()
             for pipe in (process.stdin, process.stdout):
+                assert pipe is not None  # started with stdin and stdout pipes
                 try:
                     pipe.close()
                 except OSError:
@@ -268,7 +275,8 @@ def run_cases(
     """
     own = verifier is None
     in_path, out_path = temp_dir / "inputs.npz", temp_dir / "outputs.npz"
-    np.savez(in_path, **encode(inputs))
+    arrays: Dict[str, Any] = encode(inputs)  # Any: mypy would check them against savez's allow_pickle: bool
+    np.savez(in_path, **arrays)
     verifier = verifier or Verifier(imports)
     request = Request(
         saved_model=str(saved_model),

@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -40,10 +40,13 @@ def run(request: Request) -> Reply:
 
     gpus = [short_name(d.name) for d in tf.config.list_logical_devices("GPU")]
     device = resolve_device(request.device, gpus, [short_name(d.name) for d in tf.config.list_logical_devices()])
-    loaded, load_s, latency = {}, {}, {}
+    loaded: Dict[str, Any] = {}  # tag -> the loaded SavedModel
+    load_s: Dict[str, float] = {}
+    latency: Dict[str, Dict[str, Dict[str, Any]]] = {}
     with np.load(request.inputs) as data:
         cases = decode(data)
     results = {}
+    feed: Optional[Dict[str, Any]]  # None once the last case ran (below)
     with tf.device(device):
         for (key, label), arrays in cases.items():
             tag = request.graph.get(key, "serve")
@@ -65,7 +68,8 @@ def run(request: Request) -> Reply:
     gc.collect()
     reply = Reply(ok=True, device=device, gpus=gpus, load_s=load_s, latency=latency)
     replay_warmup(request.saved_model, reply)
-    np.savez(request.outputs, **encode(results))
+    outputs: Dict[str, Any] = encode(results)  # Any: mypy would check them against savez's allow_pickle: bool
+    np.savez(request.outputs, **outputs)
     reply.peak_rss_kib = peak_rss_kib()
     return reply
 
