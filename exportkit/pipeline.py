@@ -178,13 +178,51 @@ def instantiate_source(cfg: DictConfig):
     return source
 
 
+PLACEMENT = ("before", "after")  # a stage node's keys that place it, not its constructor's arguments
+
+
+def stage_order(nodes) -> List[str]:
+    """The enabled stages' names in the order they run: the config's order, except that a node
+    with ``before: NAME`` or ``after: NAME`` runs right before or after stage NAME (so
+    ``+pipeline.stages.mine={_target_: pkg.Mine, after: trace}`` goes anywhere)."""
+    enabled = {name: node for name, node in nodes.items() if node is not None}
+    placed = {}
+    for name, node in enabled.items():
+        keys = [k for k in PLACEMENT if isinstance(node, DictConfig) and node.get(k) is not None]
+        if len(keys) > 1:
+            raise ConfigError(f"pipeline.stages.{name} has both `before` and `after`; give one of them")
+        if keys:
+            placed[name] = (keys[0], str(node[keys[0]]))
+    order = [name for name in enabled if name not in placed]
+    while placed:
+        ready = [name for name, (_, anchor) in placed.items() if anchor in order]
+        if not ready:
+            name, (where, anchor) = next(iter(placed.items()))
+            if anchor in enabled:
+                raise ConfigError(
+                    f"pipeline.stages.{name}.{where}={anchor!r}: {anchor} is placed relative to {name} in turn; "
+                    f"place one of them by a stage that is not placed itself"
+                )
+            raise ConfigError(
+                f"pipeline.stages.{name}.{where}={anchor!r} names no enabled stage; the stages are {', '.join(enabled)}"
+            )
+        for name in ready:
+            where, anchor = placed.pop(name)
+            at = order.index(anchor)
+            order.insert(at if where == "before" else at + 1, name)
+    return order
+
+
 def instantiate_stages(cfg: DictConfig, source) -> List[Tuple[str, Any]]:
     from exportkit.stages.base import CallableStage, Stage
 
     stages = []
-    for name, node in cfg.pipeline.stages.items():
-        if node is None:
-            continue
+    for name in stage_order(cfg.pipeline.stages):
+        node = cfg.pipeline.stages[name]
+        if isinstance(node, DictConfig) and any(k in node for k in PLACEMENT):
+            arguments = OmegaConf.to_container(node)
+            assert isinstance(arguments, dict)  # a DictConfig's container
+            node = OmegaConf.create({k: v for k, v in arguments.items() if k not in PLACEMENT})
         target = node.get("_target_") if isinstance(node, DictConfig) else None
         if target is None:
             raise ConfigError(

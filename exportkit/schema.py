@@ -108,6 +108,20 @@ class TargetConf:
     jit_compile: bool = False
     platforms: List[str] = field(default_factory=lambda: ["cpu"])
 
+    @staticmethod
+    def check(target) -> None:
+        if not target.devices:
+            raise ConfigError(
+                "target.devices=[] names no device to verify on; give at least one, "
+                "e.g. target.devices=[/CPU:0] or [/GPU:0]"
+            )
+        for device in target.devices:
+            if not isinstance(device, str) or not DEVICE.match(device):
+                raise ConfigError(
+                    f"target.devices has {device!r}, which is not a TensorFlow device name; "
+                    f"write /CPU:0, /GPU:0, /GPU:1 ... (target.devices=[/GPU:0])"
+                )
+
 
 @dataclass
 class PipelineConf:
@@ -152,6 +166,62 @@ class VerifyConf:
     # one across a sweep's jobs); false: the verify stage starts its own when it runs
     early_start: bool = True
 
+    @staticmethod
+    def check(verify: DictConfig) -> None:
+        """``verify``'s batch sizes, tolerances, ``dims``, ``dim_sizes``, ``tolerances`` and ``top1``
+        (``values`` and ``inputs`` need the model's inputs: the verify stage checks them). A
+        configuration that would verify no case is an error, never a pass."""
+        if not verify.batch_sizes:
+            raise ConfigError(
+                "verify.batch_sizes=[] would verify no case; give at least one batch size "
+                "(verify.batch_sizes=[1,3]), or disable verification with pipeline.stages.verify=null"
+            )
+        timeout = verify.timeout_s
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+            shown = f"{timeout:g}" if isinstance(timeout, (int, float)) else repr(timeout)
+            raise ConfigError(
+                f"verify.timeout_s={shown}: the verify process needs a positive number of seconds "
+                f"to answer in (verify.timeout_s=600)"
+            )
+        for size in verify.batch_sizes:
+            if size < 1:
+                raise ConfigError(
+                    f"verify.batch_sizes has {size}; batch sizes are positive integers (verify.batch_sizes=[1,3])"
+                )
+        for key in ("atol", "rtol"):
+            value = verify[key]
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(
+                    f"verify.{key}={value} is not a tolerance; give a finite number >= 0 (verify.{key}=1e-5)"
+                )
+        for key, sizes in [("dim_sizes", verify.dim_sizes)] + [(f"dims.{k}", v) for k, v in verify.dims.items()]:
+            if not sizes or any(size < 1 for size in sizes):
+                raise ConfigError(
+                    f"verify.{key}={list(sizes or [])}: give a non-empty list of positive sizes, e.g. verify.{key}=[1,7,64]"
+                )
+        for name, tolerance in verify.tolerances.items():
+            if (
+                not isinstance(tolerance, DictConfig)
+                or not tolerance
+                or set(tolerance) - {"atol", "rtol"}
+                or any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in tolerance.values())
+            ):
+                raise ConfigError(
+                    f"verify.tolerances.{name}={tolerance!r}: give {{atol: A, rtol: R}} (either may be "
+                    f"left out), numbers >= 0, e.g. +verify.tolerances.{name}={{atol: 1e-3}}"
+                )
+        latency = verify.get("latency")
+        if latency is not None and (latency.runs < 1 or not latency.budget_s > 0):
+            raise ConfigError(
+                f"verify.latency: runs={latency.runs}, budget_s={latency.budget_s}; give runs >= 1 and "
+                f"budget_s > 0 (verify.latency.runs=20), or turn it off with verify.latency.enabled=false"
+            )
+        top1 = verify.top1
+        if not isinstance(top1, bool) and not (OmegaConf.is_list(top1) and all(isinstance(n, str) for n in top1)):
+            raise ConfigError(
+                f"verify.top1={top1!r}: give true (every output whose last dimension is > 1) or a list of output names"
+            )
+
 
 @dataclass
 class ServingConf:
@@ -170,6 +240,41 @@ class ServingConf:
     warmup: bool = True  # assets.extra/tf_serving_warmup_requests for the serve graph
     compare_to: Optional[str] = None  # an export (or a base path) whose contract this one must keep
     allow_breaking: bool = False  # publish even if the contract breaks the previous version's
+
+    @staticmethod
+    def check(serving: DictConfig) -> None:
+        """``serving.*``: a version is ``auto`` or an integer >= 0; keys that place versions need a base path."""
+        version = serving.version
+        if version != "auto" and (isinstance(version, bool) or not isinstance(version, int) or version < 0):
+            raise ConfigError(
+                f"serving.version={version!r} is neither `auto` nor an integer >= 0; write "
+                f"serving.version=auto (the next free version) or serving.version=3"
+            )
+        if serving.base_path is None:
+            for key, value in (
+                ("version", None if version == "auto" else version),
+                ("keep", serving.keep),
+                ("labels", dict(serving.labels) or None),
+                ("model_config_file", serving.model_config_file),
+            ):
+                if value is not None:
+                    raise ConfigError(
+                        f"serving.{key} needs serving.base_path: set serving.base_path=/srv/models/NAME "
+                        f"(versions are published as its numbered subdirectories)"
+                    )
+            return
+        if not str(serving.base_path).strip():
+            raise ConfigError("serving.base_path is empty: set serving.base_path=/srv/models/NAME or null")
+        if serving.keep is not None and serving.keep < 1:
+            raise ConfigError(
+                f"serving.keep={serving.keep} keeps no version; give serving.keep=N with N >= 1, "
+                f"or null to keep every version"
+            )
+        for label, number in serving.labels.items():
+            if number < 0:
+                raise ConfigError(f"serving.labels.{label}={number} is not a version number (an integer >= 0)")
+        if serving.model_name is not None and not str(serving.model_name).strip():
+            raise ConfigError("serving.model_name is empty: give a name or null (base_path's last component)")
 
 
 @dataclass
@@ -191,6 +296,16 @@ class CompileConf:
     # Dict[str, TensorSpecConf], checked by ``validate``: OmegaConf cannot take a whole spec from
     # the command line (+compile.targets.label={shape: [null], dtype: int32}) into a typed dict.
     targets: Dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def check_target(name: str, spec: Any) -> None:
+        """``compile.targets.NAME`` is ``{shape: [null], dtype: int32}`` (dtype float32 if omitted)."""
+        from exportkit.signatures import DTYPES, TensorSpecConf, checked_node
+
+        where = f"compile.targets.{name}"
+        node = checked_node(TensorSpecConf, spec, where, "{shape: [null], dtype: int32}")
+        if node.dtype not in DTYPES:
+            raise ConfigError(f"{where}.dtype={node.dtype!r} is not supported; use one of {', '.join(DTYPES)}")
 
 
 @dataclass
@@ -255,10 +370,10 @@ def validate(cfg: DictConfig) -> None:
             "compile.loss=mse), or neither"
         )
     for name, spec in cfg.compile.targets.items():
-        _check_target(name, spec)
+        CompileConf.check_target(name, spec)
     if not 0 <= cfg.seed < SEED_LIMIT:
         raise ConfigError(f"seed={cfg.seed} is out of range; give an integer from 0 to {SEED_LIMIT - 1}")
-    _validate_target(cfg.target)
+    TargetConf.check(cfg.target)
     for key, signature in (cfg.signatures or {}).items():
         if not isinstance(signature, DictConfig):
             raise ConfigError(
@@ -271,37 +386,13 @@ def validate(cfg: DictConfig) -> None:
             f"alone in saved_model.pb, train/eval under graphs/) or layout=tf1 (TF 1.14's "
             f"three MetaGraphDefs in one saved_model.pb)"
         )
-    validate_verify(cfg.verify)
-    validate_serving(cfg.serving)
+    VerifyConf.check(cfg.verify)
+    ServingConf.check(cfg.serving)
     for name, path in cfg.custom_objects.items():
         if "." not in str(path):
             raise ConfigError(
                 f"custom_objects.{name}={path!r} is not a dotted import path; "
                 f"write +custom_objects.{name}=package.module.{name}"
-            )
-
-
-def _check_target(name: str, spec: Any) -> None:
-    """``compile.targets.NAME`` is ``{shape: [null], dtype: int32}`` (dtype float32 if omitted)."""
-    from exportkit.signatures import DTYPES, TensorSpecConf, checked_node
-
-    where = f"compile.targets.{name}"
-    node = checked_node(TensorSpecConf, spec, where, "{shape: [null], dtype: int32}")
-    if node.dtype not in DTYPES:
-        raise ConfigError(f"{where}.dtype={node.dtype!r} is not supported; use one of {', '.join(DTYPES)}")
-
-
-def _validate_target(target) -> None:
-    if not target.devices:
-        raise ConfigError(
-            "target.devices=[] names no device to verify on; give at least one, "
-            "e.g. target.devices=[/CPU:0] or [/GPU:0]"
-        )
-    for device in target.devices:
-        if not isinstance(device, str) or not DEVICE.match(device):
-            raise ConfigError(
-                f"target.devices has {device!r}, which is not a TensorFlow device name; "
-                f"write /CPU:0, /GPU:0, /GPU:1 ... (target.devices=[/GPU:0])"
             )
 
 
@@ -360,92 +451,3 @@ def expected_kind(full_key: str) -> Optional[str]:
     if dataclasses.is_dataclass(kind):
         return "a mapping"
     return _KINDS.get(kind)
-
-
-def validate_verify(verify: DictConfig) -> None:
-    """``verify``'s batch sizes, tolerances, ``dims``, ``dim_sizes``, ``tolerances`` and ``top1``
-    (``values`` and ``inputs`` need the model's inputs: the verify stage checks them). A
-    configuration that would verify no case is an error, never a pass."""
-    if not verify.batch_sizes:
-        raise ConfigError(
-            "verify.batch_sizes=[] would verify no case; give at least one batch size "
-            "(verify.batch_sizes=[1,3]), or disable verification with pipeline.stages.verify=null"
-        )
-    timeout = verify.timeout_s
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
-        shown = f"{timeout:g}" if isinstance(timeout, (int, float)) else repr(timeout)
-        raise ConfigError(
-            f"verify.timeout_s={shown}: the verify process needs a positive number of seconds "
-            f"to answer in (verify.timeout_s=600)"
-        )
-    for size in verify.batch_sizes:
-        if size < 1:
-            raise ConfigError(
-                f"verify.batch_sizes has {size}; batch sizes are positive integers (verify.batch_sizes=[1,3])"
-            )
-    for key in ("atol", "rtol"):
-        value = verify[key]
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(f"verify.{key}={value} is not a tolerance; give a finite number >= 0 (verify.{key}=1e-5)")
-    for key, sizes in [("dim_sizes", verify.dim_sizes)] + [(f"dims.{k}", v) for k, v in verify.dims.items()]:
-        if not sizes or any(size < 1 for size in sizes):
-            raise ConfigError(
-                f"verify.{key}={list(sizes or [])}: give a non-empty list of positive sizes, e.g. verify.{key}=[1,7,64]"
-            )
-    for name, tolerance in verify.tolerances.items():
-        if (
-            not isinstance(tolerance, DictConfig)
-            or not tolerance
-            or set(tolerance) - {"atol", "rtol"}
-            or any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in tolerance.values())
-        ):
-            raise ConfigError(
-                f"verify.tolerances.{name}={tolerance!r}: give {{atol: A, rtol: R}} (either may be "
-                f"left out), numbers >= 0, e.g. +verify.tolerances.{name}={{atol: 1e-3}}"
-            )
-    latency = verify.get("latency")
-    if latency is not None and (latency.runs < 1 or not latency.budget_s > 0):
-        raise ConfigError(
-            f"verify.latency: runs={latency.runs}, budget_s={latency.budget_s}; give runs >= 1 and "
-            f"budget_s > 0 (verify.latency.runs=20), or turn it off with verify.latency.enabled=false"
-        )
-    top1 = verify.top1
-    if not isinstance(top1, bool) and not (OmegaConf.is_list(top1) and all(isinstance(n, str) for n in top1)):
-        raise ConfigError(
-            f"verify.top1={top1!r}: give true (every output whose last dimension is > 1) or a list of output names"
-        )
-
-
-def validate_serving(serving: DictConfig) -> None:
-    """``serving.*``: a version is ``auto`` or an integer >= 0; keys that place versions need a base path."""
-    version = serving.version
-    if version != "auto" and (isinstance(version, bool) or not isinstance(version, int) or version < 0):
-        raise ConfigError(
-            f"serving.version={version!r} is neither `auto` nor an integer >= 0; write "
-            f"serving.version=auto (the next free version) or serving.version=3"
-        )
-    if serving.base_path is None:
-        for key, value in (
-            ("version", None if version == "auto" else version),
-            ("keep", serving.keep),
-            ("labels", dict(serving.labels) or None),
-            ("model_config_file", serving.model_config_file),
-        ):
-            if value is not None:
-                raise ConfigError(
-                    f"serving.{key} needs serving.base_path: set serving.base_path=/srv/models/NAME "
-                    f"(versions are published as its numbered subdirectories)"
-                )
-        return
-    if not str(serving.base_path).strip():
-        raise ConfigError("serving.base_path is empty: set serving.base_path=/srv/models/NAME or null")
-    if serving.keep is not None and serving.keep < 1:
-        raise ConfigError(
-            f"serving.keep={serving.keep} keeps no version; give serving.keep=N with N >= 1, "
-            f"or null to keep every version"
-        )
-    for label, number in serving.labels.items():
-        if number < 0:
-            raise ConfigError(f"serving.labels.{label}={number} is not a version number (an integer >= 0)")
-    if serving.model_name is not None and not str(serving.model_name).strip():
-        raise ConfigError("serving.model_name is empty: give a name or null (base_path's last component)")

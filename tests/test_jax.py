@@ -613,7 +613,7 @@ def test_a_user_stage_reading_the_variables_gets_their_values_and_its_changes_ar
         input_signature=spec,
         overrides=["pipeline.stages.verify=null"],
     )
-    # halve runs after trace and before the checkpoint: stages run in config order, and + appends
+    # halve runs after trace and before the checkpoint: placed there by its node's `after`
     halved = exportkit.export_saved_model(
         (apply_fn, sources),
         tmp_path / "halved",
@@ -621,14 +621,17 @@ def test_a_user_stage_reading_the_variables_gets_their_values_and_its_changes_ar
         input_signature=spec,
         overrides=[
             "pipeline.stages.verify=null",
-            "~pipeline.stages.write_checkpoint",
-            "~pipeline.stages.write_graphs",
-            "+pipeline.stages.halve={_target_: tests.test_jax.HalveParams}",
-            "+pipeline.stages.checkpoint={_target_: exportkit.stages.write_checkpoint.WriteCheckpoint}",
-            "+pipeline.stages.graphs={_target_: exportkit.stages.write_graphs.WriteGraphs}",
+            "+pipeline.stages.halve={_target_: tests.test_jax.HalveParams, after: trace}",
         ],
     )
-    assert [r.name for r in halved.records] == ["build", "jax2tf", "trace", "halve", "checkpoint", "graphs"]
+    assert [r.name for r in halved.records] == [
+        "build",
+        "jax2tf",
+        "trace",
+        "halve",
+        "write_checkpoint",
+        "write_graphs",
+    ]
     for name in ("plain", "halved"):
         reader = tf.train.load_checkpoint(str(tmp_path / name / "variables" / "variables"))
         keys = sorted(k for k in reader.get_variable_to_shape_map() if k.endswith("VARIABLE_VALUE"))
