@@ -113,11 +113,11 @@ def exportkit_cmd(bench: Bench, *overrides):
 VERIFY_STAGE = {}  # label -> the verify stage's seconds in each run (from the manifest)
 
 
-def timed_export(bench: Bench, label: str, extra=()) -> float:
+def timed_export(bench: Bench, label: str, extra=(), extra_env=None) -> float:
     """A verified ``python -m exportkit``'s wall time; its verify stage's time kept in VERIFY_STAGE
     (how long the export waited for the verify process: its start-up, unless started early)."""
     command = exportkit_cmd(bench, *extra)
-    seconds = bench.time(command)
+    seconds = bench.time(command, extra_env)
     recorded = json.loads((Path(command[3].split("=", 1)[1]) / "assets.extra" / "manifest.json").read_text())
     VERIFY_STAGE.setdefault(label, []).extend(s["seconds"] for s in recorded["stages"] if s["name"] == "verify")
     return seconds
@@ -214,7 +214,7 @@ def main() -> None:
                 pair.append(
                     (
                         base_name,
-                        lambda: timed_export(bench, "baseline", base),
+                        lambda: timed_export(bench, "baseline", extra_env=base),
                         shown([sys.executable, "-m", "exportkit", "export_dir=OUT"], f"PYTHONPATH={args.baseline}"),
                     )
                 )
@@ -271,10 +271,11 @@ def main() -> None:
         if "sweep" in only:
             seeds = ",".join(map(str, range(SEEDS)))
 
-            def sweep(extra=()):
+            def sweep(extra=(), extra_env=None):
                 run = bench.fresh("sweep")
                 return bench.time(
-                    [sys.executable, "-m", "exportkit", "-m", f"seed={seeds}", f"hydra.sweep.dir={run}", *extra]
+                    [sys.executable, "-m", "exportkit", "-m", f"seed={seeds}", f"hydra.sweep.dir={run}", *extra],
+                    extra_env,
                 )
 
             def separate():
@@ -300,7 +301,7 @@ def main() -> None:
                 pair.append(
                     (
                         f"{base_name}: sweep",
-                        lambda: sweep(base),
+                        lambda: sweep(extra_env=base),
                         shown(
                             [sys.executable, "-m", "exportkit", "-m", f"seed={seeds}"], f"PYTHONPATH={args.baseline}"
                         ),

@@ -65,7 +65,7 @@ def sweep_verifier(cfg: DictConfig):
     each job's verify stage then starts its own). Each job still loads its export afresh from disk."""
     from exportkit.verification.process import Verifier
 
-    if not cfg.verify.get("early_start", True):
+    if not cfg.verify.early_start:
         return None
     if not _SWEEP_VERIFIER:
         import atexit

@@ -1,6 +1,7 @@
-"""Subcommands for exports that already exist: ``exportkit inspect PATH [--json]`` and
-``exportkit verify PATH`` (``exportkit.verification.existing``). ``exportkit.cli.main`` dispatches here
-before Hydra sees the command line.
+"""Subcommands for exports that already exist: ``exportkit inspect PATH [--json]``,
+``exportkit verify PATH`` (``exportkit.verification.existing``) and ``exportkit reproduce PATH --out
+DIR`` (``exportkit.reproduce``). ``exportkit.cli.main`` dispatches here before Hydra sees the
+command line.
 
 ``inspect`` reads the manifest only, so it never imports TensorFlow for an export exportkit
 wrote; PATH may be an export or a TF Serving base path (then its versions are listed and the

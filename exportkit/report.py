@@ -42,7 +42,7 @@ class Reporter:
         self._print(f"    {message}")
 
     def verification(self, state: dict) -> None:
-        """What the export's verification came to (``stages.verify.require_verified``): told in
+        """What the export's verification came to (``exportkit.verification.check.require_verified``): told in
         the summary."""
         self._verification = state
 

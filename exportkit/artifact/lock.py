@@ -10,7 +10,7 @@ import fcntl
 import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from exportkit.errors import ExportDirBusyError
 
@@ -48,6 +48,27 @@ def acquire(export_dir: Path) -> int:
         release(fd, path)
         raise
     return fd
+
+
+@contextlib.contextmanager
+def held(path: Path) -> Iterator[None]:
+    """Hold ``path``'s ``flock`` for the block, waiting for it (every holder keeps it for
+    milliseconds); a file its holder removed meanwhile is opened again. ``OSError`` from opening it
+    is the caller's to tell."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # removed by a holder that gave up on its directory: take the new file
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def release(fd: int, path: Path) -> None:

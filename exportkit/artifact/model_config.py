@@ -24,11 +24,11 @@ ones) is then served.
 """
 
 import contextlib
-import fcntl
 import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from exportkit.artifact import lock
 from exportkit.errors import ConfigError
 
 
@@ -92,9 +92,5 @@ def update(path: Path, name: str, base_path: Path, versions: Iterable[int], labe
 @contextlib.contextmanager
 def _locked(path: Path):
     """One writer at a time for the config file (several base paths may share it)."""
-    fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with lock.held(path.parent / f".{path.name}.lock"):
         yield
-    finally:
-        os.close(fd)

@@ -23,7 +23,6 @@ gives one export its number and its ``export_slot`` (``exportkit.artifact.publis
 """
 
 import contextlib
-import fcntl
 import os
 import re
 import shutil
@@ -82,24 +81,12 @@ def _lock_is_live(path: Path) -> bool:
 @contextlib.contextmanager
 def base_lock(base: Path) -> Iterator[None]:
     """Hold ``base/.exportkit.lock`` (blocking: every holder keeps it for milliseconds)."""
-    path = base / BASE_LOCK
-    while True:
+    with contextlib.ExitStack() as stack:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            stack.enter_context(lock.held(base / BASE_LOCK))
         except OSError as error:
             raise filesystem_error(error, f"lock serving.base_path {base} ({BASE_LOCK})", base) from error
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            raise
-        if lock._same_file(fd, path):
-            break
-        os.close(fd)  # removed by a run that gave up on a base path it had created: take the new one
-    try:
         yield
-    finally:
-        os.close(fd)
 
 
 def sweep_dead(base: Path, notify: Callable[[str], None] = lambda line: None) -> None:

@@ -68,7 +68,7 @@ def write_layout(meta_graphs: Dict[str, Any], version: int, root: Path, layout: 
         }
     for directory, graphs in groups.items():
         saved_model = saved_model_pb2.SavedModel(saved_model_schema_version=version, meta_graphs=graphs)
-        canonical.saved_model(saved_model)  # same model, same bytes (see exportkit.canonical)
+        canonical.saved_model(saved_model)  # same model, same bytes (see exportkit.artifact.canonical)
         directory.mkdir(parents=True, exist_ok=True)
         write_saved_model(saved_model, directory, as_text)
         if directory != root:

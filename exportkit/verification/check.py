@@ -199,7 +199,7 @@ def require_verified(ctx: ExportContext) -> Verification:
             else "no verify stage ran"
         )
         state = ctx.verification = Verification(verified=False, cases=0, reason=reason)
-        if not disabled and not ctx.cfg.verify.get("allow_unverified", False):
+        if not disabled and not ctx.cfg.verify.allow_unverified:
             raise VerificationError(
                 f"no verify case ran ({reason}); nothing was published. Make verify "
                 f"run, or publish it unverified with verify.allow_unverified=true"
