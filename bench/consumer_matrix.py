@@ -5,8 +5,9 @@
     .venv/bin/python bench/consumer_matrix.py --out matrix.md # keep the table
 
 The table (model x consumer: ok / consumer limit / FAIL, n/a where a consumer does not apply)
-is what the README shows; under it, each cell that is not ok with the first line of its reason
-(for a consumer limit: the failure of the same consumer on the model's own library export).
+is what docs/models.md shows ("Which tools read an export"); under it, each cell that is not ok
+with the first line of its reason (for a consumer limit: the failure of the same consumer on the
+model's own library export).
 Exits with pytest's status, so a FAIL cell fails the run.
 """
 

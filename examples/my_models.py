@@ -1,4 +1,5 @@
-"""A user's own model module, as the README's worked example uses it.
+"""A user's own model module, as the worked example of docs/cli.md ("Your own model and experiment
+file") uses it.
 
 python -m exportkit model=keras model.build._target_=my_models.classifier +model.build.units=32
 """
