@@ -14,6 +14,7 @@ from tests.conftest import ROOT, export, run_cli
 
 MODEL = ("model=keras", "model.build._target_=tests.models.sequential", "+model.build.compiled=true")
 KEPT = "assets.extra"
+MANIFEST_PATH = "assets.extra/manifest.json"
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,17 @@ def copy_of(exported, name):
 def kept(export_dir, kind):
     with np.load(export_dir / KEPT / f"verify_{kind}.npz") as data:
         return {k: data[k] for k in data.files}
+
+
+def reseal(export_dir):
+    """Record the export's files as they are now in its manifest (sha256s and digest), as an export
+    whose files really are these would have: verify's numeric check, past its integrity check."""
+    from exportkit.artifact import canonical, manifest
+
+    recorded = manifest.read(export_dir)
+    recorded.files = manifest.file_hashes(export_dir)
+    recorded.digest = canonical.content_digest(recorded.files)
+    (export_dir / manifest.MANIFEST).write_text(recorded.to_json())
 
 
 def error_lines(done):
@@ -96,6 +108,7 @@ def test_perturbed_kept_outputs_fail_with_one_line(exported):
     from exportkit.verification.kept import save_npz
 
     save_npz(export_dir / KEPT / "verify_outputs.npz", outputs)
+    reseal(export_dir)
     done = run_cli("verify", export_dir)
     assert done.returncode == 1 and done.stdout == ""
     (line,) = error_lines(done)
@@ -131,6 +144,7 @@ def test_a_changed_weight_in_the_checkpoint_fails_verify(exported):
         tf.train.load_checkpoint(prefix).get_tensor(kernel),
         tf.train.load_checkpoint(str(exported["dir"] / "variables" / "variables")).get_tensor(kernel),
     )
+    reseal(export_dir)
     done = run_cli("verify", export_dir)
     assert done.returncode == 1
     (line,) = error_lines(done)
@@ -152,6 +166,7 @@ def test_a_base_path_verifies_its_highest_version_or_the_one_given(exported):
     outputs = kept(base / "2", "outputs")
     outputs["serving_default/1/out"] = -outputs["serving_default/1/out"] - 1.0
     save_npz(base / "2" / KEPT / "verify_outputs.npz", outputs)
+    reseal(base / "2")
     highest = run_cli("verify", base, "--latency-runs", "0")
     assert highest.returncode == 1
     (line,) = error_lines(highest)
@@ -244,3 +259,62 @@ def test_latency_is_recorded_in_the_manifest_and_the_sweep_summary(exported, tmp
     ]
     assert (rows[1]["p50_ms_b1"], rows[1]["p50_ms_b3"]) == ("", "")
     assert "p50 b1 (ms)" in (tmp_path / "sweep" / "summary.md").read_text()
+
+
+def flip_last_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "name, damage, told",
+    [
+        ("json", lambda d: flip_last_byte(d / "assets" / "saved_model.json"), "assets/saved_model.json changed"),
+        ("fingerprint", lambda d: flip_last_byte(d / "fingerprint.pb"), "fingerprint.pb changed"),
+        ("graph", lambda d: flip_last_byte(d / "saved_model.pb"), "saved_model.pb changed"),
+        (
+            "weights",
+            lambda d: flip_last_byte(d / "variables" / "variables.data-00000-of-00001"),
+            "variables/variables.data-00000-of-00001 changed",
+        ),
+        ("missing", lambda d: (d / "assets" / "saved_model.json").unlink(), "assets/saved_model.json is missing"),
+        ("unknown", lambda d: (d / "assets" / "extra.txt").write_text("x"), "assets/extra.txt is not in the manifest"),
+        (
+            "recorded sha256",
+            lambda d: (d / MANIFEST_PATH).write_text(
+                (d / MANIFEST_PATH)
+                .read_text()
+                .replace(json.loads((d / MANIFEST_PATH).read_text())["files"]["saved_model.pb"], "0" * 64)
+            ),
+            "its digest does not match the sha256 it records",
+        ),
+        ("manifest", lambda d: (d / MANIFEST_PATH).write_text('{"config": {'), "cannot be read as JSON"),
+    ],
+)
+def test_verify_checks_every_byte_the_manifest_records_first(exported, name, damage, told):
+    export_dir = copy_of(exported, f"damaged_{name.replace(' ', '_')}")
+    damage(export_dir)
+    done = run_cli("verify", export_dir)
+    assert done.returncode == 1 and done.stdout == "", done.stderr
+    (line,) = error_lines(done)
+    assert told in line and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_damaged_kept_cases_are_one_line_naming_the_file(exported):
+    export_dir = copy_of(exported, "damaged_cases")
+    outputs = export_dir / KEPT / "verify_outputs.npz"
+    outputs.write_bytes(outputs.read_bytes()[:100])
+    reseal(export_dir)  # the cases file itself is what is wrong, not the record of it
+    done = run_cli("verify", export_dir)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    (line,) = error_lines(done)
+    assert f"{outputs} cannot be read" in line
+
+
+def test_a_passing_verify_says_every_file_matched(exported):
+    done = run_cli("verify", exported["dir"], "--latency-runs", "0")
+    assert done.returncode == 0, done.stderr
+    files = len([p for p in exported["dir"].rglob("*") if p.is_file()]) - 1  # the manifest itself
+    assert f"integrity: {files} files match the sha256 their manifest records" in done.stdout

@@ -73,8 +73,9 @@ def verify(
 
     start = time.perf_counter()
     export_dir, number = export_of(path, version)
-    cases = kept.read(export_dir)
     recorded = manifest.read(export_dir) if (export_dir / manifest.MANIFEST).is_file() else None
+    checked = check_integrity(export_dir, recorded) if recorded is not None else None
+    cases = kept.read(export_dir)
     config = recorded.config if recorded is not None else {}
     ties = tuple((config.get("verify") or {}).get(k, 1e-5) for k in ("atol", "rtol"))
     modules = modules_of((config.get("custom_objects") or {}).values())
@@ -138,8 +139,39 @@ def verify(
             "exported_with": recorded.versions.get("tensorflow") if recorded is not None else None,
         },
         "devices": ran,
+        "integrity": {"files": checked, "ok": True} if checked is not None else None,
         "seconds": round(time.perf_counter() - start, 3),
     }
+
+
+def check_integrity(export_dir: Path, recorded) -> int:
+    """Every file of the export against the sha256 its manifest records, and the manifest's own
+    digest of those records: a file changed, missing or unknown to the manifest is a one-line
+    ``VerificationError`` naming it. Returns the number of files checked."""
+    from exportkit.artifact import canonical, manifest
+
+    where = export_dir / manifest.MANIFEST
+    if canonical.content_digest(recorded.files) != recorded.digest:
+        raise VerificationError(
+            f"{where}: its digest does not match the sha256 it records for the files; the manifest was altered "
+            f"after the export, so nothing in it can be trusted: export again"
+        )
+    on_disk = manifest.file_hashes(export_dir)
+    problems = [f"{name} is missing" for name in sorted(set(recorded.files) - set(on_disk))]
+    problems += [
+        f"{name} changed since the export (sha256 {on_disk[name][:12]}, the manifest records "
+        f"{recorded.files[name][:12]})"
+        for name in sorted(set(recorded.files) & set(on_disk))
+        if on_disk[name] != recorded.files[name]
+    ]
+    problems += [f"{name} is not in the manifest" for name in sorted(set(on_disk) - set(recorded.files))]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise VerificationError(
+            f"{export_dir} is not the export its manifest records: {problems[0]}{more}; "
+            f"restore the export from where it was published, or export it again"
+        )
+    return len(on_disk)
 
 
 def failure_message(report: Dict[str, Any]) -> str:
@@ -162,6 +194,8 @@ def text(report: Dict[str, Any]) -> List[str]:
         + "; ".join(f"{k}: {' '.join(labels)}" for k, labels in report["signatures"].items())
         + ")"
     ]
+    if report.get("integrity"):
+        lines.append(f"  integrity: {report['integrity']['files']} files match the sha256 their manifest records")
     for run in report["devices"]:
         error = run["max_abs_error"]
         lines.append(

@@ -101,7 +101,7 @@ def read(export_dir: Path) -> KeptCases:
         try:
             with np.load(kept / index[kind], allow_pickle=False) as data:
                 arrays[kind] = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
             raise ExportkitError(f"verify: {kept / index[kind]} cannot be read ({error})") from None
     inputs: Dict[Case, Dict[str, np.ndarray]] = {}
     expected: Dict[Case, Dict[str, np.ndarray]] = {}
