@@ -113,15 +113,17 @@ def check_contract(ctx) -> Optional[Dict[str, Any]]:
     if ctx.serving is None:
         ctx.serving = ServingRecord(model_name=model_name(ctx.cfg))
     record = ctx.serving
-    if serving.compare_to:
-        against = Path(serving.compare_to)
-    elif record.previous is not None and record.base_path is not None:
-        against = Path(record.base_path) / str(record.previous)
-    else:
-        return None
     if files.saved_model_file(ctx.work_dir) is None:
         return None
-    old, read_from = reference_contract(against)
+    if serving.compare_to:
+        old, read_from = reference_contract(Path(serving.compare_to))
+    elif record.base_path is not None and record.version is not None:
+        compared = newest_before(Path(record.base_path), record.version)
+        if compared is None:
+            return None
+        old, read_from = compared
+    else:
+        return None
     found = contract.diff(old, contract.read(ctx.work_dir))
     record.contract_check = {
         "against": str(read_from),
@@ -140,6 +142,18 @@ def check_contract(ctx) -> Optional[Dict[str, Any]]:
         ctx.reporter.progress(f"contract: {line}")
     ctx.reporter.progress(f"contract: {found.status} with {read_from}")
     return record.contract_check
+
+
+def newest_before(base: Path, version: int) -> Optional[Tuple[Dict[str, Any], Path]]:
+    """The contract of the newest version below ``version`` that is on disk when it is read, and
+    that version's directory; None when there is none. Read under the base path's lock, which
+    ``serving.keep`` removes versions under: another export's ``keep`` never takes the version
+    compared with from under the comparison."""
+    from exportkit.artifact import versions
+
+    with versions.base_lock(base):
+        older = {n: p for n, p in versions.list_versions(base).items() if n < version}
+        return reference_contract(older[max(older)]) if older else None
 
 
 def reference_contract(path: Path) -> Tuple[Dict[str, Any], Path]:

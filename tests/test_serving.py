@@ -545,3 +545,48 @@ def test_reproduce_writes_a_versioned_export_at_out_not_as_a_new_version(release
     assert "reproduced:" in done.stdout and sorted(os.listdir(base)) == before
     warmup = Path("assets.extra") / "tf_serving_warmup_requests"
     assert (tmp_path / "again" / warmup).read_bytes() == (base / "1" / warmup).read_bytes()  # model name "clf" kept
+
+
+def concurrent_releases(root, processes, rounds):
+    """``processes`` exports at once with ``auto`` and ``keep=2``, ``rounds`` times: every one
+    publishes (none refused because another's keep removed the version it compares with), each
+    under a version of its own, and the model config file lists what is on disk."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    base, config_file = root / "models" / "clf", root / "models" / "models.config"
+
+    def release(name):
+        return run_cli(
+            *MODEL,
+            f"serving.base_path={base}",
+            "serving.keep=2",
+            f"serving.model_config_file={config_file}",
+            "pipeline.stages.verify=null",
+            f"hydra.run.dir={root / 'runs' / name}",
+        )
+
+    every = []
+    for round_ in range(rounds):
+        with concurrent.futures.ThreadPoolExecutor(processes) as pool:
+            done = list(pool.map(release, [f"{round_}-{i}" for i in range(processes)]))
+        for run in done:
+            assert run.returncode == 0, run.stderr[-3000:]
+        every += [int(Path(run.stdout.strip().splitlines()[-1].split("export: ")[-1]).name) for run in done]
+        on_disk = sorted(versions.list_versions(base))
+        assert on_disk == sorted(every)[-len(on_disk) :] and 2 <= len(on_disk) <= processes + 1
+        config = model_server_config_pb2.ModelServerConfig()
+        text_format.Parse(config_file.read_text(), config)
+        (entry,) = config.model_config_list.config
+        assert list(entry.model_version_policy.specific.versions) == on_disk
+    assert len(set(every)) == len(every) == processes * rounds  # a version of its own, each
+    assert not [p for p in os.listdir(base) if p.startswith(".") and p != versions.BASE_LOCK]
+
+
+def test_concurrent_releases_with_keep_all_publish(tmp_path):
+    concurrent_releases(tmp_path, processes=4, rounds=2)
+
+
+@pytest.mark.slow
+def test_eight_concurrent_releases_with_keep_ten_rounds(tmp_path):
+    concurrent_releases(tmp_path, processes=8, rounds=10)
