@@ -47,7 +47,6 @@ def export_saved_model(
     ...                              input_signature=[tf.TensorSpec([None, 8], tf.float32, name="x")])
     """
     from exportkit import pipeline
-    from exportkit.report import Reporter
 
     option, description, names = model_option(model)
     saved_model_path = _check_path(saved_model_path, "saved_model_path")
@@ -58,6 +57,38 @@ def export_saved_model(
             f"overrides={overrides!r}: give a list of KEY=VALUE strings, e.g. overrides=['seed=3']"
             + (f" (here overrides=[{overrides!r}])" if isinstance(overrides, str) else "")
         )
+    with pipeline.EXPORTING.held():  # composing uses Hydra's global state: one thread at a time
+        return _export(
+            model,
+            option,
+            description,
+            names,
+            saved_model_path,
+            custom_objects,
+            as_text,
+            input_signature,
+            serving_only,
+            overrides,
+            verbose,
+        )
+
+
+def _export(
+    model,
+    option,
+    description,
+    names,
+    saved_model_path,
+    custom_objects,
+    as_text,
+    input_signature,
+    serving_only,
+    overrides,
+    verbose,
+):
+    from exportkit import pipeline
+    from exportkit.report import Reporter
+
     cfg = copy.deepcopy(_composed((f"model={option}", *_custom_object_overrides(custom_objects), *overrides)))
     cfg.export_dir = str(Path(saved_model_path).expanduser().absolute())
     cfg.as_text, cfg.serving_only = bool(as_text), bool(serving_only)

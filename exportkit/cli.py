@@ -50,6 +50,11 @@ def app(cfg: DictConfig):
         export.start_verifier()  # the verify process imports TensorFlow beside this one
         import_tensorflow()
         return str(export.run().export_dir)
+    except BrokenPipeError:  # stdout closed under us (`| head -c 1`): said on stderr, nothing half-done
+        quiet_stdout()
+        done = "the export had been published before it" if export.published else "nothing was published"
+        print(f"exportkit: error: the output was closed (a broken pipe); {done}", file=sys.stderr)
+        sys.exit(1)
     except Exception as error:  # noqa: BLE001 - a user's mistake is one line; a bug its traceback
         if show_traceback(error):
             traceback.print_exc()
@@ -58,6 +63,30 @@ def app(cfg: DictConfig):
         sys.exit(1)
     finally:
         export.close()
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail on a closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def stop_on_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP end the run as Ctrl-C does (``Interrupted``): the staging
+    directory removed, the lock released, the verification process ended, one line told. The first
+    one puts the default actions back, so a second ends the process at once."""
+    import signal
+
+    from exportkit.errors import Interrupted
+
+    def stop(signum, frame):
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+        raise Interrupted(signal.Signals(signum).name)
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), stop)
 
 
 def sweep_verifier(cfg: DictConfig):
@@ -126,8 +155,17 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     quiet_frameworks()
     schema.register()
+    stop_on_signals()
     try:
         app()
+    except KeyboardInterrupt as stop:
+        from exportkit.errors import Interrupted
+
+        interrupted = stop if isinstance(stop, Interrupted) else Interrupted()
+        if full_error_wanted():
+            raise
+        print(interrupted.line(), file=sys.stderr)
+        sys.exit(interrupted.exit_status)
     except Exception as error:  # noqa: BLE001 - Hydra's errors become one line; a bug re-raised
         if full_error_wanted():
             raise

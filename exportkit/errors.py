@@ -108,6 +108,25 @@ def one_line(error: BaseException) -> str:
     return " ".join(lines) or type(error).__name__
 
 
+class Interrupted(KeyboardInterrupt):
+    """A signal stopped the run: SIGINT (Ctrl-C), SIGTERM (``docker stop``, Kubernetes, SLURM) or
+    SIGHUP. ``published``: whether the export had been published before it came."""
+
+    def __init__(self, signal_name: str = "SIGINT", published: bool = False) -> None:
+        super().__init__(signal_name)
+        self.signal_name, self.published = signal_name, published
+
+    @property
+    def exit_status(self) -> int:
+        import signal
+
+        return 128 + int(getattr(signal, self.signal_name, signal.SIGINT))
+
+    def line(self) -> str:
+        done = "the export had been published before it" if self.published else "nothing was published"
+        return f"exportkit: interrupted ({self.signal_name}); {done}"
+
+
 class StageSkipped(Exception):
     """Raised by a stage that cannot run here; the runner records it as SKIPPED with the reason."""
 

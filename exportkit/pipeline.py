@@ -13,17 +13,19 @@ trace and write stages; it is handed to the verify stage through the context.
 >>> result.export_dir, result.records
 """
 
+import contextlib
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
 from exportkit import schema, serving, signatures
 from exportkit.artifact import manifest
 from exportkit.context import ExportContext, StageRecord
-from exportkit.errors import ConfigError, SignatureError, StageSkipped, first_line
+from exportkit.errors import ConfigError, ExportkitError, Interrupted, SignatureError, StageSkipped, first_line
 from exportkit.imports import instantiate
 from exportkit.report import Reporter
 from exportkit.verification.check import require_verified
@@ -40,6 +42,40 @@ ADDED_BY = {
     "variables": "build",
     "custom_objects": "build",
 }
+
+
+class OneAtATime:
+    """At most one export at a time in this process. Keras' session, Hydra's global state and the
+    build stage's ``reset`` belong to the process, so exports from several threads at once would
+    clear each other's models: a second thread is refused with one line (the thread that holds it
+    may nest, as the Python API calls ``Export.run``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: Optional[int] = None
+        self._owner_name = ""
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        me = threading.current_thread()
+        if self._owner == me.ident:
+            yield
+            return
+        if not self._lock.acquire(blocking=False):
+            raise ExportkitError(
+                f"another export is running in this process (thread {self._owner_name!r}); exports from "
+                f"several threads at once are not supported: run them one after another, in separate "
+                f"processes, or as a sweep (python -m exportkit -m ...)"
+            )
+        self._owner, self._owner_name = me.ident, me.name
+        try:
+            yield
+        finally:
+            self._owner, self._owner_name = None, ""
+            self._lock.release()
+
+
+EXPORTING = OneAtATime()
 
 
 @dataclass
@@ -82,6 +118,7 @@ class Export:
         if verifier is None:  # inside exportkit.shared_verifier(): that block's process
             verifier = current_shared()
         self.verifier, self._owns_verifier = verifier, verifier is None
+        self.published = False
 
     def start_verifier(self) -> Optional[Verifier]:
         """Start the verification process now if the pipeline verifies (idempotent), so that its
@@ -101,9 +138,13 @@ class Export:
             self.verifier = None
 
     def run(self) -> ExportResult:
-        """Run every enabled stage and publish; raises an ``ExportkitError`` for a user's mistake."""
+        """Run every enabled stage and publish; raises an ``ExportkitError`` for a user's mistake,
+        ``Interrupted`` (saying whether it had published) for a signal."""
         try:
-            return self._run()
+            with EXPORTING.held():
+                return self._run()
+        except KeyboardInterrupt as stop:  # the staging directory and the lock are gone already
+            raise Interrupted(getattr(stop, "signal_name", "SIGINT"), published=self.published) from None
         finally:
             self.close()
 
@@ -149,6 +190,7 @@ class Export:
                 raise
             written = manifest.write(ctx)
             slot.publish()
+            self.published = True
         serving.finish(cfg, slot, notify=self.reporter.progress)
         self.reporter.summary(ctx.records, export_dir, published=True)
         return ExportResult(export_dir, ctx.records, written.to_dict(), ctx)

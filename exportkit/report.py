@@ -26,7 +26,14 @@ class Reporter:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(file=self._file or sys.stdout, highlight=False, soft_wrap=True)
+            class Told(Console):
+                def on_broken_pipe(self) -> None:
+                    """rich's hook for a closed output: raise, so the run stops as on any other
+                    failure and says why (rich's own ends the process with status 1, silently)."""
+                    self.quiet = True
+                    raise BrokenPipeError("the output was closed")
+
+            self._console = Told(file=self._file or sys.stdout, highlight=False, soft_wrap=True)
         self._console.print(text)
 
     def stage_started(self, name: str) -> None:

@@ -18,3 +18,20 @@ class CountParams(Stage):
 class Broken(Stage):
     def __call__(self, ctx):
         raise RuntimeError("broken on purpose")
+
+
+class Hold(Stage):
+    """Holds the export mid-way (after the stage it is placed after) until the process is
+    signalled: touches ``path`` when it starts waiting."""
+
+    def __init__(self, path: str, required: bool = True) -> None:
+        super().__init__(required)
+        self.path = path
+
+    def __call__(self, ctx):
+        import threading
+        from pathlib import Path
+
+        Path(self.path).touch()
+        threading.Event().wait()  # interrupted by the signal's handler, never set
+        return ctx

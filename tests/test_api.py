@@ -178,3 +178,53 @@ def test_subclassed_model_called_on_a_dict_and_compiled_after_fit(export_dir):
     evaluate = tf.saved_model.load(str(graph_dir(export_dir, "eval")), tags=["eval"]).signatures["eval"]
     got = float(evaluate(**x, output_0_target=y)["loss"])
     np.testing.assert_allclose(got, source.evaluate(x, y, verbose=0), rtol=1e-5)
+
+
+def test_exports_from_two_threads_at_once_refuse_one_line_naming_no_other_process(tmp_path):
+    """The second thread is refused while the first exports (held mid-way by a stage that waits for
+    the test's word); it blames no override and names no process; the first then publishes."""
+    import threading
+
+    from exportkit.errors import ExportkitError
+
+    holding, release, results = threading.Event(), threading.Event(), {}
+
+    def first():
+        model = keras.Sequential([keras.Input((4,), name="x"), keras.layers.Dense(2)])
+        held = {"_target_": "tests.test_api.WaitFor", "after": "trace"}
+        WaitFor.events = (holding, release)
+        try:
+            results["first"] = exportkit.export_saved_model(
+                model, tmp_path / "a", verbose=False, overrides=[f"+pipeline.stages.wait={held}".replace("'", "")]
+            )
+        except BaseException as error:  # noqa: BLE001 - told below
+            results["first"] = error
+
+    thread = threading.Thread(target=first, name="exporter-1")
+    thread.start()
+    assert holding.wait(300), results
+    model = keras.Sequential([keras.Input((4,), name="x"), keras.layers.Dense(2)])
+    with pytest.raises(ExportkitError) as refused:
+        exportkit.export_saved_model(model, tmp_path / "b", verbose=False)
+    release.set()
+    thread.join(300)
+    message = str(refused.value)
+    assert "another export is running in this process (thread 'exporter-1')" in message
+    assert "process (pid" not in message and "overrides" not in message and "\n" not in message
+    assert not (tmp_path / "b").exists()
+    assert isinstance(results["first"], exportkit.pipeline.ExportResult), results["first"]
+    x = random_inputs({"x": (4,)}, 3)["x"]
+    (got,) = serve(tmp_path / "a", {"x": x}).values()
+    assert got.shape == (3, 2)
+
+
+class WaitFor:
+    """A stage that says it is running, then waits for the test's word."""
+
+    events = None
+
+    def __call__(self, ctx):
+        holding, release = WaitFor.events
+        holding.set()
+        release.wait(300)
+        return ctx
