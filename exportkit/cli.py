@@ -170,6 +170,12 @@ def main() -> None:
         if full_error_wanted():
             raise
         told = error if isinstance(error, ExportkitError) else composition_error(error)
+        if told is None and isinstance(error, OSError):  # Hydra's run directory (app tells its own)
+            told = ExportkitError(
+                f"cannot write Hydra's run directory{f' {error.filename}' if error.filename else ''}: "
+                f"{error.strerror or error}; run from a directory you may write, or set hydra.run.dir=PATH "
+                f"(hydra.sweep.dir=PATH with -m)"
+            )
         if told is None:
             raise
         print_error(told)

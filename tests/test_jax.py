@@ -680,3 +680,46 @@ def test_verify_compares_with_the_jax_function(tmp_path):
             "+pipeline.stages.verify2={_target_: exportkit.stages.verify.Verify}",
         )
     assert not leftovers(export_dir)
+
+
+def scaled(params, x):
+    return x @ params["w"] * params["s"]
+
+
+def test_a_0d_param_exports_verified_and_round_trips(tmp_path):
+    import jax.numpy as jnp
+    import tensorflow as tf
+
+    import exportkit
+
+    params = {"w": np.arange(8, dtype="float32").reshape(4, 2), "s": jnp.float32(0.5)}
+    result = exportkit.export_saved_model(
+        (scaled, params),
+        tmp_path / "m",
+        verbose=False,
+        input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")],
+    )
+    assert result.manifest["verification"]["verified"] is True
+    x = random_inputs({"x": (4,)}, 3)["x"]
+    (got,) = serve(tmp_path / "m", {"x": x}).values()
+    np.testing.assert_allclose(got, x @ np.arange(8, dtype="float32").reshape(4, 2) * 0.5, rtol=1e-6, atol=1e-5)
+
+
+def test_a_signature_that_does_not_fit_the_params_is_one_line_naming_the_shapes(tmp_path):
+    import tensorflow as tf
+
+    import exportkit
+    from exportkit.errors import ConversionError
+
+    params = {"w": np.ones((4, 2), "float32"), "s": np.float32(0.5)}
+    with pytest.raises(ConversionError) as raised:
+        exportkit.export_saved_model(
+            (scaled, params),
+            tmp_path / "m",
+            verbose=False,
+            input_signature=[tf.TensorSpec([None, 5], tf.float32, name="x")],
+        )
+    message = str(raised.value)
+    assert "\n" not in message and "got (5,) and (4,)" in message
+    assert "inputs x: float32[?, 5]" in message and "['w']: [4, 2]" in message
+    assert leftovers(tmp_path / "m") == []

@@ -52,6 +52,21 @@ def mount_point(path: Path) -> Path:
 
 def check_name_length(export_dir: Path) -> None:
     try:
+        path_limit = os.pathconf(_existing(export_dir.parent), "PC_PATH_MAX")
+    except (OSError, ValueError):
+        path_limit = 4096
+    length = (
+        len(os.fsencode(export_dir)) + 1 + len(f".{export_dir.name}.staging-{'9' * MAX_PID_DIGITS}-") + RANDOM_CHARS
+    )
+    if length >= path_limit:
+        raise FilesystemError(
+            f"export_dir is a path of {len(os.fsencode(export_dir))} bytes ({_short(str(export_dir))}); with the "
+            f"staging directory beside it that is over the system's limit of {path_limit} bytes for a path; "
+            f"choose a shorter export_dir",
+            export_dir,
+            errno.ENAMETOOLONG,
+        )
+    try:
         limit = os.pathconf(_existing(export_dir.parent), "PC_NAME_MAX")
     except (OSError, ValueError):
         limit = 255
@@ -84,11 +99,11 @@ def make_parents(directory: Path) -> List[Path]:
     """Create ``directory`` and its missing parents; return the ones this call created, deepest first."""
     missing = []
     path = directory
-    while not path.exists() and path.parent != path:
-        missing.append(path)
-        path = path.parent
     created: List[Path] = []
     try:
+        while not path.exists() and path.parent != path:
+            missing.append(path)
+            path = path.parent
         if not path.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
         for path in reversed(missing):

@@ -76,7 +76,7 @@ def serving_fn(apply_fn, params_tree, platforms, with_gradient: bool, overrides:
             with versions.serialization(version):
                 outputs = converted(params_tree, *[inputs[n] for n in names])
         except (jax.errors.InconclusiveDimensionOperation, TypeError, ValueError) as e:
-            error = shape_error(e, specs, overridden=bool(overrides))
+            error = shape_error(e, specs, overridden=bool(overrides)) or inputs_error(e, inputs, params_tree)
             if error is None:
                 raise
             raise error from e
@@ -128,6 +128,32 @@ def shape_error(error: BaseException, specs: Dict[str, Optional[str]], overridde
     converted.symbols, converted.suggestion = symbolic, suggestion  # type: ignore[attr-defined]  # this error's own
     converted.ag_pass_through = True  # type: ignore[attr-defined]  # AutoGraph re-raises it as it is
     return converted
+
+
+def inputs_error(error: BaseException, inputs: Dict[str, Any], params_tree) -> Optional[ConversionError]:
+    """A JAX function that does not fit the signature's inputs (a shape JAX refuses: ``dot_general
+    requires contracting dimensions to have the same shape, got (5,) and (4,)``) as one line naming
+    each input's and each param's shape; None for any other error."""
+    cause = " ".join((_jax_cause(error).strip() or type(error).__name__).splitlines()[0].split()).rstrip(".")
+    if not re.search(r"shape|dimension|incompatible", cause, re.IGNORECASE):
+        return None
+    given = ", ".join(f"{n}: {inputs[n].dtype.name}{_dims(inputs[n].shape)}" for n in inputs)
+    leaves = jax.tree_util.tree_flatten_with_path(params_tree)[0]
+    params = ", ".join(
+        f"{jax.tree_util.keystr(path)}: {_dims(getattr(leaf, 'shape', ()))}" for path, leaf in leaves[:8]
+    )
+    more = f" and {len(leaves) - 8} more" if len(leaves) > 8 else ""
+    converted = ConversionError(
+        f"the JAX function does not fit the signature's inputs: {cause[:300]}; inputs {given}; params {params}{more}; "
+        f"give the signature the shapes the function takes (signatures.serving_default, or input_signature)"
+    )
+    converted.ag_pass_through = True  # type: ignore[attr-defined]  # AutoGraph re-raises it as it is
+    return converted
+
+
+def _dims(shape) -> str:
+    dims = shape.as_list() if hasattr(shape, "as_list") else list(shape)
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
 def _symbols(spec: str) -> List[str]:

@@ -87,6 +87,8 @@ def _view(variable) -> np.ndarray:
     """The variable's CPU buffer as a NumPy array, without a copy (TF's ``.numpy()`` copies)."""
     value = variable.read_value()
     array = value._numpy()  # shares the tensor's buffer, and keeps the tensor alive
+    if not isinstance(array, np.ndarray):  # a 0-d tensor gives a NumPy scalar: its one value, copied
+        array = np.array(array)
     array.flags.writeable = False
     return array
 
