@@ -1,11 +1,13 @@
 """Turning a Python function over named tensors into a TensorFlow signature function."""
 
 import inspect
+import re
+import unicodedata
 from typing import Any, Callable, Dict
 
 import tensorflow as tf
 
-from exportkit.errors import SignatureError
+from exportkit.errors import ModelSourceError, SignatureError
 
 
 def trace(
@@ -33,4 +35,24 @@ def trace(
     function = tf.function(
         signature_fn, input_signature=[specs[n] for n in names], jit_compile=True if jit_compile else None
     )
-    return function.get_concrete_function()
+    try:
+        return function.get_concrete_function()
+    except ValueError as error:
+        bad = SCOPE_NAME.search(str(error))
+        if bad is None:
+            raise
+        raise ModelSourceError(
+            f"signature {name!r}: the model names a layer or variable {bad.group(1)!r}, which TensorFlow does not "
+            f"take as a name (ASCII letters, digits and _ . - / only; Keras' own model.export() fails on it too); "
+            f"rename it (e.g. name={ascii_name(bad.group(1))!r})"
+        ) from None
+
+
+# TensorFlow's refusal of a layer's or variable's name as a graph scope (non-ASCII, spaces, ...)
+SCOPE_NAME = re.compile(r"'([^']*)' is not a valid (?:root )?scope name")
+
+
+def ascii_name(name: str) -> str:
+    """``dichte_ü`` -> ``dichte_u``: a name TensorFlow takes (accents dropped, anything else as ``_``)."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", plain) or "layer"

@@ -22,6 +22,7 @@ import pytest
 
 from exportkit.errors import (
     ConfigError,
+    ConversionError,
     ExportDirExistsError,
     ExportkitError,
     FilesystemError,
@@ -342,7 +343,32 @@ CASES = {
         api(lambda ek, m, d, t: _reproduce(t / "foreign_manifest", d), None),
         "`config` is missing",
     ),
+    # --- names a format cannot hold, and JAX functions that do not fit their signature ---
+    "non-ASCII layer name": (
+        api(lambda ek, m, d, t: ek.export_saved_model(_named("dichte_ü"), d), ModelSourceError),
+        "layer or variable 'dichte_ü'",
+    ),
+    "JAX signature that does not fit the params": (
+        api(lambda ek, m, d, t: _jax_misfit(ek, d), ConversionError),
+        "got (5,) and (4,)",
+    ),
 }
+
+
+def _named(name):
+    import keras
+
+    return keras.Sequential([keras.Input((4,), name="x"), keras.layers.Dense(2, name=name)])
+
+
+def _jax_misfit(ek, export_dir):
+    import tensorflow as tf
+
+    def apply_fn(params, x):
+        return x @ params["w"]
+
+    spec = [tf.TensorSpec([None, 5], tf.float32, name="x")]
+    return ek.export_saved_model((apply_fn, {"w": np.ones((4, 2), "float32")}), export_dir, input_signature=spec)
 
 
 def _reproduce(export_dir, out):

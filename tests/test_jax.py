@@ -723,3 +723,25 @@ def test_a_signature_that_does_not_fit_the_params_is_one_line_naming_the_shapes(
     assert "\n" not in message and "got (5,) and (4,)" in message
     assert "inputs x: float32[?, 5]" in message and "['w']: [4, 2]" in message
     assert leftovers(tmp_path / "m") == []
+
+
+def odd_keys(params, x):
+    return x @ params["gewicht_ü"] + params["b ias[0]"]
+
+
+def test_params_with_non_ascii_and_odd_keys_export_verified_and_the_same_bytes_twice(tmp_path):
+    import tensorflow as tf
+
+    import exportkit
+    from exportkit.jax.variables import variable_name
+
+    assert variable_name("gewicht_ü", 0) == "gewicht__" and variable_name("['b ias[0]']", 1) == "__b_ias_0___"
+    params = {"gewicht_ü": np.arange(8, dtype="float32").reshape(4, 2), "b ias[0]": np.ones((2,), "float32")}
+    spec = [tf.TensorSpec([None, 4], tf.float32, name="x")]
+    first = exportkit.export_saved_model((odd_keys, params), tmp_path / "a", verbose=False, input_signature=spec)
+    second = exportkit.export_saved_model((odd_keys, params), tmp_path / "b", verbose=False, input_signature=spec)
+    assert first.manifest["verification"]["verified"] is True
+    assert first.manifest["digest"] == second.manifest["digest"]
+    x = random_inputs({"x": (4,)}, 3)["x"]
+    (got,) = serve(tmp_path / "a", {"x": x}).values()
+    np.testing.assert_allclose(got, odd_keys(params, x), rtol=1e-6, atol=1e-5)

@@ -38,7 +38,7 @@ def make_variables(model, trainable: bool):
     with tf.device("/CPU:0"):
         for i, (key, leaf) in enumerate(leaves):
             leaves[i] = None  # ours was the last reference: the source array goes once it is copied
-            variable = to_variable(leaf, trainable, _variable_name(key, i))
+            variable = to_variable(leaf, trainable, variable_name(key, i))
             del leaf
             variables.append(variable)
             views.append(_view(variable))
@@ -93,6 +93,9 @@ def _view(variable) -> np.ndarray:
     return array
 
 
-def _variable_name(key: str, index: int) -> str:
-    name = "".join(c if c.isalnum() or c in "_." else "_" for c in key.replace("/", "."))
-    return name or f"param_{index}"
+def variable_name(key: str, index: int) -> str:
+    """A TensorFlow variable name for the param at pytree path ``key``: ASCII letters, digits, ``_``
+    and ``.`` kept, anything else (``gewicht_ü``, spaces, brackets) as ``_``; ``param_<index>`` when
+    nothing is left. The checkpoint's keys follow the pytree's order, not these names."""
+    name = "".join(c if c.isascii() and (c.isalnum() or c in "_.") else "_" for c in key.replace("/", "."))
+    return name.strip(".") or f"param_{index}"
