@@ -46,6 +46,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m exportkit.repr
     # TensorFlow's C++ start-up chatter is not the user's business (as in exportkit.cli).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    told = prog.removeprefix("python -m ")  # what its lines start with: exportkit.reproduce, or exportkit reproduce
     parser.add_argument("export_dir", help="an export written by exportkit (has assets.extra/manifest.json)")
     parser.add_argument("--out", required=True, help="where to write the new export (must not exist or be empty)")
     args = parser.parse_args(argv)
@@ -56,7 +57,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m exportkit.repr
     original = Path(args.export_dir).expanduser().absolute()
     if not (original / manifest.MANIFEST).is_file():
         print(
-            f"exportkit.reproduce: error: {original} has no {manifest.MANIFEST}; give the directory "
+            f"{told}: error: {original} has no {manifest.MANIFEST}; give the directory "
             f"of an export written by exportkit",
             file=sys.stderr,
         )
@@ -66,14 +67,14 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m exportkit.repr
         recorded = manifest.Manifest.read(original)
         check_out(new_dir)
     except ExportkitError as error:
-        print_error(error, prog="exportkit.reproduce")
+        print_error(error, prog=told)
         return 1
     for line in version_warnings(recorded.versions, manifest.versions()):
-        print(f"exportkit.reproduce: warning: {line}", file=sys.stderr)
+        print(f"{told}: warning: {line}", file=sys.stderr)
     for line in config_drift(recorded):
-        print(f"exportkit.reproduce: note: {line}", file=sys.stderr)
+        print(f"{told}: note: {line}", file=sys.stderr)
     for line in input_changes(recorded.inputs):
-        print(f"exportkit.reproduce: warning: {line}", file=sys.stderr)
+        print(f"{told}: warning: {line}", file=sys.stderr)
 
     try:
         from exportkit.frameworks import import_tensorflow, quiet_frameworks
@@ -86,7 +87,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m exportkit.repr
             raise
         if isinstance(error, ExportDirExistsError):  # another process filled --out meanwhile
             error = LoadError(f"--out {new_dir} is not empty; give a new or empty directory")
-        print(f"exportkit.reproduce: error: the export could not be re-run: {error}", file=sys.stderr)
+        print(f"{told}: error: the export could not be re-run: {error}", file=sys.stderr)
         return 1
 
     differences = compare(original, new_dir)
