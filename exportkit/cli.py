@@ -160,11 +160,20 @@ def main() -> None:
         app()
     except KeyboardInterrupt as stop:
         from exportkit.errors import Interrupted
+        from exportkit.sweep_summary import write_interrupted
 
         interrupted = stop if isinstance(stop, Interrupted) else Interrupted()
         if full_error_wanted():
             raise
-        print(interrupted.line(), file=sys.stderr)
+        finished = write_interrupted()  # a sweep's: the jobs that finished
+        if finished is None:
+            print(interrupted.line(), file=sys.stderr)
+        else:
+            print(
+                f"exportkit: interrupted ({interrupted.signal_name}); the running job published nothing; "
+                f"the {finished[0]} finished job(s) are summarized in {finished[1]}",
+                file=sys.stderr,
+            )
         sys.exit(interrupted.exit_status)
     except Exception as error:  # noqa: BLE001 - Hydra's errors become one line; a bug re-raised
         if full_error_wanted():

@@ -113,11 +113,15 @@ class ServingRecord:
 @dataclass
 class Conversion:
     """How the jax2tf stage converted a JAX model: the platforms lowered for, the XlaCallModule
-    calling convention version, and whether the SavedModel carries JAX's gradient."""
+    calling convention version, whether the SavedModel carries JAX's gradient, and the params
+    whose variables are named otherwise than their keys; the manifest records it as ``conversion``."""
 
     platforms: List[str]
     calling_convention_version: int
     with_gradient: bool
+    # param pytree path -> its variable's name, where the two differ (a name TensorFlow takes:
+    # exportkit.jax.variables.variable_name); the checkpoint's keys follow the pytree's order
+    renamed: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

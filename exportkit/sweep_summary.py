@@ -22,7 +22,7 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -64,11 +64,14 @@ class SweepSummary(Callback):
     def __init__(self, fail_on_error: bool = True) -> None:
         self.fail_on_error = fail_on_error
         self.sweep_id: Optional[str] = None
+        self.sweep_dir: Optional[Path] = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Rows are matched to this sweep by id: a reused sweep dir may hold an older sweep's rows.
         # The callback object is pickled to the launcher's workers after this, id included.
         self.sweep_id = uuid.uuid4().hex
+        self.sweep_dir = Path(config.hydra.sweep.dir).absolute()
+        RUNNING[:] = [self]
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if self.sweep_id is None:  # a single run: its own report is the summary
@@ -81,6 +84,7 @@ class SweepSummary(Callback):
         tmp.replace(out)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        RUNNING.clear()
         sweep_dir = Path(config.hydra.sweep.dir).absolute()
         rows = collect(sweep_dir, self.sweep_id)
         if not rows:
@@ -96,6 +100,27 @@ class SweepSummary(Callback):
             sys.stdout.flush()
             # SystemExit, not an exception: Hydra turns a callback's exception into a warning.
             sys.exit(1)
+
+
+# The sweep this process is running (set when it starts, cleared when it ends): a signal that stops
+# it still leaves the summary of the jobs that finished (``write_interrupted``). Module-level, as
+# Hydra keeps the callback object to itself.
+RUNNING: List[SweepSummary] = []
+
+
+def write_interrupted() -> Optional[Tuple[int, Path]]:
+    """After a signal stopped this process's sweep: write the summary of the jobs that finished;
+    (how many, summary.md's path), or None when no sweep ran or no job finished."""
+    if not RUNNING:
+        return None
+    summary = RUNNING.pop()
+    if summary.sweep_dir is None:
+        return None
+    rows = collect(summary.sweep_dir, summary.sweep_id)
+    if not rows:
+        return None
+    write(rows, summary.sweep_dir)
+    return len(rows), summary.sweep_dir / "summary.md"
 
 
 def job_row(config: DictConfig, job_return: Any) -> Dict[str, Any]:

@@ -24,13 +24,16 @@ class Hold(Stage):
     """Holds the export mid-way (after the stage it is placed after) until the process is
     signalled: touches ``path`` when it starts waiting."""
 
-    def __init__(self, path: str, required: bool = True) -> None:
+    def __init__(self, path: str, only_seed=None, required: bool = True) -> None:
         super().__init__(required)
-        self.path = path
+        self.path, self.only_seed = path, only_seed
 
     def __call__(self, ctx):
         import threading
         from pathlib import Path
+
+        if self.only_seed is not None and int(ctx.cfg.seed) != int(self.only_seed):
+            return ctx  # another job of a sweep: not held
 
         Path(self.path).touch()
         threading.Event().wait()  # interrupted by the signal's handler, never set

@@ -742,6 +742,7 @@ def test_params_with_non_ascii_and_odd_keys_export_verified_and_the_same_bytes_t
     second = exportkit.export_saved_model((odd_keys, params), tmp_path / "b", verbose=False, input_signature=spec)
     assert first.manifest["verification"]["verified"] is True
     assert first.manifest["digest"] == second.manifest["digest"]
+    assert first.manifest["conversion"]["renamed"] == {"b ias[0]": "b_ias_0_", "gewicht_ü": "gewicht__"}
     x = random_inputs({"x": (4,)}, 3)["x"]
     (got,) = serve(tmp_path / "a", {"x": x}).values()
     np.testing.assert_allclose(got, odd_keys(params, x), rtol=1e-6, atol=1e-5)

@@ -74,6 +74,33 @@ def test_a_signal_mid_export_stops_it_cleanly(tmp_path, name, to_group):
     assert verifiers_of(export.pid) == []
 
 
+def test_a_signal_stopping_a_sweep_leaves_the_summary_of_the_finished_jobs(tmp_path):
+    sweep, held = tmp_path / "sweep", tmp_path / "held"
+    hold = f"+pipeline.stages.hold={{_target_: tests.stages.Hold, path: '{held}', after: write_graphs, only_seed: 1}}"
+    export = subprocess.Popen(
+        [sys.executable, "-m", "exportkit", "-m", "seed=0,1,2", f"hydra.sweep.dir={sweep}", hold],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    wait_for(held, export)  # job 0 is done, job 1 is mid-way
+    export.send_signal(signal.SIGTERM)
+    stdout, stderr = export.communicate(timeout=120)
+    assert export.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"exportkit: interrupted (SIGTERM); the running job published nothing; the 1 finished job(s) are "
+        f"summarized in {sweep / 'summary.md'}"
+    )
+    assert "Traceback" not in stderr, stderr
+    summary = (sweep / "summary.md").read_text()
+    assert "seed=0" in summary and "seed=1" not in summary and "seed=2" not in summary
+    assert (sweep / "0" / "saved_model" / "saved_model.pb").exists()
+    assert not (sweep / "1" / "saved_model").exists() and not (sweep / "2").exists()
+    assert verifiers_of(export.pid) == []
+
+
 def test_a_closed_stdout_is_one_line_and_publishes_nothing(tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -41,6 +41,7 @@ class Manifest:
     verification: Dict[str, Any] = field(default_factory=dict)  # exportkit.context.Verification
     contract: Optional[Dict[str, Any]] = None
     serving: Dict[str, Any] = field(default_factory=dict)  # exportkit.context.ServingRecord
+    conversion: Dict[str, Any] = field(default_factory=dict)  # exportkit.context.Conversion (a JAX model's)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -206,6 +207,7 @@ def write(ctx) -> Manifest:
         verification=ctx.verification.to_dict(),
         contract=contract(ctx.work_dir),
         serving=serving_record(ctx),
+        conversion=dataclasses.asdict(ctx.conversion) if ctx.conversion is not None else {},
     )
     path = ctx.work_dir / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,8 +16,8 @@ from exportkit.jax.pytree import flatten
 
 
 def make_variables(model, trainable: bool):
-    """One ``tf.Variable`` per leaf of ``model.params`` (a ``JaxModel``) (in pytree order), and the
-    params pytree of them.
+    """One ``tf.Variable`` per leaf of ``model.params`` (a ``JaxModel``) (in pytree order), the
+    params pytree of them, and each leaf's variable name by its pytree path (``variable_name``).
 
     No leaf is copied where it can be helped. A leaf TensorFlow can adopt (a CPU ``jax.Array``, a
     64-byte-aligned NumPy array such as ``.npz`` params are read into) becomes its variable's
@@ -32,18 +32,19 @@ def make_variables(model, trainable: bool):
     pairs, treedef = flatten(model.params)
     leaves: List[Any] = pairs  # the (key, leaf) pairs, each replaced by None once its variable is made
     model.params = None  # the pytree's containers hold the source arrays too: let them go leaf by leaf
-    variables, views = [], []
+    variables, views, names = [], [], {}
     # On the host even where TensorFlow sees a GPU: a variable there would be a second copy of
     # the weights. The SavedModel records no device for them; a server places them itself.
     with tf.device("/CPU:0"):
         for i, (key, leaf) in enumerate(leaves):
             leaves[i] = None  # ours was the last reference: the source array goes once it is copied
-            variable = to_variable(leaf, trainable, variable_name(key, i))
+            names[key] = variable_name(key, i)
+            variable = to_variable(leaf, trainable, names[key])
             del leaf
             variables.append(variable)
             views.append(_view(variable))
     model.params = jax.tree_util.tree_unflatten(treedef, views)
-    return variables, jax.tree_util.tree_unflatten(treedef, variables)
+    return variables, jax.tree_util.tree_unflatten(treedef, variables), names
 
 
 def to_variable(leaf, trainable: bool, name: str):

@@ -50,12 +50,13 @@ class Jax2TF(Stage):
                 f"serializing with version {choice.version} instead of JAX's "
                 f"{choice.jax_default}"
             )
-        variables, tree = make_variables(model, trainable=self.with_gradient)
+        variables, tree, names = make_variables(model, trainable=self.with_gradient)
         ctx.variables["params"] = variables
         ctx.serving_fn = serving_fn(
             model.apply_fn, tree, platforms, self.with_gradient, self.polymorphic_shapes, choice.version
         )
-        ctx.conversion = Conversion(list(platforms), choice.version, self.with_gradient)
+        renamed = {key: name for key, name in names.items() if key != name}
+        ctx.conversion = Conversion(list(platforms), choice.version, self.with_gradient, renamed)
         ctx.reporter.progress(
             f"{len(variables)} params as variables ({mib(nbytes(variables))}), lowering "
             f"for {', '.join(platforms)}, calling convention version {choice.version}"
