@@ -118,3 +118,23 @@ def test_a_closed_stdout_is_one_line_and_publishes_nothing(tmp_path):
         "exportkit: error: the output was closed (a broken pipe); nothing was published"
     ], stderr
     assert os.listdir(out) == []
+
+
+def test_after_the_first_signal_a_second_ends_the_process_at_once():
+    """The first signal is told as ``Interrupted`` and puts the default actions back: a second one
+    (a user pressing Ctrl-C again during the clean-up) ends the process by the signal itself."""
+    code = (
+        "import os, signal, sys\n"
+        "from exportkit.cli import stop_on_signals\n"
+        "from exportkit.errors import Interrupted\n"
+        "stop_on_signals()\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "except Interrupted as first:\n"
+        "    print(first.signal_name, signal.getsignal(signal.SIGINT) is signal.SIG_DFL, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "print('still running')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["SIGTERM", "True"], done.stdout + done.stderr
+    assert done.returncode == -signal.SIGINT

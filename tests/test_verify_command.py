@@ -318,3 +318,12 @@ def test_a_passing_verify_says_every_file_matched(exported):
     assert done.returncode == 0, done.stderr
     files = len([p for p in exported["dir"].rglob("*") if p.is_file()]) - 1  # the manifest itself
     assert f"integrity: {files} files match the sha256 their manifest records" in done.stdout
+
+
+def test_inspect_of_a_damaged_manifest_is_one_line_naming_it(exported):
+    export_dir = copy_of(exported, "inspect_damaged")
+    (export_dir / MANIFEST_PATH).write_text('{"config": {')
+    done = run_cli("inspect", export_dir)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    (line,) = error_lines(done)
+    assert f"{export_dir / MANIFEST_PATH} cannot be read as JSON" in line
