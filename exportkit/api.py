@@ -47,6 +47,7 @@ def export_saved_model(
     ...                              input_signature=[tf.TensorSpec([None, 8], tf.float32, name="x")])
     """
     from exportkit import pipeline
+    from exportkit.report import Reporter
 
     option, description, names = model_option(model)
     saved_model_path = _check_path(saved_model_path, "saved_model_path")
@@ -58,48 +59,17 @@ def export_saved_model(
             + (f" (here overrides=[{overrides!r}])" if isinstance(overrides, str) else "")
         )
     with pipeline.EXPORTING.held():  # composing uses Hydra's global state: one thread at a time
-        return _export(
-            model,
-            option,
-            description,
-            names,
-            saved_model_path,
-            custom_objects,
-            as_text,
-            input_signature,
-            serving_only,
-            overrides,
-            verbose,
-        )
-
-
-def _export(
-    model,
-    option,
-    description,
-    names,
-    saved_model_path,
-    custom_objects,
-    as_text,
-    input_signature,
-    serving_only,
-    overrides,
-    verbose,
-):
-    from exportkit import pipeline
-    from exportkit.report import Reporter
-
-    cfg = copy.deepcopy(_composed((f"model={option}", *_custom_object_overrides(custom_objects), *overrides)))
-    cfg.export_dir = str(Path(saved_model_path).expanduser().absolute())
-    cfg.as_text, cfg.serving_only = bool(as_text), bool(serving_only)
-    if description is not None and "description" in cfg.model:
-        cfg.model.description = description
-    if input_signature is not None:
-        with open_dict(cfg):
-            cfg.signatures = {"serving_default": {"inputs": signature_inputs(model, input_signature, names)}}
-    return pipeline.Export(
-        pipeline.resolved(cfg), model=model, custom_objects=custom_objects, reporter=Reporter(verbose=verbose)
-    ).run()
+        cfg = copy.deepcopy(_composed((f"model={option}", *_custom_object_overrides(custom_objects), *overrides)))
+        cfg.export_dir = str(Path(saved_model_path).expanduser().absolute())
+        cfg.as_text, cfg.serving_only = bool(as_text), bool(serving_only)
+        if description is not None and "description" in cfg.model:
+            cfg.model.description = description
+        if input_signature is not None:
+            with open_dict(cfg):
+                cfg.signatures = {"serving_default": {"inputs": signature_inputs(model, input_signature, names)}}
+        return pipeline.Export(
+            pipeline.resolved(cfg), model=model, custom_objects=custom_objects, reporter=Reporter(verbose=verbose)
+        ).run()
 
 
 def load_from_saved_model(
