@@ -140,7 +140,9 @@ def in_multirun() -> bool:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] in commands_names():  # subcommands for existing exports
+    from exportkit.commands import SUBCOMMANDS
+
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:  # subcommands for existing exports
         from exportkit import commands
 
         sys.exit(commands.main(sys.argv[1:]))
@@ -189,12 +191,6 @@ def main() -> None:
             raise
         print_error(told)
         sys.exit(1)
-
-
-def commands_names():
-    from exportkit.commands import SUBCOMMANDS
-
-    return SUBCOMMANDS
 
 
 def console() -> None:

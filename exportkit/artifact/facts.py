@@ -17,14 +17,13 @@ from exportkit.artifact.warmup import WARMUP
 def export_facts(export_dir: Path) -> Dict[str, Any]:
     """One export: from its manifest; the contract from saved_model.pb only without one."""
     recorded = Manifest.read(export_dir) if (export_dir / MANIFEST).is_file() else None
+    graph = files.saved_model_file(export_dir)
     contract = recorded.contract if recorded is not None else None
     source = "manifest"
     if contract is None:
         from exportkit.artifact import contract as signature_contract
 
-        graph_file = files.saved_model_file(export_dir)
-        contract, source = signature_contract.read(export_dir), graph_file.name if graph_file else "-"
-    graph = files.saved_model_file(export_dir)
+        contract, source = signature_contract.read(export_dir), graph.name if graph else "-"
     warmup_file = export_dir / WARMUP
     serving = recorded.serving if recorded is not None else {}
     return {

@@ -88,7 +88,8 @@ class Manifest:
                 raise LoadError(
                     f"{path}: inputs.{key} is {entry!r}, expected {{path, sha256}}; the manifest was altered"
                 )
-        known = {k: v for k, v in recorded.items() if k in kinds and v is not None or k == "contract"}
+        # every field the dataclass knows; a null stands only where the field may be null (contract)
+        known = {k: v for k, v in recorded.items() if k in kinds and (v is not None or k == "contract")}
         return cls(**known)
 
     def verify_status(self) -> Dict[str, Any]:
