@@ -44,6 +44,10 @@ class Training:
     eval_fn: Callable[[Dict[str, Any]], Dict[str, Any]]
     variables: Callable[[], Dict[str, List[Any]]]
     eval_excludes: Tuple[str, ...] = ()
+    # graph tag ("train", "eval") -> fn(dict of numpy step inputs) -> dict of numpy outputs the
+    # exported step must reproduce ("loss", "predictions/<output>"), from the source model's own
+    # training API on a copy of its state; verify checks each graph it has a reference for
+    reference: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,7 +129,9 @@ class Conversion:
 
 
 @dataclass
-class ExportContext:
+class Run:
+    """What the run carries, the same for every stage: set by the runner before the first one."""
+
     cfg: DictConfig
     export_dir: Path  # where the finished export will be published
     work_dir: Path  # the staging directory every stage writes into
@@ -133,7 +139,17 @@ class ExportContext:
     reporter: Reporter = field(default_factory=Reporter)
     hashes: HashCache = field(default_factory=HashCache)  # each file of the export hashed once
     overrides: List[str] = field(default_factory=list)  # the command line's, for the manifest
-    model: Any = None  # the source model (a keras.Model, or a JAX model)
+    records: List[StageRecord] = field(default_factory=list)  # each stage's outcome, as it ran
+    # the verification process (exportkit.verification.process.Verifier) the runner started with the
+    # export, for the verify stage; None: the verify stage starts its own
+    verifier: Any = None
+
+
+@dataclass
+class Model:
+    """What the source knows of the model: the object itself and what every graph serves."""
+
+    instance: Any = None  # the source model (a keras.Model, or a JAX model)
     custom_objects: Dict[str, Any] = field(default_factory=dict)
     # signature key -> ordered {input name: tf.TensorSpec}; from `signatures`, or inferred
     signatures: Dict[str, Dict[str, Any]] = field(default_factory=dict)
@@ -141,31 +157,33 @@ class ExportContext:
     serving_fn: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None
     # signature key -> fn(dict of numpy inputs) -> dict of numpy outputs, from the source model
     reference: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = field(default_factory=dict)
-    # variable group name ("model", "optimizer", ...) -> list of tf.Variable
-    variables: Dict[str, List[Any]] = field(default_factory=dict)
-    # the non-variable resources (lookup tables) write_checkpoint saved, for write_graphs to check
-    # against what the graphs capture (a pipeline may write the checkpoint before it traces)
-    checkpointed_resources: Optional[List[Any]] = None
-    training: Optional[Training] = None  # set by a source whose model is compiled
-    # graph tag ("train", "eval") -> fn(dict of numpy step inputs) -> dict of numpy outputs the
-    # exported step must reproduce ("loss", "predictions/<output>"), from the source model's own
-    # training API on a copy of its state; verify checks each graph it has a reference for
-    training_reference: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = field(default_factory=dict)
     # input name -> what its values may be, for verify's generated inputs (the source knows its
     # model, verify does not): {"low": 0, "high": 50, "integer": True} (integers in [low, high)),
     # or {"values": [...], "sentence": True} (drawn from these; sentence: words joined by spaces
     # for a string input); each with "origin", the layer it came from, for messages
     input_hints: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class ExportContext:
+    """The run (``run``), the model (``model``), its training (``training``, for a compiled
+    model), and what the stages write: the variables, the graphs, the files, the records the
+    manifest keeps."""
+
+    run: Run
+    model: Model = field(default_factory=Model)
+    training: Optional[Training] = None  # set by a source whose model is compiled
+    # variable group name ("model", "optimizer", ...) -> list of tf.Variable
+    variables: Dict[str, List[Any]] = field(default_factory=dict)
     graphs: Dict[str, Graph] = field(default_factory=dict)  # tag -> Graph
+    # the non-variable resources (lookup tables) write_checkpoint saved, for write_graphs to check
+    # against what the graphs capture (a pipeline may write the checkpoint before it traces)
+    checkpointed_resources: Optional[List[Any]] = None
     # files written under the export's assets/ (relative name -> text), e.g. saved_model.json
     assets: Dict[str, str] = field(default_factory=dict)
     saved_model_file: Optional[Path] = None
-    # the verification process (exportkit.verification.process.Verifier) the pipeline started with the
-    # export, for the verify stage; None: the verify stage starts its own
-    verifier: Any = None
     verify_report: Dict[str, Any] = field(default_factory=dict)
     verification: Verification = field(default_factory=Verification)  # set by the verify stage
     serving: Optional[ServingRecord] = None  # set by the runner (exportkit.serving)
     conversion: Optional[Conversion] = None  # set by the jax2tf stage
-    records: List[StageRecord] = field(default_factory=list)
     extra: Dict[str, Any] = field(default_factory=dict)  # room for users' own stages; exportkit keeps nothing here

@@ -24,23 +24,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from exportkit import schema, serving, signatures
 from exportkit.artifact import manifest
-from exportkit.context import ExportContext, StageRecord
+from exportkit.context import ExportContext, Model, Run, StageRecord
 from exportkit.errors import ConfigError, ExportkitError, Interrupted, SignatureError, StageSkipped, first_line
 from exportkit.imports import instantiate
 from exportkit.report import Reporter
 from exportkit.verification.check import require_verified
 from exportkit.verification.process import Verifier, current_shared, modules_of
 
-BASE_FIELDS = ("cfg", "export_dir", "work_dir", "model")
+BASE_FIELDS = ("run", "model.instance")
 # the stage of the default pipelines that adds a field, for the message when a user disabled it
 ADDED_BY = {
     "graphs": "trace",
     "saved_model_file": "write_graphs",
     "verify_report": "verify",
-    "serving_fn": "build",
-    "reference": "build",
+    "model.serving_fn": "build",
+    "model.reference": "build",
     "variables": "build",
-    "custom_objects": "build",
+    "model.custom_objects": "build",
 }
 
 
@@ -166,19 +166,18 @@ class Export:
         # export_dir, or with serving.base_path the version chosen (exportkit.serving)
         with serving.open_slot(cfg, notify=self.reporter.progress) as slot:
             export_dir = slot.export_dir
-            ctx = ExportContext(
+            run = Run(
                 cfg=cfg,
                 export_dir=export_dir,
                 work_dir=slot.work_dir,
                 source=source,
                 reporter=self.reporter,
                 overrides=self.overrides,
-                model=self.model,
-                custom_objects=self.custom_objects,
                 records=self.records,
                 verifier=verifier,
             )
-            ctx.signatures = signatures.to_specs(parsed)
+            model = Model(self.model, self.custom_objects, signatures.to_specs(parsed))
+            ctx = ExportContext(run, model)
             ctx.serving = serving.release_info(cfg, slot)
             try:
                 for name, stage in stages:
@@ -186,14 +185,14 @@ class Export:
                 require_verified(ctx)  # nothing unverified is published unless the user said so
                 serving.check_contract(ctx)
             except BaseException:
-                self.reporter.summary(ctx.records, export_dir, published=False)
+                self.reporter.summary(ctx.run.records, export_dir, published=False)
                 raise
             written = manifest.write(ctx)
             slot.publish()
             self.published = True
         serving.finish(cfg, slot, notify=self.reporter.progress)
-        self.reporter.summary(ctx.records, export_dir, published=True)
-        return ExportResult(export_dir, ctx.records, written.to_dict(), ctx)
+        self.reporter.summary(ctx.run.records, export_dir, published=True)
+        return ExportResult(export_dir, ctx.run.records, written.to_dict(), ctx)
 
 
 def run(cfg: DictConfig, model: Any = None, custom_objects: Optional[dict] = None, **kwargs) -> ExportResult:
@@ -290,7 +289,7 @@ def instantiate_stages(cfg: DictConfig, source) -> List[Tuple[str, Any]]:
 
 def check_dependencies(stages, source) -> None:
     """Every stage's ``needs`` is added by an earlier stage (the build stage adds its source's)."""
-    added = set(BASE_FIELDS) | {"signatures"}  # signatures: from the config, or inferred by the source
+    added = set(BASE_FIELDS) | {"model.signatures"}  # signatures: from the config, or inferred by the source
     for name, stage in stages:
         for need in stage.needs:
             if need not in added:
@@ -311,7 +310,7 @@ def check_dependencies(stages, source) -> None:
 def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
     """Run one stage, timed, and record it: ok, skipped (``StageSkipped``) or failed (a required
     stage's failure is raised; an optional one's is recorded and the export goes on)."""
-    ctx.reporter.stage_started(name)
+    ctx.run.reporter.stage_started(name)
     start = time.perf_counter()
     status, detail, error = "ok", "", None
     try:
@@ -323,8 +322,8 @@ def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
     except Exception as e:  # noqa: BLE001 - recorded as the stage's failure; a required stage's raised
         status, detail, error = "failed", first_line(e), e
     record = StageRecord(name, status, time.perf_counter() - start, detail)
-    ctx.records.append(record)
-    ctx.reporter.stage_ended(record)
+    ctx.run.records.append(record)
+    ctx.run.reporter.stage_ended(record)
     if error is not None and stage.required:
         raise error
     return ctx

@@ -74,23 +74,25 @@ def warmup_cases(ctx):
     else generated from the same seed and hints, so the same arrays)."""
     from exportkit.verification.cases import serve_cases, symbols_of
 
-    return serve_cases(ctx.signatures, ctx.cfg.verify, ctx.cfg.seed, ctx.input_hints, symbols_of(ctx.cfg))
+    return serve_cases(
+        ctx.model.signatures, ctx.run.cfg.verify, ctx.run.cfg.seed, ctx.model.input_hints, symbols_of(ctx.run.cfg)
+    )
 
 
 def write_warmup(ctx) -> None:
     """Write the warmup records into the staged export (``serving.warmup``, a ``serve`` graph)."""
     from exportkit.artifact import warmup
 
-    if not ctx.cfg.serving.warmup or "serve" not in ctx.graphs:
+    if not ctx.run.cfg.serving.warmup or "serve" not in ctx.graphs:
         return
     cases = warmup_cases(ctx)
-    count = warmup.write(ctx.work_dir, cases, model_name(ctx.cfg))
-    size = (ctx.work_dir / warmup.WARMUP).stat().st_size
+    count = warmup.write(ctx.run.work_dir, cases, model_name(ctx.run.cfg))
+    size = (ctx.run.work_dir / warmup.WARMUP).stat().st_size
     if ctx.serving is None:
-        ctx.serving = ServingRecord(model_name=model_name(ctx.cfg))
+        ctx.serving = ServingRecord(model_name=model_name(ctx.run.cfg))
     ctx.serving.warmup = {"records": count, "bytes": size}
     batches = sorted({batch for _, batch in cases})
-    ctx.reporter.progress(
+    ctx.run.reporter.progress(
         f"warmup: {count} requests ({', '.join(sorted({k for k, _ in cases}))} x batch "
         f"{batches}) in {warmup.WARMUP} ({size} bytes)"
         + (
@@ -109,11 +111,11 @@ def check_contract(ctx) -> Optional[Dict[str, Any]]:
     """
     from exportkit.artifact import contract, files
 
-    serving = ctx.cfg.serving
+    serving = ctx.run.cfg.serving
     if ctx.serving is None:
-        ctx.serving = ServingRecord(model_name=model_name(ctx.cfg))
+        ctx.serving = ServingRecord(model_name=model_name(ctx.run.cfg))
     record = ctx.serving
-    if files.saved_model_file(ctx.work_dir) is None:
+    if files.saved_model_file(ctx.run.work_dir) is None:
         return None
     if serving.compare_to:
         old, read_from = reference_contract(Path(serving.compare_to))
@@ -124,7 +126,7 @@ def check_contract(ctx) -> Optional[Dict[str, Any]]:
         old, read_from = compared
     else:
         return None
-    found = contract.diff(old, contract.read(ctx.work_dir))
+    found = contract.diff(old, contract.read(ctx.run.work_dir))
     record.contract_check = {
         "against": str(read_from),
         "status": found.status,
@@ -137,10 +139,10 @@ def check_contract(ctx) -> Optional[Dict[str, Any]]:
             f"and shapes clients use, or pass serving.allow_breaking=true to publish anyway"
         )
     for line in found.breaking:
-        ctx.reporter.progress(f"contract: BREAKING (serving.allow_breaking=true): {line}")
+        ctx.run.reporter.progress(f"contract: BREAKING (serving.allow_breaking=true): {line}")
     for line in found.compatible:
-        ctx.reporter.progress(f"contract: {line}")
-    ctx.reporter.progress(f"contract: {found.status} with {read_from}")
+        ctx.run.reporter.progress(f"contract: {line}")
+    ctx.run.reporter.progress(f"contract: {found.status} with {read_from}")
     return record.contract_check
 
 

@@ -88,5 +88,5 @@ class TamperParams:
 
         root = tf.Module()
         root.params_variables = [tf.Variable(v * 2.0) for v in ctx.variables["params"]]
-        tf.train.Checkpoint(root).write(str(ctx.work_dir / "variables" / "variables"))
+        tf.train.Checkpoint(root).write(str(ctx.run.work_dir / "variables" / "variables"))
         return ctx

@@ -6,12 +6,12 @@ from exportkit.stages.base import Stage
 
 
 class CountParams(Stage):
-    needs = ("model",)
+    needs = ("model.instance",)
 
     def __call__(self, ctx):
-        ctx.extra["params"] = ctx.model.count_params()
-        (ctx.work_dir / "assets.extra").mkdir(exist_ok=True)
-        (ctx.work_dir / "assets.extra" / "params.json").write_text(json.dumps({"params": ctx.extra["params"]}))
+        ctx.extra["params"] = ctx.model.instance.count_params()
+        (ctx.run.work_dir / "assets.extra").mkdir(exist_ok=True)
+        (ctx.run.work_dir / "assets.extra" / "params.json").write_text(json.dumps({"params": ctx.extra["params"]}))
         return ctx
 
 
@@ -32,7 +32,7 @@ class Hold(Stage):
         import threading
         from pathlib import Path
 
-        if self.only_seed is not None and int(ctx.cfg.seed) != int(self.only_seed):
+        if self.only_seed is not None and int(ctx.run.cfg.seed) != int(self.only_seed):
             return ctx  # another job of a sweep: not held
 
         Path(self.path).touch()

@@ -152,7 +152,7 @@ def make_subject(case: Case, work: Path) -> Subject:
             else:
                 subject.export_error = first_line(e)
             continue
-        subject.export_dir, subject.source = export_dir, result.context.model
+        subject.export_dir, subject.source = export_dir, result.context.model.instance
         break
     if case.source == "jax":  # the JAX function and params, straight from the factory (deterministic)
         subject.source = REGISTRY[case.name]()

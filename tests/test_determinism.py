@@ -101,9 +101,9 @@ def test_two_fresh_processes_write_identical_bytes(tmp_path, case):
     # and an export in this (long-lived, much-traced) test process writes the same bytes again.
     result = export(*overrides, f"export_dir={tmp_path / 'in_process'}", "pipeline.stages.verify=null")
     assert contents(tmp_path / "in_process") == a
-    hints = result.context.input_hints  # string inputs drawn from the model's vocabularies
-    for (key, _), inputs in make_inputs(result.context.signatures, [3], seed=7, hints=hints).items():
-        want = result.context.reference[key](inputs)
+    hints = result.context.model.input_hints  # string inputs drawn from the model's vocabularies
+    for (key, _), inputs in make_inputs(result.context.model.signatures, [3], seed=7, hints=hints).items():
+        want = result.context.model.reference[key](inputs)
         for got in (serve(first, inputs, key), tf1_serve(first, inputs, key)):
             assert set(got) == set(want)
             for name in want:

@@ -126,14 +126,14 @@ def test_eval_changes_no_weight_and_train_does(compiled_export, tmp_path):
 
 def test_serve_graph_matches_the_source(compiled_export):
     export_dir, result = compiled_export
-    np.testing.assert_allclose(serve(export_dir, {"x": X})["out"], result.context.model(X).numpy(), atol=1e-6)
+    np.testing.assert_allclose(serve(export_dir, {"x": X})["out"], result.context.model.instance(X).numpy(), atol=1e-6)
 
 
 @pytest.mark.parametrize("tag", ["serve", "train", "eval"])
 def test_tf1_loader_loads_every_graph_and_train_trains(compiled_export, tag):
     export_dir, result = compiled_export
     key = {"serve": "serving_default"}.get(tag, tag)
-    want = result.context.model(X).numpy()
+    want = result.context.model.instance(X).numpy()
     with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
         meta = tf.compat.v1.saved_model.load(sess, [tag], str(graph_dir(export_dir, tag)))
         sig = meta.signature_def[key]
@@ -156,7 +156,7 @@ def test_checkpoint_holds_optimizer_and_metric_state(compiled_export):
     keys = tf.train.list_variables(str(export_dir / "variables" / "variables"))
     groups = {name.split("/")[0] for name, _ in keys if name.endswith("VARIABLE_VALUE")}
     assert groups == {"model_variables", "optimizer_variables", "metrics_variables"}
-    model = result.context.model
+    model = result.context.model.instance
     assert sum(k.startswith("optimizer_variables/") for k, _ in keys) == len(model.optimizer.variables)
 
 
@@ -184,7 +184,7 @@ def test_serving_only_and_as_text_in_every_mode(tmp_path, overrides, tags, as_te
     assert {t for (t,) in meta_graphs(export_dir)} == tags
     for tag in tags:
         tf.saved_model.load(str(graph_dir(export_dir, tag)), tags=[tag])
-    np.testing.assert_allclose(serve(export_dir, {"x": X})["out"], result.context.model(X).numpy(), atol=1e-6)
+    np.testing.assert_allclose(serve(export_dir, {"x": X})["out"], result.context.model.instance(X).numpy(), atol=1e-6)
 
 
 def test_uncompiled_model_gets_serve_only(export_dir):
@@ -238,7 +238,9 @@ def test_saved_model_cli_show_and_run_on_every_tag_set(compiled_export, tmp_path
         assert done.returncode == 0, done.stderr
         if tag == "serve":
             got = np.load(outdir / "out.npy")
-            np.testing.assert_allclose(got, result.context.model(np.ones((2, 6), "float32")).numpy(), atol=1e-6)
+            np.testing.assert_allclose(
+                got, result.context.model.instance(np.ones((2, 6), "float32")).numpy(), atol=1e-6
+            )
         else:
             for output in ("loss", "predictions/out", "metrics/mae/value"):
                 assert f"Result for output key {output}:" in done.stdout

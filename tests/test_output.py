@@ -45,7 +45,7 @@ def test_as_text_writes_a_loadable_pbtxt(export_dir):
     result = export(*KERAS, f"export_dir={export_dir}", "as_text=true")
     assert (export_dir / "saved_model.pbtxt").exists() and not (export_dir / "saved_model.pb").exists()
     inputs = random_inputs({"x": (6,)}, 2)
-    want = result.context.model(inputs["x"]).numpy()
+    want = result.context.model.instance(inputs["x"]).numpy()
     np.testing.assert_allclose(serve(export_dir, inputs)["out"], want, atol=1e-6)
 
 
@@ -66,7 +66,9 @@ def test_gpu_target_without_a_gpu_verifies_on_the_cpu_and_records_the_gpu_as_not
     for size in ("1", "3"):
         assert result.manifest["verify"]["serving_default"][size]["out"]["ok"] is True
     inputs = random_inputs({"x": (6,)}, 3)
-    np.testing.assert_allclose(serve(export_dir, inputs)["out"], result.context.model(inputs["x"]).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        serve(export_dir, inputs)["out"], result.context.model.instance(inputs["x"]).numpy(), atol=1e-5
+    )
 
 
 def test_user_stage_plugs_in_by_target_and_null_disables(export_dir):
@@ -77,9 +79,9 @@ def test_user_stage_plugs_in_by_target_and_null_disables(export_dir):
         "+pipeline.stages.count={_target_: tests.stages.CountParams}",
     )
     assert [r.name for r in result.records] == ["build", "trace", "write_checkpoint", "write_graphs", "count"]
-    assert result.context.extra["params"] == result.context.model.count_params()
+    assert result.context.extra["params"] == result.context.model.instance.count_params()
     assert json.loads((export_dir / "assets.extra" / "params.json").read_text()) == {
-        "params": result.context.model.count_params()
+        "params": result.context.model.instance.count_params()
     }
 
 

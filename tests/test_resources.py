@@ -238,7 +238,7 @@ def test_round_trips_through_every_reader(tmp_path, case):
         f"export_dir={tmp_path / 'cli'}",
         "pipeline.stages.verify=null",
     )
-    assert_readers_match(tmp_path / "cli", inputs, predict(cli.context.model, inputs), custom_objects)
+    assert_readers_match(tmp_path / "cli", inputs, predict(cli.context.model.instance, inputs), custom_objects)
 
 
 def test_the_state_is_what_keras_restores(tmp_path):
@@ -319,9 +319,9 @@ def test_string_signature_from_the_config(tmp_path):
         f"export_dir={tmp_path}/m",
         "+signatures.serving_default={inputs: {color: {shape: [null, 1], dtype: string}}}",
     )
-    assert result.context.signatures["serving_default"]["color"].dtype == tf.string
-    assert result.context.input_hints["color"]["values"] == ["green", "blue", "red"]
-    drawn = make_inputs(result.context.signatures, [5], 0, hints=result.context.input_hints)
+    assert result.context.model.signatures["serving_default"]["color"].dtype == tf.string
+    assert result.context.model.input_hints["color"]["values"] == ["green", "blue", "red"]
+    drawn = make_inputs(result.context.model.signatures, [5], 0, hints=result.context.model.input_hints)
     words = {w for v in drawn[("serving_default", "5")]["color"].ravel() for w in v.decode().split()}
     assert words <= {"green", "blue", "red"}
     verified = json.loads((tmp_path / "m" / "assets.extra" / "manifest.json").read_text())["verify"]

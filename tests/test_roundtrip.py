@@ -24,7 +24,7 @@ def test_sequential_dynamic_batch(export_dir, batch):
         f"export_dir={export_dir}",
         "pipeline.stages.verify=null",
     )
-    model = result.context.model
+    model = result.context.model.instance
     inputs = random_inputs({"x": (6,)}, batch)
     got = serve(export_dir, inputs)
     want = _expected(model, inputs)
@@ -36,7 +36,7 @@ def test_functional_several_named_inputs_and_outputs(export_dir):
     result = export("model=keras", "model.build._target_=tests.models.functional_multi_io", f"export_dir={export_dir}")
     inputs = random_inputs({"image": (5,), "meta": (3,)}, 4)
     got = serve(export_dir, inputs)
-    want = _expected(result.context.model, inputs)
+    want = _expected(result.context.model.instance, inputs)
     assert set(got) == {"score", "label"}
     for name in want:
         np.testing.assert_allclose(got[name], want[name], atol=1e-6)
@@ -52,7 +52,7 @@ def test_subclassed_with_explicit_signature(export_dir):
     )
     inputs = random_inputs({"x": (7,)}, 2)
     got = serve(export_dir, inputs)
-    np.testing.assert_allclose(got["y"], _expected(result.context.model, inputs)["y"], atol=1e-6)
+    np.testing.assert_allclose(got["y"], _expected(result.context.model.instance, inputs)["y"], atol=1e-6)
 
 
 def test_custom_layer_through_custom_objects(export_dir):
@@ -62,10 +62,10 @@ def test_custom_layer_through_custom_objects(export_dir):
         "+custom_objects.Scale=tests.models.Scale",
         f"export_dir={export_dir}",
     )
-    assert result.context.custom_objects == {"Scale": models.Scale}
+    assert result.context.model.custom_objects == {"Scale": models.Scale}
     inputs = random_inputs({"x": (4,)}, 3)
     got = serve(export_dir, inputs)
-    np.testing.assert_allclose(got["out"], _expected(result.context.model, inputs)["out"], atol=1e-6)
+    np.testing.assert_allclose(got["out"], _expected(result.context.model.instance, inputs)["out"], atol=1e-6)
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
@@ -95,7 +95,7 @@ def test_tf1_loader_restores_the_checkpoint(export_dir):
         meta = tf.compat.v1.saved_model.load(sess, ["serve"], str(export_dir))
         sig = meta.signature_def["serving_default"]
         got = sess.run(sig.outputs["out"].name, {sig.inputs["x"].name: inputs["x"]})
-    np.testing.assert_allclose(got, _expected(result.context.model, inputs)["out"], atol=1e-6)
+    np.testing.assert_allclose(got, _expected(result.context.model.instance, inputs)["out"], atol=1e-6)
 
 
 def test_several_signatures_dynamic_and_fixed_batch(export_dir):
@@ -109,7 +109,7 @@ def test_several_signatures_dynamic_and_fixed_batch(export_dir):
     assert set(result.manifest["verify"]) == {"serving_default", "fixed_batch"}
     assert set(result.manifest["verify"]["fixed_batch"]) == {"4"}  # a fixed batch is verified as given
     inputs = random_inputs({"x": (6,)}, 4)
-    want = _expected(result.context.model, inputs)["out"]
+    want = _expected(result.context.model.instance, inputs)["out"]
     for key in ("serving_default", "fixed_batch"):
         np.testing.assert_allclose(serve(export_dir, inputs, key=key)["out"], want, atol=1e-6)
 
@@ -124,5 +124,5 @@ def test_jit_compile_target_flag(export_dir):
     assert result.context.graphs["serve"].functions["serving_default"].function_def.attr["_XlaMustCompile"].b
     inputs = random_inputs({"x": (6,)}, 3)
     np.testing.assert_allclose(
-        serve(export_dir, inputs)["out"], _expected(result.context.model, inputs)["out"], atol=1e-5
+        serve(export_dir, inputs)["out"], _expected(result.context.model.instance, inputs)["out"], atol=1e-5
     )

@@ -345,13 +345,15 @@ def test_every_version_the_poller_loads_is_whole_and_answers(release, tmp_path):
     assert sorted(r["version"] for r in loaded) == sorted(published(release).values())
     # every answer is the source model's output for the request's inputs (seeded: one model for all)
     reference = export(*MODEL, f"export_dir={tmp_path / 'reference'}", "pipeline.stages.verify=null")
-    want_inputs = make_inputs(reference.context.signatures, [1, 3], seed=0, hints=reference.context.input_hints)
+    want_inputs = make_inputs(
+        reference.context.model.signatures, [1, 3], seed=0, hints=reference.context.model.input_hints
+    )
     for record in loaded:
         assert len(record["answers"]) == 2
         for answer, ((key, batch), inputs) in zip(record["answers"], want_inputs.items()):
             assert answer["model"] == "clf" and answer["signature"] == key
             np.testing.assert_array_equal(np.array(answer["inputs"]["x"], np.float32), inputs["x"])
-            want = reference.context.reference[key](inputs)["out"]
+            want = reference.context.model.reference[key](inputs)["out"]
             got = np.array(answer["outputs"]["out"], np.float32)
             assert got.shape == (int(batch), 2)
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()))

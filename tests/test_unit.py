@@ -150,3 +150,14 @@ def test_a_stage_node_places_itself_before_or_after_another():
         stage_order(nodes(mine={"after": "trace", "before": "verify"}))
     with pytest.raises(ConfigError, match="placed relative to"):
         stage_order(nodes(a={"after": "b"}, b={"after": "a"}))
+
+
+def test_keep_leaves_the_newest_versions_whichever_concurrent_release_finishes_last():
+    from exportkit.artifact.versions import plan_keep
+
+    # 7 and 8 published; 5 and 6 by slower runs: 6 finishes while 5 is still being written
+    assert plan_keep([3, 4, 6, 7, 8], published=6, keep=2, labels={}, busy={5}) == ([6, 7, 8], [3, 4])
+    # then 5 finishes last: nothing newer than it is removed, so what stays is still the newest
+    assert plan_keep([5, 6, 7, 8], published=5, keep=2, labels={}) == ([5, 6, 7, 8], [])
+    # a later release prunes back to keep; a labelled version stays
+    assert plan_keep([5, 6, 7, 8, 9], published=9, keep=2, labels={"stable": 5}) == ([5, 8, 9], [6, 7])

@@ -34,7 +34,7 @@ class Probe(Stage):
         self.action = action
 
     def __call__(self, ctx):
-        pid = ctx.verifier.pid if ctx.verifier is not None else None
+        pid = ctx.run.verifier.pid if ctx.run.verifier is not None else None
         SEEN.append({"pid": pid, "alive": pid is not None and alive(pid), "at": time.time()})
         if self.action == "kill":
             os.kill(pid, signal.SIGKILL)
@@ -42,7 +42,7 @@ class Probe(Stage):
         elif self.action == "stop":
             os.kill(pid, signal.SIGSTOP)
         elif self.action == "corrupt":  # an export that cannot be loaded: the worker says why
-            (ctx.work_dir / "saved_model.pb").write_bytes(b"not a SavedModel")
+            (ctx.run.work_dir / "saved_model.pb").write_bytes(b"not a SavedModel")
         return ctx
 
 

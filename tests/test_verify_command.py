@@ -71,7 +71,7 @@ def test_the_kept_cases_are_the_source_models_outputs(exported):
         ("train", "train", "3"),
         ("eval", "eval", "3"),
     }
-    reference = exported["result"].context.reference["serving_default"]
+    reference = exported["result"].context.model.reference["serving_default"]
     for batch in ("1", "3"):
         want = reference({"x": inputs[f"serving_default/{batch}/x"]})["out"]
         np.testing.assert_array_equal(outputs[f"serving_default/{batch}/out"], want)

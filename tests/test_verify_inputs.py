@@ -110,7 +110,7 @@ class Tampered(Trace):
     def __call__(self, ctx):
         import tensorflow as tf
 
-        serving = ctx.serving_fn
+        serving = ctx.model.serving_fn
 
         def perturbed(inputs):
             out = dict(serving(inputs))
@@ -118,7 +118,7 @@ class Tampered(Trace):
             out.update({n: tf.reverse(out[n], [-1]) for n in self.reverse})
             return out
 
-        ctx.serving_fn = perturbed
+        ctx.model.serving_fn = perturbed
         if self.loss_offset:
             train_fn = ctx.training.train_fn
             ctx.training.train_fn = lambda t: {**train_fn(t), "loss": train_fn(t)["loss"] + self.loss_offset}

@@ -190,27 +190,27 @@ def serving_record(ctx) -> Dict[str, Any]:
 
 
 def write(ctx) -> Manifest:
-    """Write the manifest of the export staged in ``ctx.work_dir`` (an ``ExportContext``)."""
-    files = file_hashes(ctx.work_dir, ctx.hashes)
+    """Write the manifest of the export staged in ``ctx.run.work_dir`` (an ``ExportContext``)."""
+    files = file_hashes(ctx.run.work_dir, ctx.run.hashes)
     manifest = Manifest(
-        config=OmegaConf.to_container(ctx.cfg, resolve=True),  # type: ignore[arg-type]  # a DictConfig gives a dict
-        overrides=list(ctx.overrides),
-        inputs=input_files(ctx.cfg),
+        config=OmegaConf.to_container(ctx.run.cfg, resolve=True),  # type: ignore[arg-type]  # a DictConfig gives a dict
+        overrides=list(ctx.run.overrides),
+        inputs=input_files(ctx.run.cfg),
         versions=versions(),
         stages=[
             {"name": r.name, "status": r.status, "seconds": round(r.seconds, 4), "detail": r.detail}
-            for r in ctx.records
+            for r in ctx.run.records
         ],
         files=files,
         digest=canonical.content_digest(files),
-        fingerprint=fingerprint(ctx.work_dir),
+        fingerprint=fingerprint(ctx.run.work_dir),
         verify=ctx.verify_report,
         verification=ctx.verification.to_dict(),
-        contract=contract(ctx.work_dir),
+        contract=contract(ctx.run.work_dir),
         serving=serving_record(ctx),
         conversion=dataclasses.asdict(ctx.conversion) if ctx.conversion is not None else {},
     )
-    path = ctx.work_dir / MANIFEST
+    path = ctx.run.work_dir / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(manifest.to_json())
     return manifest

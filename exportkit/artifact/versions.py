@@ -188,14 +188,20 @@ def _remove_created(base: Path, created: List[Path]) -> None:
 def plan_keep(
     versions, published: int, keep: Optional[int], labels: Mapping[str, int], busy: AbstractSet[int] = frozenset()
 ) -> Tuple[List[int], List[int]]:
-    """(versions that stay, versions to remove): the ``keep`` highest, the published one, labelled
-    ones and ``busy`` ones (being replaced by a live run) stay.
+    """(versions that stay, versions to remove): the ``keep`` highest, labelled ones, and the
+    published one, the ``busy`` ones (being written by a live run) and every version above them,
+    so that what stays unlabelled is always the newest versions, whichever concurrent run
+    finishes last.
 
     >>> plan_keep([1, 2, 3, 4, 5], published=5, keep=2, labels={"stable": 1})
     ([1, 4, 5], [2, 3])
+    >>> plan_keep([3, 5, 6, 7, 8], published=5, keep=2, labels={})
+    ([5, 6, 7, 8], [3])
     """
     ordered = sorted(versions)
-    stay = set(ordered if keep is None else ordered[-keep:]) | {published} | set(labels.values()) | set(busy)
+    oldest_live = min({published, *busy})
+    stay = set(ordered if keep is None else ordered[-keep:]) | {v for v in ordered if v >= oldest_live}
+    stay |= set(labels.values())
     return [v for v in ordered if v in stay], [v for v in ordered if v not in stay]
 
 

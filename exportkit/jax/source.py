@@ -8,7 +8,7 @@ leaf's shape and dtype) comes from the factory, the values from the file, so a f
 return templates (``jax.ShapeDtypeStruct``, e.g. from ``jax.eval_shape``) instead of arrays.
 
 This source fills the model and the reference; the ``jax2tf`` stage turns the params into
-``tf.Variable``s and the function into ``ctx.serving_fn`` (so the pipeline's needs/adds check
+``tf.Variable``s and the function into ``ctx.model.serving_fn`` (so the pipeline's needs/adds check
 names a missing jax2tf stage).
 """
 
@@ -37,7 +37,7 @@ class JaxModel:
 class JaxSource(Source):
     """What every JAX source does once it has the ``JaxModel`` (``get_model``)."""
 
-    adds = ("model", "reference")
+    adds = ("model.instance", "model.reference")
     signatures_required = (
         "model=jax needs `signatures`: a JAX function has no input shapes to infer them from; "
         "add e.g. +signatures.serving_default={inputs: {x: {shape: [null, 8], dtype: float32}}} "
@@ -49,7 +49,7 @@ class JaxSource(Source):
         raise NotImplementedError
 
     def missing_hint(self, need: str) -> str:
-        if need in ("serving_fn", "variables"):
+        if need in ("model.serving_fn", "variables"):
             return (
                 "model=jax needs the jax2tf stage before trace, and the pipeline has none: use "
                 "pipeline=jax (model=jax selects it) or re-enable pipeline.stages.jax2tf"
@@ -63,9 +63,11 @@ class JaxSource(Source):
         if self.params_path:
             model.params = load_params(self.params_path, model.params)
         check_params(model.params)
-        ctx.model = model
+        ctx.model.instance = model
         jitted = jax.jit(model.apply_fn)
-        ctx.reference = {key: reference_fn(jitted, model, list(specs)) for key, specs in ctx.signatures.items()}
+        ctx.model.reference = {
+            key: reference_fn(jitted, model, list(specs)) for key, specs in ctx.model.signatures.items()
+        }
         return ctx  # the jax2tf stage adds serving_fn and variables
 
 
@@ -107,7 +109,7 @@ class JaxInMemory(JaxSource):
         self.description = description
 
     def get_model(self, ctx: ExportContext) -> JaxModel:
-        return as_jax_model(ctx.model, "export_saved_model was given", "a JAX model is")
+        return as_jax_model(ctx.model.instance, "export_saved_model was given", "a JAX model is")
 
 
 def is_jax_model(obj: Any) -> bool:

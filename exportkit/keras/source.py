@@ -14,13 +14,13 @@ from exportkit.keras.calls import build_from_signature, input_specs, predict, re
 from exportkit.keras.introspect import input_hints
 from exportkit.keras.step_reference import training_reference
 from exportkit.keras.training import training_for
-from exportkit.sources.base import Source
+from exportkit.sources.base import MODEL_FIELDS, Source
 
 
 class KerasSource(Source):
     """What every Keras source does once it has the model object (``get_model``)."""
 
-    adds = ("model", "signatures", "serving_fn", "reference", "variables", "training", "assets")
+    adds = (*MODEL_FIELDS, "training", "assets")
 
     def reset(self) -> None:
         """Reset Keras's name counters: layer and variable names land in the graph, so the same
@@ -35,11 +35,11 @@ class KerasSource(Source):
         raise NotImplementedError
 
     def load(self, ctx: ExportContext) -> ExportContext:
-        cfg = ctx.cfg
-        with keras.saving.custom_object_scope(ctx.custom_objects):
-            if ctx.model is None:
-                ctx.model = self.get_model(ctx)
-        model = ctx.model
+        cfg = ctx.run.cfg
+        with keras.saving.custom_object_scope(ctx.model.custom_objects):
+            if ctx.model.instance is None:
+                ctx.model.instance = self.get_model(ctx)
+        model = ctx.model.instance
         if not isinstance(model, keras.Model):
             raise ModelSourceError(
                 f"model.build returned {type(model).__name__}, not a keras.Model; the "
@@ -47,17 +47,18 @@ class KerasSource(Source):
             )
         if cfg.compile.optimizer is not None:
             compile_from_config(model, cfg.compile)
-        if ctx.signatures:
-            check_signatures(model, ctx.signatures)
-        ctx.signatures = ctx.signatures or infer_signatures(model)
+        if ctx.model.signatures:
+            check_signatures(model, ctx.model.signatures)
+        ctx.model.signatures = ctx.model.signatures or infer_signatures(model)
         if not model.built or not model.variables:
-            build_from_signature(model, next(iter(ctx.signatures.values())))
-        ctx.serving_fn = functools.partial(predict, model)
-        ctx.reference = {key: reference_fn(model) for key in ctx.signatures}
+            build_from_signature(model, next(iter(ctx.model.signatures.values())))
+        ctx.model.serving_fn = functools.partial(predict, model)
+        ctx.model.reference = {key: reference_fn(model) for key in ctx.model.signatures}
         ctx.variables["model"] = [v.value for v in model.variables]
         ctx.training = training_for(model, targets=cfg.compile.get("targets") or {})
-        ctx.training_reference = training_reference(model) if ctx.training is not None else {}
-        ctx.input_hints = input_hints(model)
+        if ctx.training is not None:
+            ctx.training.reference = training_reference(model)
+        ctx.model.input_hints = input_hints(model)
         ctx.assets.update(model_assets(model))
         return ctx
 

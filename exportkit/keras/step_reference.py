@@ -1,5 +1,5 @@
 """What Keras itself computes for the ``train`` and ``eval`` graphs' inputs, so verify can hold
-the exported steps against the source model (``ExportContext.training_reference``).
+the exported steps against the source model (``Training.reference``).
 
 Each reference takes the step's named inputs (the model's inputs plus ``<output>_target``) as
 NumPy arrays and runs Keras' own ``train_on_batch`` / ``test_on_batch`` on them, then puts every

@@ -7,7 +7,7 @@ check sees what each source really provides. Sources shipped with exportkit live
 packages (``exportkit.keras.source``, ``exportkit.jax.source``); a user's own plugs in the same way::
 
     class MySource(Source):
-        adds = ("model", "signatures", "serving_fn", "reference", "variables")
+        adds = MODEL_FIELDS
         def __init__(self, path: str):
             self.path = path
         def load(self, ctx):
@@ -22,9 +22,13 @@ from typing import Tuple
 
 from exportkit.context import ExportContext
 
+# what a source fills for the export of a model: the object, its signatures, what they serve,
+# the reference outputs verify compares with, the variables to checkpoint
+MODEL_FIELDS = ("model.instance", "model.signatures", "model.serving_fn", "model.reference", "variables")
+
 
 class Source(abc.ABC):
-    adds: Tuple[str, ...] = ("model",)
+    adds: Tuple[str, ...] = ("model.instance",)
     # True for a source that exports a model object handed over by the Python API
     takes_object: bool = False
     # Non-empty when the export needs `signatures` in the config (nothing to infer them from):
@@ -53,4 +57,4 @@ class Source(abc.ABC):
 
     @abc.abstractmethod
     def load(self, ctx: ExportContext) -> ExportContext:
-        """Fill ``ctx.model`` and what ``adds`` names, and return the context."""
+        """Fill ``ctx.model.instance`` and what ``adds`` names, and return the context."""

@@ -18,15 +18,15 @@ class Stage(abc.ABC):
     ``+pipeline.stages.count={_target_: mypkg.CountParams}``::
 
         class CountParams(Stage):
-            needs = ("model",)
+            needs = ("model.instance",)
             def __call__(self, ctx):
-                ctx.extra["params"] = ctx.model.count_params()
+                ctx.extra["params"] = ctx.model.instance.count_params()
                 return ctx
     """
 
     needs: Tuple[str, ...] = ()
     adds: Tuple[str, ...] = ()
-    # True: this stage runs the model source (``ctx.source.load``), so it adds the source's ``adds``
+    # True: this stage runs the model source (``ctx.run.source.load``), so it adds the source's ``adds``
     loads_source: bool = False
 
     def __init__(self, required: bool = True) -> None:

@@ -1,5 +1,5 @@
 """build: seed everything, resolve custom objects, and load the model from its source
-(``ctx.source``, chosen by ``model._target_``). What the source adds, this stage adds."""
+(``ctx.run.source``, chosen by ``model._target_``). What the source adds, this stage adds."""
 
 from exportkit.context import ExportContext
 from exportkit.imports import import_custom_objects
@@ -7,12 +7,12 @@ from exportkit.stages.base import Stage
 
 
 class Build(Stage):
-    adds = ("custom_objects",)  # plus the source's own `adds` (see pipeline.check_dependencies)
+    adds = ("model.custom_objects",)  # plus the source's own `adds` (see pipeline.check_dependencies)
     loads_source = True
 
     def __call__(self, ctx: ExportContext) -> ExportContext:
-        source = ctx.source
+        source = ctx.run.source
         source.reset()
-        source.seed(int(ctx.cfg.seed))
-        ctx.custom_objects = {**import_custom_objects(ctx.cfg.custom_objects), **ctx.custom_objects}
+        source.seed(int(ctx.run.cfg.seed))
+        ctx.model.custom_objects = {**import_custom_objects(ctx.run.cfg.custom_objects), **ctx.model.custom_objects}
         return source.load(ctx)

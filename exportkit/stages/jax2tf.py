@@ -18,8 +18,8 @@ class Jax2TF(Stage):
       polymorphic_shapes: null  # input name -> jax2tf shape, e.g. {tokens: "(batch, seq)"}
     """
 
-    needs = ("model", "signatures")
-    adds = ("serving_fn", "variables")
+    needs = ("model.instance", "model.signatures")
+    adds = ("model.serving_fn", "variables")
 
     def __init__(
         self, with_gradient: bool = False, polymorphic_shapes: Optional[Mapping[str, str]] = None, required: bool = True
@@ -34,30 +34,30 @@ class Jax2TF(Stage):
         from exportkit.jax.source import JaxModel
         from exportkit.jax.variables import make_variables
 
-        model = ctx.model
+        model = ctx.model.instance
         if not isinstance(model, JaxModel):
             raise ConfigError(
                 f"pipeline.stages.jax2tf converts JAX models, but model._target_="
-                f"{ctx.cfg.model._target_} gives a {type(model).__name__}; use that "
+                f"{ctx.run.cfg.model._target_} gives a {type(model).__name__}; use that "
                 f"model's own pipeline (e.g. pipeline=keras)"
             )
-        self._check_overrides(ctx.signatures)
-        platforms = lowering_platforms(ctx.cfg.target)
+        self._check_overrides(ctx.model.signatures)
+        platforms = lowering_platforms(ctx.run.cfg.target)
         choice = versions.choose()
         if choice.lowered:
-            ctx.reporter.progress(
+            ctx.run.reporter.progress(
                 f"this TensorFlow's XlaCallModule runs versions up to {choice.tf_max}: "
                 f"serializing with version {choice.version} instead of JAX's "
                 f"{choice.jax_default}"
             )
         variables, tree, names = make_variables(model, trainable=self.with_gradient)
         ctx.variables["params"] = variables
-        ctx.serving_fn = serving_fn(
+        ctx.model.serving_fn = serving_fn(
             model.apply_fn, tree, platforms, self.with_gradient, self.polymorphic_shapes, choice.version
         )
         renamed = {key: name for key, name in names.items() if key != name}
         ctx.conversion = Conversion(list(platforms), choice.version, self.with_gradient, renamed)
-        ctx.reporter.progress(
+        ctx.run.reporter.progress(
             f"{len(variables)} params as variables ({mib(nbytes(variables))}), lowering "
             f"for {', '.join(platforms)}, calling convention version {choice.version}"
         )

@@ -14,18 +14,18 @@ ENDPOINT = "serve"  # the attribute Keras' export and TFSMLayer use
 
 
 class Trace(Stage):
-    needs = ("signatures", "serving_fn", "variables")
+    needs = ("model.signatures", "model.serving_fn", "variables")
     adds = ("graphs",)
 
     def __call__(self, ctx: ExportContext) -> ExportContext:
-        jit = ctx.cfg.target.jit_compile
-        serving_fn = ctx.serving_fn
+        jit = ctx.run.cfg.target.jit_compile
+        serving_fn = ctx.model.serving_fn
         assert serving_fn is not None  # in ``needs``: set before this stage runs
-        serving = {key: trace(serving_fn, specs, key, jit) for key, specs in ctx.signatures.items()}
+        serving = {key: trace(serving_fn, specs, key, jit) for key, specs in ctx.model.signatures.items()}
         key = "serving_default" if "serving_default" in serving else next(iter(serving))
-        endpoint = positional_endpoint(serving[key], ctx.signatures[key])
+        endpoint = positional_endpoint(serving[key], ctx.model.signatures[key])
         ctx.graphs["serve"] = Graph("serve", serving, list(ctx.variables), {ENDPOINT: endpoint})
-        if ctx.training is not None and not ctx.cfg.serving_only:
+        if ctx.training is not None and not ctx.run.cfg.serving_only:
             trace_training(ctx, next(iter(serving.values())), jit)
         return ctx
 
@@ -67,7 +67,7 @@ def trace_training(ctx: ExportContext, serving_fn, jit: bool) -> None:
     first signature's inputs and outputs."""
     training = ctx.training
     assert training is not None  # called only for a context with one
-    specs = training.step_specs(next(iter(ctx.signatures.values())), serving_fn.structured_outputs)
+    specs = training.step_specs(next(iter(ctx.model.signatures.values())), serving_fn.structured_outputs)
     train = trace(training.train_fn, specs, "train", jit)
     evaluate = trace(training.eval_fn, specs, "eval", jit)
     ctx.variables.update(training.variables())  # optimizer slots, metric state: built by tracing

@@ -11,7 +11,7 @@ class Verify(Stage):
     ``verify.atol``/``verify.rtol`` (``verify.tolerances.<output>``) and ``verify.top1``; a
     mismatch fails the export."""
 
-    needs = ("reference", "signatures", "saved_model_file")
+    needs = ("model.reference", "model.signatures", "saved_model_file")
     adds = ("verify_report",)
 
     def __call__(self, ctx: ExportContext) -> ExportContext:

@@ -16,7 +16,7 @@ class WriteCheckpoint(Stage):
         count = sum(len(ctx.variables[g]) for g in groups)
         size = nbytes(v for g in groups for v in ctx.variables[g])
         resources = all_graph_resources(ctx.graphs)
-        ctx.reporter.progress(
+        ctx.run.reporter.progress(
             f"{count} variables, {mib(size)} ({', '.join(groups)})"
             + (f", {len(resources)} other resources" if resources else "")
         )
@@ -24,5 +24,5 @@ class WriteCheckpoint(Stage):
         # exportkit.variables.trackable_root), so checkpoint keys match for the TF2 and TF1 loaders.
         ctx.checkpointed_resources = list(resources)
         checkpoint = tf.train.Checkpoint(trackable_root(ctx.variables, groups, resources))
-        checkpoint.write(str(ctx.work_dir / "variables" / "variables"))
+        checkpoint.write(str(ctx.run.work_dir / "variables" / "variables"))
         return ctx

@@ -42,15 +42,17 @@ class WriteGraphs(Stage):
         with tempfile.TemporaryDirectory(prefix="exportkit-graph-") as tmp:
             for tag, graph in ctx.graphs.items():
                 meta_graphs[tag], version = save_meta_graph(ctx, graph, Path(tmp) / tag)
-                ctx.reporter.progress(
+                ctx.run.reporter.progress(
                     f"{tag}: signatures {', '.join(graph.functions)} "
                     f"({len(meta_graphs[tag].graph_def.library.function)} functions)"
                 )
         for name, text in ctx.assets.items():
-            (ctx.work_dir / "assets").mkdir(exist_ok=True)
-            (ctx.work_dir / "assets" / name).write_text(text)
-        ctx.saved_model_file = write_layout(meta_graphs, version, ctx.work_dir, ctx.cfg.layout, ctx.cfg.as_text)
-        write_fingerprint(ctx.work_dir, ctx.hashes)
+            (ctx.run.work_dir / "assets").mkdir(exist_ok=True)
+            (ctx.run.work_dir / "assets" / name).write_text(text)
+        ctx.saved_model_file = write_layout(
+            meta_graphs, version, ctx.run.work_dir, ctx.run.cfg.layout, ctx.run.cfg.as_text
+        )
+        write_fingerprint(ctx.run.work_dir, ctx.run.hashes)
         serving.write_warmup(ctx)  # assets.extra/tf_serving_warmup_requests (serving.warmup)
         return ctx
 
@@ -107,7 +109,7 @@ def save_meta_graph(ctx: ExportContext, graph: Graph, directory: Path):
             f"{str(e).splitlines()[-1].strip()}; create it inside a layer (a variable with "
             f"add_weight, a table as a tf.lookup table attribute)"
         ) from e
-    copy_table_assets(directory, ctx.work_dir)
+    copy_table_assets(directory, ctx.run.work_dir)
     single = saved_model_pb2.SavedModel()
     single.ParseFromString((directory / "saved_model.pb").read_bytes())
     meta_graph = single.meta_graphs[0]
@@ -127,7 +129,7 @@ def check_resources_tracked(ctx: ExportContext, graph: Graph) -> None:
     if not untracked:
         return
     tensor, owner = untracked[0]
-    where = holder(ctx.model, tensor, owner) if ctx.model is not None else None
+    where = holder(ctx.model.instance, tensor, owner) if ctx.model.instance is not None else None
     what = f"a {type(owner).__name__}" if owner is not None else "a raw resource handle"
     if where:
         raise ModelSourceError(

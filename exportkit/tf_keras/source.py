@@ -18,7 +18,7 @@ from exportkit.context import ExportContext
 from exportkit.errors import ModelSourceError, SignatureError
 from exportkit.imports import compile_from_config
 from exportkit.signatures import tensor_spec
-from exportkit.sources.base import Source
+from exportkit.sources.base import MODEL_FIELDS, Source
 from exportkit.tf_keras import INSTALL_HINT
 from exportkit.tf_keras.calls import build_from_signature, input_names, is_compiled, known_inputs, predict, reference_fn
 from exportkit.tf_keras.training import training_for
@@ -37,7 +37,7 @@ def _require() -> None:
 class TfKerasSource(Source):
     """What every tf_keras source does once it has the model object (``get_model``)."""
 
-    adds = ("model", "signatures", "serving_fn", "reference", "variables", "training", "assets")
+    adds = (*MODEL_FIELDS, "training", "assets")
 
     def reset(self) -> None:
         """tf_keras's name counters land in the graph, as Keras 3's do (see KerasSource.reset)."""
@@ -53,22 +53,22 @@ class TfKerasSource(Source):
 
     def load(self, ctx: ExportContext) -> ExportContext:
         _require()
-        with tf_keras.utils.custom_object_scope(ctx.custom_objects):
-            if ctx.model is None:
-                ctx.model = self.get_model(ctx)
-        model = ctx.model
+        with tf_keras.utils.custom_object_scope(ctx.model.custom_objects):
+            if ctx.model.instance is None:
+                ctx.model.instance = self.get_model(ctx)
+        model = ctx.model.instance
         if not isinstance(model, tf_keras.Model):
             raise ModelSourceError(
                 f"model=tf_keras got a {type(model).__name__}, not a tf_keras.Model "
                 f"(a Keras 3 model is model=keras_file / the API's model=in_memory)"
             )
-        if ctx.cfg.compile.optimizer is not None:
-            compile_from_config(model, ctx.cfg.compile, "the tf_keras model's compile")
-        ctx.signatures = ctx.signatures or infer_signatures(model)
+        if ctx.run.cfg.compile.optimizer is not None:
+            compile_from_config(model, ctx.run.cfg.compile, "the tf_keras model's compile")
+        ctx.model.signatures = ctx.model.signatures or infer_signatures(model)
         if not model.built or not model.variables:
-            build_from_signature(model, next(iter(ctx.signatures.values())))
-        ctx.serving_fn = functools.partial(predict, model)
-        ctx.reference = {key: reference_fn(model) for key in ctx.signatures}
+            build_from_signature(model, next(iter(ctx.model.signatures.values())))
+        ctx.model.serving_fn = functools.partial(predict, model)
+        ctx.model.reference = {key: reference_fn(model) for key in ctx.model.signatures}
         ctx.variables["model"] = list(model.variables)
         ctx.training = training_for(model)
         ctx.assets.update(model_assets(model))
@@ -101,7 +101,7 @@ class TfKerasFile(TfKerasSource):
                 f"model.path={self.path!r}: expected a .h5 / .keras file or a SavedModel directory written by tf_keras"
             )
         try:
-            return tf_keras.models.load_model(str(path), custom_objects=ctx.custom_objects)
+            return tf_keras.models.load_model(str(path), custom_objects=ctx.model.custom_objects)
         except (TypeError, ValueError, OSError) as e:
             first = (str(e).strip() or type(e).__name__).splitlines()[0]
             raise ModelSourceError(

@@ -30,39 +30,41 @@ from exportkit.verification.protocol import portable
 
 
 def verify_staged(ctx: ExportContext) -> None:
-    """Verify the staged export in ``ctx.work_dir`` against ``ctx.reference`` (and
-    ``ctx.training_reference``) on every target device present; record the state and keep the cases."""
-    cfg = ctx.cfg
+    """Verify the staged export in ``ctx.run.work_dir`` against ``ctx.model.reference`` (and
+    ``ctx.training.reference``) on every target device present; record the state and keep the cases."""
+    cfg = ctx.run.cfg
     run_on, not_verified = verify_devices(list(cfg.target.devices))
     verify = cfg.verify
     steps = (
         []
-        if not verify.steps or cfg.serving_only
+        if not verify.steps or cfg.serving_only or ctx.training is None
         else [
             (tag, key, fn)
-            for tag, fn in ctx.training_reference.items()
+            for tag, fn in ctx.training.reference.items()
             if tag in ctx.graphs
             for key in ctx.graphs[tag].functions
         ]
     )
-    known = [n for specs in ctx.signatures.values() for n in specs]
+    known = [n for specs in ctx.model.signatures.values() for n in specs]
     parse_values(
         verify["values"], known + [n for tag, key, _ in steps for n in step_specs(ctx.graphs[tag].functions[key])]
     )
-    inputs = serve_cases(ctx.signatures, verify, cfg.seed, ctx.input_hints, symbols_of(cfg))
-    graph_of = {key: "serve" for key in ctx.signatures}
+    inputs = serve_cases(ctx.model.signatures, verify, cfg.seed, ctx.model.input_hints, symbols_of(cfg))
+    graph_of = {key: "serve" for key in ctx.model.signatures}
     expected = {
-        case: run_reference(ctx.reference[case[0]], case, arrays, ctx.signatures[case[0]], verify, ctx.input_hints)
+        case: run_reference(
+            ctx.model.reference[case[0]], case, arrays, ctx.model.signatures[case[0]], verify, ctx.model.input_hints
+        )
         for case, arrays in inputs.items()
     }
     for tag, key, reference in steps:
         specs = step_specs(ctx.graphs[tag].functions[key])
-        case, arrays = step_case(key, specs, inputs, expected, verify, cfg.seed, ctx.signatures)
+        case, arrays = step_case(key, specs, inputs, expected, verify, cfg.seed, ctx.model.signatures)
         expected[case] = run_reference(reference, case, arrays, specs, verify, {}, tag)
         inputs[case], graph_of[key] = arrays, tag
     if not inputs:
         raise ConfigError(
-            f"verify would run no case for signatures {sorted(ctx.signatures)} at "
+            f"verify would run no case for signatures {sorted(ctx.model.signatures)} at "
             f"verify.batch_sizes={list(verify.batch_sizes)}; give batch sizes to verify at"
         )
     tolerances, top1 = compare.checks(verify, expected)
@@ -72,22 +74,22 @@ def verify_staged(ctx: ExportContext) -> None:
     warmup_replayed: Optional[int] = None
     imports = modules_of(cfg.custom_objects.values())
     for device in run_on:
-        ctx.reporter.progress(
+        ctx.run.reporter.progress(
             f"reloading in a fresh process on {device}: {len(inputs)} cases ("
             + "; ".join(f"{key}: {' '.join(label for k, label in inputs if k == key)}" for key in graph_of)
             + ")"
         )
-        temp_dir = verify_temp_dir(ctx.export_dir)
+        temp_dir = verify_temp_dir(ctx.run.export_dir)
         try:
             actual, reply, started_at = run_cases(
-                ctx.work_dir,
+                ctx.run.work_dir,
                 inputs,
                 graph_of,
                 device,
                 imports,
                 temp_dir,
                 latency=latency.settings(verify),
-                verifier=ctx.verifier,
+                verifier=ctx.run.verifier,
                 timeout=verify.timeout_s,
             )
         finally:
@@ -102,10 +104,10 @@ def verify_staged(ctx: ExportContext) -> None:
         if reply.latency:
             latencies[device] = latency.record(reply.load_s, reply.latency)
             for line in latency.lines(latencies[device]):
-                ctx.reporter.progress(line)
+                ctx.run.reporter.progress(line)
         if reply.warmup_records is not None:
             warmup_replayed = reply.warmup_records
-            ctx.reporter.progress(
+            ctx.run.reporter.progress(
                 f"warmup: {reply.warmup_records} requests replayed through the TF1 "
                 f"session loader (TF Serving's load path) in {reply.warmup_seconds:.2f}s"
             )
@@ -120,9 +122,9 @@ def verify_staged(ctx: ExportContext) -> None:
         ctx.verify_report = ctx.verify_report or report  # the first device's; failures from all
         failures += [f"on {device}: {f}" if len(run_on) > 1 else f for f in failed]
         for line in compare.summarize(report):
-            ctx.reporter.progress(line)
+            ctx.run.reporter.progress(line)
     for device, reason in not_verified.items():
-        ctx.reporter.progress(f"{device}: not verified ({reason})")
+        ctx.run.reporter.progress(f"{device}: not verified ({reason})")
     if failures:
         raise VerificationError(
             f"the reloaded SavedModel does not match the source model: {failures[0]}"
@@ -132,7 +134,7 @@ def verify_staged(ctx: ExportContext) -> None:
             "(or verify.tolerances.OUTPUT)"
         )
     source = "verify.inputs" if verify.inputs else "generated"
-    kept.keep(ctx.work_dir / kept.KEPT_DIR, kept.KeptCases(inputs, expected, graph_of, tolerances, top1, source))
+    kept.keep(ctx.run.work_dir / kept.KEPT_DIR, kept.KeptCases(inputs, expected, graph_of, tolerances, top1, source))
     ctx.verification = Verification(
         verified=True,
         cases=len(inputs) * len(run_on),
@@ -189,8 +191,8 @@ def require_verified(ctx: ExportContext) -> Verification:
     """
     state = ctx.verification
     if not state.cases:
-        disabled = ctx.cfg.pipeline.stages.get("verify") is None
-        verify = [r for r in ctx.records if r.name == "verify"]
+        disabled = ctx.run.cfg.pipeline.stages.get("verify") is None
+        verify = [r for r in ctx.run.records if r.name == "verify"]
         reason = (
             "verification is disabled (pipeline.stages.verify=null)"
             if disabled
@@ -199,16 +201,16 @@ def require_verified(ctx: ExportContext) -> Verification:
             else "no verify stage ran"
         )
         state = ctx.verification = Verification(verified=False, cases=0, reason=reason)
-        if not disabled and not ctx.cfg.verify.allow_unverified:
+        if not disabled and not ctx.run.cfg.verify.allow_unverified:
             raise VerificationError(
                 f"no verify case ran ({reason}); nothing was published. Make verify "
                 f"run, or publish it unverified with verify.allow_unverified=true"
             )
-    for record in ctx.records:
+    for record in ctx.run.records:
         if record.name == "verify" and record.status == "ok" and state.devices_not_verified:
             record.detail = (
                 f"verified on {', '.join(state.devices_verified)}; not verified on "
                 f"{', '.join(state.devices_not_verified)} (not present on this machine)"
             )
-    ctx.reporter.verification(state.to_dict())
+    ctx.run.reporter.verification(state.to_dict())
     return state
