@@ -174,7 +174,8 @@ def test_tflite_converter_and_interpreter(cases, name):
     close_all(runner(**case.inputs), case.want, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", list(FACTORIES))
+# the multi-input model runs in `make test-slow`; the sequential one in `make test`
+@pytest.mark.parametrize("name", [pytest.param("multi", marks=pytest.mark.slow), "seq"])
 def test_tf2onnx_and_onnxruntime(cases, name, tmp_path):
     import onnxruntime
 

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from exportkit.artifact import manifest
 from tests.conftest import ROOT, run_cli
 
@@ -58,6 +60,7 @@ def test_reproduce_matches_then_reports_a_tampered_weight_file(tmp_path):
     assert "modified after the export" in report[0]
 
 
+@pytest.mark.slow
 def test_reproduce_warns_about_other_package_versions(tmp_path):
     """A manifest recording another TensorFlow: the warning names it (the bytes still match
     here, where the same TensorFlow writes them)."""

@@ -144,6 +144,7 @@ def test_slurm_launcher_configs_compose_onto_the_submitit_plugin():
     assert type(instantiate(gpu)).__name__ == "SlurmLauncher"
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher(tmp_path):
     """Hydra's Submitit launcher with its local executor: the SLURM code path without SLURM."""
     sweep = tmp_path / "sweep"
