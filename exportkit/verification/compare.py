@@ -27,11 +27,16 @@ def checks(verify, expected) -> Tuple[Dict[str, Tuple[float, float]], Set[str]]:
                     f"verify.{key} names {name!r}, which no verified graph outputs; the outputs "
                     f"are {', '.join(sorted(names))}"
                 )
+    dtypes = {n: np.asarray(o[n]).dtype for o in expected.values() for n in o}
     tolerances: Dict[str, Tuple[float, float]] = {}
     for name in names:
         own = verify.tolerances.get(name) or verify.tolerances.get(name.split("/", 1)[-1]) or {}
         atol, rtol = own.get("atol"), own.get("rtol")
-        tolerances[name] = (atol if atol is not None else verify.atol, rtol if rtol is not None else verify.rtol)
+        floor = dtype_tolerance(dtypes[name])
+        tolerances[name] = (
+            atol if atol is not None else max(verify.atol, floor),
+            rtol if rtol is not None else max(verify.rtol, floor),
+        )
     if verify.top1 is True:
         top1 = {
             n
@@ -46,6 +51,23 @@ def checks(verify, expected) -> Tuple[Dict[str, Tuple[float, float]], Set[str]]:
         wanted = set(verify.top1 or [])
         top1 = {n for n in names if n in wanted or n.split("/", 1)[-1] in wanted}
     return tolerances, top1
+
+
+def dtype_tolerance(dtype) -> float:
+    """The least default atol and rtol for an output of ``dtype``: 4 units in the last place for
+    a float narrower than float32 (bfloat16 0.031, float16 0.0039), so that one rounding of
+    difference (an op fused or ordered otherwise) is not a failure; 0 for the rest (``verify.atol``
+    and ``verify.rtol`` apply). ``verify.tolerances.<output>`` overrides it.
+
+    >>> import ml_dtypes
+    >>> dtype_tolerance(np.dtype(ml_dtypes.bfloat16)), dtype_tolerance(np.dtype("float32"))
+    (0.03125, 0.0)
+    """
+    if dtype.kind in "fV" and dtype.itemsize < 4 and dtype.names is None:
+        import ml_dtypes
+
+        return float(4 * ml_dtypes.finfo(dtype).eps)
+    return 0.0
 
 
 def compare(expected, actual, tolerances, top1=(), partial=(), ties=(1e-5, 1e-5)):

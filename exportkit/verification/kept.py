@@ -14,7 +14,7 @@ from typing import Dict, List, Mapping, Optional, Set, Tuple
 import numpy as np
 
 from exportkit.errors import ExportkitError
-from exportkit.verification.protocol import Case, portable
+from exportkit.verification.protocol import Case, from_npz, to_npz
 
 KEPT_DIR, INDEX_FILE = "assets.extra", "verify.json"
 INPUTS_FILE, OUTPUTS_FILE = "verify_inputs.npz", "verify_outputs.npz"
@@ -37,9 +37,9 @@ class KeptCases:
 
 def flatten(cases: Mapping[Case, Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray]:
     """``{(signature, label): {name: array}}`` -> ``{"signature/label/name": array}``."""
-    return {
-        f"{sig}/{label}/{name}": portable(a) for (sig, label), arrays in cases.items() for name, a in arrays.items()
-    }
+    return dict(
+        to_npz(f"{sig}/{label}/{name}", a) for (sig, label), arrays in cases.items() for name, a in arrays.items()
+    )
 
 
 def save_npz(path, arrays: Mapping[str, np.ndarray]) -> None:
@@ -100,7 +100,7 @@ def read(export_dir: Path) -> KeptCases:
     for kind in ("inputs", "outputs"):
         try:
             with np.load(kept / index[kind], allow_pickle=False) as data:
-                arrays[kind] = {k: data[k] for k in data.files}
+                arrays[kind] = dict(from_npz(k, data[k]) for k in data.files)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
             raise ExportkitError(f"verify: {kept / index[kind]} cannot be read ({error})") from None
     inputs: Dict[Case, Dict[str, np.ndarray]] = {}

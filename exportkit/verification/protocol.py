@@ -3,7 +3,9 @@
 One ``Request`` per verification, one ``Reply`` to it, each a JSON line (the worker's stdin and
 stdout). The cases' arrays travel beside them as ``.npz`` files (``Request.inputs`` in,
 ``Request.outputs`` back) whose keys join signature key, case label and tensor name with ``::``
-(``encode`` / ``decode``); strings travel as fixed-width bytes, so nothing is unpickled.
+(``encode`` / ``decode``); strings travel as fixed-width bytes, so nothing is unpickled, and
+the narrow floats NumPy knows only through ``ml_dtypes`` (bfloat16, float8) as their bits, the
+dtype's name after ``#`` in the key (``savez`` alone would bring them back as raw bytes).
 
 >>> line = Request(saved_model="/tmp/export", inputs="in.npz", outputs="out.npz").to_json()
 >>> Request.from_json(line).device
@@ -56,7 +58,9 @@ class Request:
 
 @dataclass
 class Reply:
-    """What the worker did: ``ok``, else ``error`` (its reason). The process's ``pid``, when its
+    """What the worker did: ``ok``, else ``error`` (its reason, one line), ``where`` (what it was
+    doing: a module's import, a graph's load, a signature at a case, the warmup replay) and
+    ``detail`` (the traceback, for the log file). The process's ``pid``, when its
     imports were done (``ready_at``, wall time) and the requests it has ``served``; the device it ran
     on, the GPUs it saw, each graph's load seconds, each serve case's latency (``{signature: {case:
     {batch, first_ms, p50_ms, p90_ms, p99_ms, runs}}}``), its peak resident memory for this request,
@@ -64,6 +68,8 @@ class Reply:
 
     ok: bool
     error: str = ""
+    where: str = ""
+    detail: str = ""
     pid: int = 0
     ready_at: float = 0.0
     served: int = 0
@@ -85,20 +91,44 @@ class Reply:
 
 def encode(cases: Dict[Case, Dict[str, Any]]) -> Dict[str, np.ndarray]:
     """``{(key, label): {name: array}}`` -> flat ``{"key::label::name": array}`` for ``np.savez``."""
-    return {
-        f"{key}{SEP}{label}{SEP}{name}": portable(array)
+    return dict(
+        to_npz(f"{key}{SEP}{label}{SEP}{name}", array)
         for (key, label), arrays in cases.items()
         for name, array in arrays.items()
-    }
+    )
 
 
 def decode(flat) -> Dict[Case, Dict[str, np.ndarray]]:
     """The inverse of ``encode`` (from an open ``np.load``)."""
     cases: Dict[Case, Dict[str, np.ndarray]] = {}
-    for joined, array in flat.items():
+    for stored in flat:
+        joined, array = from_npz(stored, flat[stored])
         key, label, name = joined.split(SEP, 2)
         cases.setdefault((key, label), {})[name] = array
     return cases
+
+
+def to_npz(key: str, array) -> Tuple[str, np.ndarray]:
+    """``(key, array)`` as ``np.savez`` keeps it: see the module's docstring.
+
+    >>> import ml_dtypes
+    >>> to_npz("x", np.ones(2, ml_dtypes.bfloat16))
+    ('x#bfloat16', array([16256, 16256], dtype=uint16))
+    """
+    array = portable(array)
+    if array.dtype.kind == "V" and array.dtype.names is None:  # an ml_dtypes type: no NumPy name of its own
+        return f"{key}#{array.dtype.name}", array.view(f"u{array.dtype.itemsize}")
+    return key, array
+
+
+def from_npz(key: str, array: np.ndarray) -> Tuple[str, np.ndarray]:
+    """The inverse of ``to_npz``."""
+    key, _, dtype = key.partition("#")
+    if dtype:
+        import ml_dtypes
+
+        array = array.view(getattr(ml_dtypes, dtype))
+    return key, array
 
 
 def portable(array) -> np.ndarray:
