@@ -175,6 +175,10 @@ def _export_lines(facts: Dict[str, Any]) -> List[str]:
             for kind in ("inputs", "outputs"):
                 for name, tensor in signature[kind].items():
                     lines.append(f"    {kind[:-1]:<6} {name}: {tensor['dtype']} {_shape(tensor['shape'])}")
+    for package, library in facts["op_libraries"].items():
+        lines.append(
+            f"needs op library {package} {library['version']} (a server must load it too): {', '.join(library['ops'])}"
+        )
     verify = facts["verify"]
     lines.append(
         "verify: "

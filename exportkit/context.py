@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from omegaconf import DictConfig
 
 from exportkit.artifact.digests import HashCache
+from exportkit.artifact.op_libraries import OpLibrary
 from exportkit.report import Reporter
 
 
@@ -182,6 +183,8 @@ class ExportContext:
     # files written under the export's assets/ (relative name -> text), e.g. saved_model.json
     assets: Dict[str, str] = field(default_factory=dict)
     saved_model_file: Optional[Path] = None
+    # package -> the ops of the graphs it registers (exportkit.artifact.op_libraries), by write_graphs
+    op_libraries: Dict[str, OpLibrary] = field(default_factory=dict)
     verify_report: Dict[str, Any] = field(default_factory=dict)
     verification: Verification = field(default_factory=Verification)  # set by the verify stage
     serving: Optional[ServingRecord] = None  # set by the runner (exportkit.serving)

@@ -165,6 +165,9 @@ class VerifyConf:
     # start the verification process with the export, so its imports overlap the build (and share
     # one across a sweep's jobs); false: the verify stage starts its own when it runs
     early_start: bool = True
+    # modules the verification process imports before it loads the export, for ops exportkit
+    # cannot trace to a package (the op libraries it finds and custom_objects' modules it imports anyway)
+    imports: List[str] = field(default_factory=list)
 
     @staticmethod
     def check(verify: DictConfig) -> None:
@@ -234,7 +237,7 @@ class ServingConf:
     base_path: Optional[str] = None  # a TF Serving model base path; null: publish at export_dir
     version: Any = "auto"  # "auto" (one more than the highest on disk or reserved) or an integer
     model_name: Optional[str] = None  # null: base_path's last component ("default" without one)
-    keep: Optional[int] = None  # keep the N highest versions (+ the new one and labelled ones)
+    keep: Optional[int] = None  # keep the N highest versions (+ labelled ones, and the new one and any above it)
     labels: Dict[str, int] = field(default_factory=dict)  # e.g. {stable: 3, canary: 4}
     model_config_file: Optional[str] = None  # a ModelServerConfig text file to write or update
     warmup: bool = True  # assets.extra/tf_serving_warmup_requests for the serve graph

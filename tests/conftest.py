@@ -26,7 +26,7 @@ def export(*overrides, model=None):
 
 def run_cli(*args, cwd=None, env=None, check=False):
     """``python -m exportkit ARGS`` in a fresh process, as a user runs it."""
-    full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "examples")]), **(env or {}))
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "examples")]), **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None) if not (env and "HYDRA_FULL_ERROR" in env) else None
     done = subprocess.run(
         [sys.executable, "-m", "exportkit", *map(str, args)],

@@ -182,8 +182,12 @@ def test_a_failed_first_export_leaves_no_base_path(tmp_path):
 
 def test_keep_plan_spares_the_published_labelled_and_busy_versions():
     assert versions.plan_keep([1, 2, 3, 4, 5], published=5, keep=2, labels={"stable": 1}) == ([1, 4, 5], [2, 3])
-    assert versions.plan_keep([1, 2, 3, 4, 5], published=2, keep=1, labels={}) == ([2, 5], [1, 3, 4])
-    assert versions.plan_keep([1, 2, 3], published=3, keep=1, labels={}, busy={1}) == ([1, 3], [2])
+    # the published and the busy versions stay, and so does every version above them: removing 3
+    # and 4 here (or 2 below, while 1 is still being written) would leave a gap that the next
+    # release's keep does not close (1 published last: [1, 3] on disk, not the newest)
+    assert versions.plan_keep([1, 2, 3, 4, 5], published=2, keep=1, labels={}) == ([2, 3, 4, 5], [1])
+    assert versions.plan_keep([1, 2, 3], published=3, keep=1, labels={}, busy={1}) == ([1, 2, 3], [])
+    assert versions.plan_keep([1, 2, 3, 4], published=4, keep=1, labels={}, busy={3}) == ([3, 4], [1, 2])
     assert versions.plan_keep([1, 2, 3], published=3, keep=None, labels={}) == ([1, 2, 3], [])
 
 

@@ -42,6 +42,9 @@ class Manifest:
     contract: Optional[Dict[str, Any]] = None
     serving: Dict[str, Any] = field(default_factory=dict)  # exportkit.context.ServingRecord
     conversion: Dict[str, Any] = field(default_factory=dict)  # exportkit.context.Conversion (a JAX model's)
+    # package -> {distribution, version, ops}: what a process loading the export must import
+    # (exportkit.artifact.op_libraries)
+    op_libraries: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -209,6 +212,7 @@ def write(ctx) -> Manifest:
         contract=contract(ctx.run.work_dir),
         serving=serving_record(ctx),
         conversion=dataclasses.asdict(ctx.conversion) if ctx.conversion is not None else {},
+        op_libraries={package: library.to_dict() for package, library in ctx.op_libraries.items()},
     )
     path = ctx.run.work_dir / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ The verify stage (``exportkit.stages.verify``) calls ``verify_staged``; the runn
 """
 
 import shutil
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -72,7 +73,7 @@ def verify_staged(ctx: ExportContext) -> None:
     latencies: Dict[str, Any] = {}
     worker: Dict[str, Any] = {}  # the verify process's pid and its peak memory
     warmup_replayed: Optional[int] = None
-    imports = modules_of(cfg.custom_objects.values())
+    imports = sorted({*modules_of(cfg.custom_objects.values()), *ctx.op_libraries, *verify.imports})
     for device in run_on:
         ctx.run.reporter.progress(
             f"reloading in a fresh process on {device}: {len(inputs)} cases ("
@@ -91,6 +92,7 @@ def verify_staged(ctx: ExportContext) -> None:
                 latency=latency.settings(verify),
                 verifier=ctx.run.verifier,
                 timeout=verify.timeout_s,
+                log_dir=run_dir(),
             )
         finally:
             shutil.rmtree(temp_dir, ignore_errors=True)
@@ -182,6 +184,14 @@ def run_reference(reference, case, arrays, specs, verify, hints, tag="serve") ->
         raise
     except Exception as error:  # noqa: BLE001 - the model's own failure, reported in one line
         raise VerificationError(source_failure(case, arrays, error, specs, verify, hints, tag)) from error
+
+
+def run_dir() -> Optional[Path]:
+    """The Hydra run's output directory (a CLI export's), where a failed verification process's
+    log goes; None for the Python API (the system's temporary directory then)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
 
 
 def require_verified(ctx: ExportContext) -> Verification:

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from exportkit.errors import ExportkitError, VerificationError
 from exportkit.verification import compare, kept, latency
-from exportkit.verification.process import modules_of, run_cases
+from exportkit.verification.process import RELOAD_FAILED, run_cases
 from exportkit.verification.protocol import Latency
 
 AUTO = "auto"  # the worker's first GPU, else /CPU:0; then every other GPU it saw
@@ -78,7 +78,9 @@ def verify(
     cases = kept.read(export_dir)
     config = recorded.config if recorded is not None else {}
     ties = tuple((config.get("verify") or {}).get(k, 1e-5) for k in ("atol", "rtol"))
-    modules = modules_of((config.get("custom_objects") or {}).values())
+    # the export alone: no custom object's module (the user's code) is imported, only the op
+    # libraries its graphs need and what verify.imports named
+    modules = op_libraries_here(recorded) + list((config.get("verify") or {}).get("imports") or [])
     timing = Latency(runs=latency_runs, budget_s=latency_budget_s) if latency_runs > 0 else None
     partial = [k for k, tag in cases.graph_of.items() if tag != "serve"]
     queue, done, ran, failures = list(devices or [AUTO]), set(), [], []
@@ -90,9 +92,8 @@ def verify(
                     export_dir, cases.inputs, cases.graph_of, asked, modules, Path(tmp), latency=timing
                 )
             except VerificationError as error:
-                raise VerificationError(
-                    f"{export_dir} could not be loaded and run on {asked}: {str(error).strip().splitlines()[-1]}"
-                ) from None
+                reason = str(error).removeprefix(f"{RELOAD_FAILED}: ")
+                raise VerificationError(f"{export_dir} could not be loaded and run on {asked}: {reason}") from None
         device = reply.device or asked
         done.add(device)
         if asked == AUTO:  # every other GPU too
@@ -221,3 +222,20 @@ def _installed(name: str) -> Optional[str]:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def op_libraries_here(recorded) -> List[str]:
+    """The op libraries the manifest records, each importable here; one that is not is an
+    ``ExportkitError`` naming it, its ops and the ``pip install`` that brings it."""
+    import importlib.util
+
+    from exportkit.artifact.op_libraries import OpLibrary
+
+    libraries = {p: OpLibrary(**r) for p, r in (recorded.op_libraries if recorded is not None else {}).items()}
+    for package, library in libraries.items():
+        if importlib.util.find_spec(package) is None:
+            raise ExportkitError(
+                f"verify: the export's graphs use ops of {package} ({', '.join(library.ops)}), which is not "
+                f"installed here: {library.install(package)}"
+            )
+    return sorted(libraries)

@@ -102,11 +102,13 @@ class Verifier:
         self.started_at = time.time()
         return self
 
-    def run(self, request: Request, timeout: float) -> Reply:
-        """The worker's reply to ``request``. A worker that dies
-        is replaced and asked again, once; a second death, or a reply with an error, is a
-        ``VerificationError`` with the tail of what the worker said; no reply within ``timeout``
-        seconds kills the worker and is a one-line ``VerificationError``."""
+    def run(self, request: Request, timeout: float, log_dir: Optional[Path] = None) -> Reply:
+        """The worker's reply to ``request``. A worker that dies is replaced and asked again,
+        once; a second death, or a reply with an error, is a one-line ``VerificationError`` (what
+        the worker was doing and why it failed) naming a log file in ``log_dir`` (the system's
+        temporary directory by default) that holds everything the worker wrote and its traceback;
+        no reply within ``timeout`` seconds kills the worker and is a one-line
+        ``VerificationError``."""
         died = ""
         for _attempt in range(2):
             self.start(request.imports)
@@ -126,9 +128,14 @@ class Verifier:
                     f"verify.timeout_s"
                 ) from None
             if not reply.ok:
-                raise VerificationError(f"{RELOAD_FAILED}:\n{tail(self._stderr_text(offset), reply.error)}")
+                log = write_log(log_dir, self._stderr_text(offset) + "\n" + (reply.detail or reply.error))
+                where = f"{reply.where}: " if reply.where else ""
+                raise VerificationError(f"{RELOAD_FAILED}: {where}{reply.error} (its output: {log})")
             return reply
-        raise VerificationError(f"{RELOAD_FAILED} (its worker died twice):\n{died}")
+        log = write_log(log_dir, died)
+        raise VerificationError(
+            f"{RELOAD_FAILED}: the verification process died twice, {died.splitlines()[-1]} (its output: {log})"
+        )
 
     def close(self) -> None:
         """End the worker (it exits at EOF on stdin; killed if it has not within 5 seconds)."""
@@ -174,7 +181,7 @@ class Verifier:
             code: Optional[int] = self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             code = None
-        return tail(self._stderr_text(0), f"(the worker ended with exit status {code})")
+        return f"{self._stderr_text(0)}\nthe last ended with exit status {code}"
 
     def _stderr_size(self) -> int:
         return os.fstat(self._stderr.fileno()).st_size if self._stderr is not None else 0
@@ -238,6 +245,20 @@ def current_shared() -> Optional["Verifier"]:
     return _SHARED.get()
 
 
+def write_log(log_dir: Optional[Path], text: str) -> Path:
+    """``text`` (a failed worker's output) in a new file ``exportkit-verify-*.log`` in ``log_dir``
+    (else the system's temporary directory, also when ``log_dir`` cannot be written)."""
+    for directory in ([log_dir] if log_dir is not None else []) + [Path(tempfile.gettempdir())]:
+        try:
+            fd, name = tempfile.mkstemp(prefix="exportkit-verify-", suffix=".log", dir=directory)
+        except OSError:
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return Path(name)
+    return Path(os.devnull)
+
+
 def tail(stderr: str, error: str = "") -> str:
     """The last lines of what a worker said, TensorFlow's own log lines left out."""
     lines = [
@@ -266,6 +287,7 @@ def run_cases(
     latency: Optional[Latency] = None,
     verifier: Optional[Verifier] = None,
     timeout: float = 600.0,
+    log_dir: Optional[Path] = None,
 ) -> Ran:
     """Run ``inputs`` on the export in the verification process: the outputs per case, and its
     reply (the device it ran on, load times, latency, warmup replay, peak memory).
@@ -288,7 +310,7 @@ def run_cases(
         latency=latency,
     )
     try:
-        reply = verifier.run(request, timeout)
+        reply = verifier.run(request, timeout, log_dir)
         with np.load(out_path) as data:
             return Ran(decode(data), reply, verifier.started_at)
     finally:

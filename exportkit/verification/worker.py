@@ -16,6 +16,7 @@ import argparse
 import gc
 import importlib
 import os
+import re
 import sys
 import time
 import traceback
@@ -32,9 +33,17 @@ class WorkerError(Exception):
     not run): the reply's one-line reason."""
 
 
-def run(request: Request) -> Reply:
+class Doing:
+    """What ``run`` is doing now, for the reply when it fails (``Reply.where``)."""
+
+    def __init__(self) -> None:
+        self.now = ""  # before the first step: resolving the device
+
+
+def run(request: Request, doing: Doing) -> Reply:
     """Run every case of ``request`` on the export, write the outputs, return what was measured."""
     for module in request.imports:
+        doing.now = f"importing {module}"
         importlib.import_module(module)
     import tensorflow as tf
 
@@ -45,21 +54,30 @@ def run(request: Request) -> Reply:
     latency: Dict[str, Dict[str, Dict[str, Any]]] = {}
     with np.load(request.inputs) as data:
         cases = decode(data)
-    results = {}
+    results, firsts = {}, {}
     feed: Optional[Dict[str, Any]]  # None once the last case ran (below)
     with tf.device(device):
         for (key, label), arrays in cases.items():
             tag = request.graph.get(key, "serve")
             if tag not in loaded:
+                doing.now = f"loading the {tag} graph"
                 start = time.perf_counter()
                 loaded[tag] = load_graph(request.saved_model, tag)
                 load_s[tag] = time.perf_counter() - start
+            doing.now = f"running {key} at batch {label}"
             function = loaded[tag].signatures[key]
             feed = {n: tf.constant(a) for n, a in arrays.items()}
             start = time.perf_counter()
             results[(key, label)] = {name: value.numpy() for name, value in function(**feed).items()}
-            first = time.perf_counter() - start
-            if tag == "serve" and request.latency:  # a train step would change the weights it times
+            firsts[(key, label)] = time.perf_counter() - start
+        # Timed after every case ran, in the request's order: a stateful model's timed calls move
+        # its state on (and a train step would change the weights it times: serve cases only)
+        for (key, label), arrays in cases.items():
+            if request.graph.get(key, "serve") == "serve" and request.latency:
+                doing.now = f"timing {key} at batch {label}"
+                function = loaded["serve"].signatures[key]
+                feed = {n: tf.constant(a) for n, a in arrays.items()}
+                first = firsts[(key, label)]
                 latency.setdefault(key, {})[label] = measure_latency(function, feed, first, request.latency)
     # The TF2-loaded graphs go before the warmup replay's TF1 session loads the weights again: held
     # together they were two copies of the weights at this process's peak (2.4x a 2.25 GiB export's).
@@ -67,11 +85,51 @@ def run(request: Request) -> Reply:
     loaded.clear()
     gc.collect()
     reply = Reply(ok=True, device=device, gpus=gpus, load_s=load_s, latency=latency)
+    doing.now = "replaying the warmup records"
     replay_warmup(request.saved_model, reply)
     outputs: Dict[str, Any] = encode(results)  # Any: mypy would check them against savez's allow_pickle: bool
     np.savez(request.outputs, **outputs)
     reply.peak_rss_kib = peak_rss_kib()
     return reply
+
+
+def cause(error: BaseException) -> str:
+    """One line for an exception raised while loading or running the export: an op no library
+    registered is named, with the package known to provide it; else the exception's type and
+    its message's first line that says something (TensorFlow's start with blank lines or a
+    ``Graph execution error:`` header)."""
+    text = str(error)
+    op = UNREGISTERED_OP.search(text)
+    if op:
+        name = op.group(1)
+        package = next((p for prefix, p in OP_PACKAGES.items() if name.startswith(prefix)), None)
+        where = f" (it is provided by {package})" if package else ""
+        return (
+            f"op {name} is not registered in this process{where}: import the library that registers it "
+            f"with verify.imports=[{package or 'PACKAGE'}]"
+        )
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().endswith(":")]
+    return f"{type(error).__name__}: {lines[0] if lines else text.strip()}"[:500]
+
+
+UNREGISTERED_OP = re.compile(r"Op type not registered '([^']+)'")
+# op name prefix -> the package whose import registers it, for the message when none did
+OP_PACKAGES = {
+    "RegexSplit": "tensorflow_text",
+    "Sentencepiece": "tensorflow_text",
+    "Wordpiece": "tensorflow_text",
+    "FastWordpiece": "tensorflow_text",
+    "FastBertNormalize": "tensorflow_text",
+    "NormalizeUTF8": "tensorflow_text",
+    "CaseFoldUTF8": "tensorflow_text",
+    "SplitMergeTokenize": "tensorflow_text",
+    "UnicodeScriptTokenize": "tensorflow_text",
+    "WhitespaceTokenize": "tensorflow_text",
+    "TFText": "tensorflow_text",
+    "Addons": "tensorflow_addons",
+    "IO>": "tensorflow_io",
+    "SimpleMLInferenceOp": "tensorflow_decision_forests",
+}
 
 
 def short_name(name: str) -> str:
@@ -199,12 +257,13 @@ def serve(imports: List[str]) -> None:
         if not line.strip():
             continue
         reset_peak_rss()
+        doing = Doing()
         try:
-            reply = run(Request.from_json(line))
+            reply = run(Request.from_json(line), doing)
         except WorkerError as error:
-            reply = Reply(ok=False, error=str(error))
-        except Exception:  # noqa: BLE001 - the export's failure, told to the exporting process
-            reply = Reply(ok=False, error=traceback.format_exc())
+            reply = Reply(ok=False, error=str(error), where=doing.now)
+        except Exception as error:  # noqa: BLE001 - the export's failure, told to the exporting process
+            reply = Reply(ok=False, error=cause(error), where=doing.now, detail=traceback.format_exc())
         served += 1
         reply.pid, reply.ready_at, reply.served = os.getpid(), ready_at, served
         sys.stderr.flush()
