@@ -75,7 +75,8 @@ def holder(root, tensor, owner=None, depth: int = 4) -> Optional[str]:
     """Which layer of ``root`` (the source model) holds a captured resource: ``"layer 'lookup'
     (TableLayer), attribute table"``, or None. Each layer (``root`` itself when it has no
     sublayers) is searched through its plain attributes, lists and dicts, not into other named
-    objects (layers); an attribute matches when it is the tensor, its owner, or an unnamed object
+    objects (layers); an attribute matches when it is the tensor, its owner, a ``keras.Variable``
+    wrapping its owner (one Keras does not track: ``attribute states.0``), or an unnamed object
     whose handle it is."""
     flatten = getattr(root, "_flatten_layers", None)
     for layer in list(flatten()) if callable(flatten) else [root]:
@@ -89,11 +90,22 @@ def _named(value) -> bool:
     return isinstance(getattr(value, "name", None), str)
 
 
+def _wraps(value, owner) -> bool:
+    """Whether ``value`` is a Keras variable whose backend variable is ``owner``."""
+    try:
+        import keras
+    except ImportError:
+        return False
+    return isinstance(value, keras.Variable) and getattr(value, "_value", None) is owner
+
+
 def _attribute_path(layer, tensor, owner, depth: int) -> Optional[str]:
     seen = {id(layer)}
 
     def matches(value) -> bool:
         if value is tensor or (owner is not None and value is owner):
+            return True
+        if owner is not None and _wraps(value, owner):  # a keras.Variable around the tf.Variable
             return True
         if _named(value):
             return False

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from exportkit.artifact import files
 from exportkit.errors import LoadError, first_line
-from exportkit.keras import state
+from exportkit.keras import state, stateful
 from exportkit.variables import assign, group_values
 
 
@@ -128,6 +128,7 @@ def _restore(model, path: Path, compile: bool, custom_objects, compile_config):
     if not model.built or len(model.variables) != len(weights):
         _build_from_serving_signature(model, path)
     assign(model.variables, weights, "model")
+    stateful.restore(model, group_values(reader, stateful.GROUP))  # stateful RNNs' states, if any
     state_path = path / "assets" / state.STATE_ASSET
     if state_path.exists():
         failures = state.restore(model, state_path.read_text(), weights)

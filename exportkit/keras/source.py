@@ -10,6 +10,7 @@ import keras
 from exportkit.context import ExportContext
 from exportkit.errors import ModelSourceError, SignatureError, one_line
 from exportkit.imports import compile_from_config, instantiate
+from exportkit.keras import jax_backend, stateful
 from exportkit.keras.calls import build_from_signature, input_specs, predict, reference_fn
 from exportkit.keras.introspect import input_hints
 from exportkit.keras.step_reference import training_reference
@@ -47,15 +48,22 @@ class KerasSource(Source):
             )
         if cfg.compile.optimizer is not None:
             compile_from_config(model, cfg.compile)
+        jax_backend.check(model, cfg)  # torch: refused; JAX: serving only
         if ctx.model.signatures:
             check_signatures(model, ctx.model.signatures)
         ctx.model.signatures = ctx.model.signatures or infer_signatures(model)
         if not model.built or not model.variables:
             build_from_signature(model, next(iter(ctx.model.signatures.values())))
-        ctx.model.serving_fn = functools.partial(predict, model)
-        ctx.model.reference = {key: reference_fn(model) for key in ctx.model.signatures}
-        ctx.variables["model"] = [v.value for v in model.variables]
-        ctx.training = training_for(model, targets=cfg.compile.get("targets") or {})
+        ctx.model.signatures = stateful.fixed_batch(model, ctx.model.signatures)  # a stateful RNN's batch
+        if jax_backend.backend() == "jax":  # the serve graph through jax2tf (exportkit.keras.jax_backend)
+            jax_backend.convert(ctx, model)
+        else:
+            ctx.model.serving_fn = functools.partial(predict, model)
+            ctx.variables["model"] = [v.value for v in model.variables]
+            ctx.variables.update(stateful.variable_groups(model))  # stateful RNNs' states: "state"
+        ctx.model.reference = stateful.carry_state(model, {key: reference_fn(model) for key in ctx.model.signatures})
+        if jax_backend.backend() != "jax":  # on JAX, serving only (jax_backend.check)
+            ctx.training = training_for(model, targets=cfg.compile.get("targets") or {})
         if ctx.training is not None:
             ctx.training.reference = training_reference(model)
         ctx.model.input_hints = input_hints(model)

@@ -23,7 +23,8 @@ def training_reference(model) -> Dict[str, Callable[[Dict[str, np.ndarray]], Dic
 
     def split(tensors):
         features = {n: v for n, v in tensors.items() if not n.endswith(TARGET_SUFFIX)}
-        y_pred = model(model_inputs(features), training=False)
+        with state_kept(model):  # only the outputs' structure: a stateful layer's state stays
+            y_pred = model(model_inputs(features), training=False)
         named = name_outputs(model, y_pred)
         targets = {o: tensors[f"{o}{TARGET_SUFFIX}"] for o in named}
         if isinstance(y_pred, dict):
@@ -52,10 +53,13 @@ def training_reference(model) -> Dict[str, Callable[[Dict[str, np.ndarray]], Dic
 
 
 class state_kept:
-    """Every variable of the model, its optimizer and metrics is put back on exit."""
+    """Every variable of the model (stateful layers' states too), its optimizer and metrics is
+    put back on exit."""
 
     def __init__(self, model: Any) -> None:
-        groups = [model.variables, model.optimizer.variables, model.metrics_variables]
+        from exportkit.keras.stateful import state_variables
+
+        groups = [model.variables, state_variables(model), model.optimizer.variables, model.metrics_variables]
         seen, self.variables = set(), []
         for v in (v for group in groups for v in group):
             if id(v) not in seen:

@@ -19,7 +19,7 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
 from exportkit import serving
-from exportkit.artifact import canonical, files
+from exportkit.artifact import canonical, files, op_libraries
 from exportkit.context import ExportContext, Graph
 from exportkit.errors import ModelSourceError
 from exportkit.stages.base import Stage
@@ -49,6 +49,9 @@ class WriteGraphs(Stage):
         for name, text in ctx.assets.items():
             (ctx.run.work_dir / "assets").mkdir(exist_ok=True)
             (ctx.run.work_dir / "assets" / name).write_text(text)
+        ctx.op_libraries = op_libraries.needed(op_libraries.graph_ops(meta_graphs.values()))
+        for package, library in ctx.op_libraries.items():
+            ctx.run.reporter.progress(f"op library {package} {library.version}: {', '.join(library.ops)}")
         ctx.saved_model_file = write_layout(
             meta_graphs, version, ctx.run.work_dir, ctx.run.cfg.layout, ctx.run.cfg.as_text
         )
@@ -133,15 +136,18 @@ def check_resources_tracked(ctx: ExportContext, graph: Graph) -> None:
     what = f"a {type(owner).__name__}" if owner is not None else "a raw resource handle"
     if where:
         raise ModelSourceError(
-            f"the {graph.tag} graph uses {what} held by {where}, which is not one of the model's "
-            f"variables nor a TensorFlow resource object (tf.lookup table), so it cannot be "
-            f"exported; create state with add_weight / keras.Variable (or "
-            f"keras.random.SeedGenerator), tables as tf.lookup tables"
+            f"the {graph.tag} graph uses {what} held by {where}, outside Keras' tracking: it is "
+            f"not among the model's variables (nor a stateful RNN's states, which are exported) "
+            f"nor a TensorFlow resource object (tf.lookup table), so it cannot be exported; "
+            f"assign the state to a layer attribute directly (self.x = self.add_weight(...) or "
+            f"keras.Variable, keras.random.SeedGenerator), where Keras tracks it, and tables as "
+            f"tf.lookup tables"
         )
     raise ModelSourceError(
-        f"the {graph.tag} graph uses {what} that no layer of the model holds (a global random "
-        f"generator, or a variable created outside a layer); create it inside a layer (e.g. "
-        f"keras.random.SeedGenerator as a layer attribute)"
+        f"the {graph.tag} graph uses {what} that exportkit found on no layer of the model (it "
+        f"searches each layer's attributes, lists and dicts): a global random generator, or a "
+        f"variable created outside the model? Create it in a layer, as a layer attribute (e.g. "
+        f"keras.random.SeedGenerator, self.add_weight)"
     )
 
 
