@@ -163,13 +163,15 @@ def _flax_cnn_module():
     import flax.linen as nn
 
     class CNN(nn.Module):
-        """Conv -> BatchNorm (running statistics at inference) -> relu -> mean pool -> Dense."""
+        """Conv -> BatchNorm (running statistics at inference) -> relu -> mean pool -> Dropout
+        (deterministic at inference: no ``dropout`` rng) -> Dense."""
 
         @nn.compact
         def __call__(self, x, train: bool = False):
             x = nn.Conv(4, (3, 3), name="conv")(x)
             x = nn.BatchNorm(use_running_average=not train, name="bn")(x)
             x = nn.relu(x).mean(axis=(1, 2))
+            x = nn.Dropout(0.5, deterministic=not train, name="dropout")(x)
             return {"logits": nn.Dense(3, name="head")(x)}
 
     return CNN()
@@ -182,8 +184,9 @@ def flax_cnn_apply(variables, x):
 
 @register
 def flax_cnn(seed: int = 0):
-    """A Flax CNN with BatchNorm statistics, as ``(apply_fn, variables)`` for ``model=jax``; the
-    statistics are random, so an export that ignored ``batch_stats`` would not match."""
+    """A Flax CNN with BatchNorm statistics and Dropout, as ``(apply_fn, variables)`` for
+    ``model=jax``; the statistics are random, so an export that ignored ``batch_stats`` would not
+    match, and an export that applied Dropout would not either."""
     import jax
     import jax.numpy as jnp
 
@@ -199,6 +202,241 @@ def flax_cnn(seed: int = 0):
     return flax_cnn_apply, {"params": variables["params"], "batch_stats": batch_stats}
 
 
+# --- more Keras models: tokenizers, stateful, mixed precision, int8 ----------------------------
+
+WORDPIECE_VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(" ".join(SENTENCES).split())), "##s"]
+
+
+def _tokens_classifier(tokenizer, vocabulary_size: int, name: str):
+    """Raw strings (shape ``()``) -> a keras-hub tokenizer -> Embedding -> pooling -> Dense."""
+    text = keras.Input(shape=(), dtype="string", name="text")
+    hidden = keras.layers.Embedding(vocabulary_size, 4, name="embed")(tokenizer(text))
+    pooled = keras.layers.GlobalAveragePooling1D(name="pool")(hidden)
+    return keras.Model(text, keras.layers.Dense(3, name="logits")(pooled), name=name)
+
+
+@register
+def wordpiece_tokenizer():
+    """keras-hub's WordPieceTokenizer (tensorflow_text's ops) from an explicit vocabulary."""
+    import keras_hub
+
+    tokenizer = keras_hub.tokenizers.WordPieceTokenizer(
+        vocabulary=WORDPIECE_VOCABULARY, sequence_length=8, lowercase=True, name="wordpiece"
+    )
+    return _tokens_classifier(tokenizer, len(WORDPIECE_VOCABULARY), "wordpiece_tokenizer")
+
+
+def sentencepiece_proto(vocabulary_size: int = 40) -> bytes:
+    """A tiny SentencePiece model trained in memory on SENTENCES (deterministic, no downloads)."""
+    import io
+
+    import sentencepiece
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(SENTENCES * 4),
+        model_writer=model,
+        vocab_size=vocabulary_size,
+        model_type="unigram",
+        normalization_rule_name="identity",
+        pad_id=0,
+        unk_id=1,
+        bos_id=2,
+        eos_id=3,
+        num_threads=1,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
+    return model.getvalue()
+
+
+@register
+def sentencepiece_tokenizer():
+    """keras-hub's SentencePieceTokenizer (tensorflow_text's ops) over a proto trained in memory."""
+    import keras_hub
+
+    tokenizer = keras_hub.tokenizers.SentencePieceTokenizer(
+        proto=sentencepiece_proto(), sequence_length=8, name="sentencepiece"
+    )
+    return _tokens_classifier(tokenizer, tokenizer.vocabulary_size(), "sentencepiece_tokenizer")
+
+
+@register
+def bert_classifier_preprocessed():
+    """keras-hub's BertTextClassifier (a tiny BertBackbone, explicit config) behind its own
+    BertTextClassifierPreprocessor (BertTokenizer from a vocabulary list): raw strings -> logits."""
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(WORDPIECE_VOCABULARY),
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
+        max_sequence_length=MAX_SEQUENCE_LENGTH,
+    )
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+        tokenizer=keras_hub.tokenizers.BertTokenizer(vocabulary=WORDPIECE_VOCABULARY), sequence_length=8
+    )
+    classifier = keras_hub.models.BertTextClassifier(backbone=backbone, preprocessor=preprocessor, num_classes=3)
+    text = keras.Input(shape=(), dtype="string", name="text")
+    return keras.Model(text, classifier(preprocessor(text)), name="bert_classifier_preprocessed")
+
+
+STATEFUL_BATCH = 4  # tests/test_consumers.py's BATCH: a stateful RNN keeps its state for one batch size
+
+
+@register
+def lstm_stateful(features: int = 3):
+    """``LSTM(stateful=True)``: a fixed batch, the state carried across calls, and a non-zero state
+    (from one call) when exported."""
+    sequence = keras.Input(batch_size=STATEFUL_BATCH, shape=(5, features), name="sequence")
+    outputs = keras.layers.Dense(2, name="out")(keras.layers.LSTM(6, stateful=True, name="lstm")(sequence))
+    model = keras.Model(sequence, outputs, name="lstm_stateful")
+    model(np.random.default_rng(3).standard_normal((STATEFUL_BATCH, 5, features)).astype("float32"))
+    return model
+
+
+def rnn_states(model):
+    """The state variables of a model's stateful RNN layers (``[]`` for any other model)."""
+    return [v for layer in model._flatten_layers() if getattr(layer, "stateful", False) for v in layer.states]
+
+
+def _mixed(policy: str):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        inputs = keras.Input((6,), name="x")
+        hidden = keras.layers.Dense(16, activation="relu", name="hidden")(inputs)
+        hidden = keras.layers.BatchNormalization(name="bn")(hidden)
+        model = keras.Model(inputs, keras.layers.Dense(4, name="out")(hidden), name=policy)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    _randomize_batchnorm(model)
+    return model
+
+
+@register
+def mixed_bfloat16():
+    """``mixed_bfloat16``: float32 variables and input, bfloat16 compute and output."""
+    return _mixed("mixed_bfloat16")
+
+
+@register
+def mixed_float16():
+    """``mixed_float16``: float32 variables and input, float16 compute and output."""
+    return _mixed("mixed_float16")
+
+
+@register
+def int8_quantized():
+    """``model.quantize("int8")`` (Keras' int8 Dense: int8 kernel and its scale, inputs quantized
+    per call)."""
+    inputs = keras.Input((8,), name="x")
+    hidden = keras.layers.Dense(16, activation="relu", name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(hidden), name="int8_quantized")
+    model.quantize("int8")
+    return model
+
+
+# --- Keras on the JAX backend: exported by a process with KERAS_BACKEND=jax --------------------
+
+
+def _numpy_weights(model, seed: int = 0):
+    """Every float variable from NumPy (a variance from [0.5, 2]): the same weights on any backend
+    and in any process, whatever its random state."""
+    rng = np.random.default_rng(seed)
+    for variable in model.variables:
+        if "float" not in str(variable.dtype):
+            continue  # Dropout's seed
+        shape = tuple(variable.shape)
+        value = rng.uniform(0.5, 2.0, shape) if "variance" in variable.path else rng.normal(0.0, 0.5, shape)
+        variable.assign(value.astype(str(variable.dtype)))
+    return model
+
+
+@register
+def keras_jax_functional():
+    """Two named inputs, two named outputs, BatchNorm statistics and Dropout."""
+    a, b = keras.Input((6,), name="a"), keras.Input((3,), name="b")
+    h = keras.layers.Concatenate(name="joined")([keras.layers.Dense(8, activation="relu", name="d1")(a), b])
+    h = keras.layers.Dropout(0.5, name="dropout")(keras.layers.BatchNormalization(name="bn")(h))
+    outputs = {
+        "score": keras.layers.Dense(1, name="score")(h),
+        "probs": keras.layers.Dense(4, activation="softmax", name="probs")(h),
+    }
+    return _numpy_weights(keras.Model({"a": a, "b": b}, outputs, name="keras_jax_functional"))
+
+
+@keras.saving.register_keras_serializable(package="consumer_models")
+class Subclassed(keras.Model):
+    """A subclassed model: layers made in ``__init__``, the graph in ``call``."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(5, activation="tanh", name="hidden")
+        self.head = keras.layers.Dense(2, name="head")
+
+    def call(self, x):
+        return self.head(self.hidden(x)) * 3.0
+
+
+@register
+def keras_jax_subclassed(features: int = 7):
+    model = Subclassed(name="keras_jax_subclassed")
+    model(np.zeros((1, features), "float32"))  # built
+    return _numpy_weights(model, seed=1)
+
+
+# --- JAX libraries as (apply_fn, params) ---------------------------------------------------------
+
+
+def _perturbed(params, seed: int):
+    """Every leaf plus noise: no zero biases (Haiku's and Equinox's initializers may leave some)."""
+    import jax
+
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(
+        lambda a: (np.asarray(a) + rng.normal(0.0, 0.1, np.shape(a))).astype(np.asarray(a).dtype), params
+    )
+
+
+@register
+def equinox_mlp(seed: int = 0):
+    """An Equinox MLP: ``eqx.partition`` into its arrays (an ``eqx.nn.MLP`` pytree) and the rest;
+    ``apply_fn`` combines them and maps over the batch."""
+    import equinox as eqx
+    import jax
+
+    model = eqx.nn.MLP(5, 3, 8, 2, activation=jax.nn.tanh, key=jax.random.key(seed))
+    params, static = eqx.partition(model, eqx.is_array)
+
+    def equinox_apply(params, x):
+        return jax.vmap(eqx.combine(params, static))(x)
+
+    return equinox_apply, _perturbed(params, seed)
+
+
+def _haiku_forward(x):
+    import haiku as hk
+    import jax
+
+    return {"logits": hk.nets.MLP([8, 3], activation=jax.nn.tanh)(x)}
+
+
+@register
+def haiku_mlp(seed: int = 0):
+    """A Haiku MLP: ``hk.without_apply_rng(hk.transform(f))``'s ``apply`` and its params
+    (module names such as ``mlp/~/linear_0``)."""
+    import haiku as hk
+    import jax
+    import jax.numpy as jnp
+
+    transformed = hk.without_apply_rng(hk.transform(_haiku_forward))
+    params = transformed.init(jax.random.key(seed), jnp.zeros((1, 5), jnp.float32))
+    return transformed.apply, _perturbed(params, seed)
+
+
 # --- how the matrix drives each model -------------------------------------------------------
 
 
@@ -212,10 +450,16 @@ class Case:
     overrides: Tuple[str, ...] = ()  # extra export overrides (signatures of a JAX model)
     make_targets: Optional[Callable[[np.random.Generator, int], object]] = None  # compiled models
     jax_shapes: Dict[str, Tuple[Optional[int], ...]] = field(default_factory=dict)  # JAX: input -> shape
+    factory: str = ""  # the registered factory, when it is not ``name`` (one model, two rows)
+    # Keras' backend: "jax" rows are exported (and their source run) by a fresh process with
+    # KERAS_BACKEND=jax, through the Python API (via="api") or the CLI (via="cli").
+    keras_backend: str = "tensorflow"
+    via: str = "cli"
+    imports: Tuple[str, ...] = ()  # op libraries a fresh process imports before reading the export
 
     @property
     def target(self) -> str:
-        return f"tests.consumer_models.{self.name}"
+        return f"tests.consumer_models.{self.factory or self.name}"
 
     @property
     def compiled(self) -> bool:
@@ -249,6 +493,12 @@ def _tokens(rng, batch, names=("token_ids", "padding_mask")):
         out["segment_ids"] = np.zeros((batch, SEQ), "int32")
         out["segment_ids"][:, SEQ // 2 :] = 1
     return {k: out[k] for k in names}
+
+
+def _texts(rng, batch):
+    """Sentences of SENTENCES' words (and one the vocabularies lack), one string per example."""
+    words = " ".join(SENTENCES).split() + ["unseen"]
+    return np.array([" ".join(rng.choice(words, rng.integers(2, 7))) for _ in range(batch)]).astype(bytes)
 
 
 def _words(rng, batch):
@@ -300,6 +550,55 @@ CASES: Dict[str, Case] = {
             overrides=("+signatures.serving_default={inputs: {x: {shape: [null, 8, 8, 3], dtype: float32}}}",),
             jax_shapes={"x": (None, 8, 8, 3)},
         ),
+        Case("wordpiece_tokenizer", "keras", lambda rng, b: {"text": _texts(rng, b)}, imports=("tensorflow_text",)),
+        Case("sentencepiece_tokenizer", "keras", lambda rng, b: {"text": _texts(rng, b)}, imports=("tensorflow_text",)),
+        Case(
+            "bert_classifier_preprocessed",
+            "keras",
+            lambda rng, b: {"text": _texts(rng, b)},
+            imports=("tensorflow_text",),
+        ),
+        Case("lstm_stateful", "keras", lambda rng, b: {"sequence": rng.standard_normal((b, 5, 3)).astype("float32")}),
+        Case("mixed_bfloat16", "keras", lambda rng, b: {"x": rng.standard_normal((b, 6)).astype("float32")}),
+        Case("mixed_float16", "keras", lambda rng, b: {"x": rng.standard_normal((b, 6)).astype("float32")}),
+        Case("int8_quantized", "keras", lambda rng, b: {"x": rng.standard_normal((b, 8)).astype("float32")}),
+        *[
+            Case(
+                f"keras_jax_functional_{via}",
+                "keras",
+                lambda rng, b: {
+                    "a": rng.standard_normal((b, 6)).astype("float32"),
+                    "b": rng.standard_normal((b, 3)).astype("float32"),
+                },
+                factory="keras_jax_functional",
+                keras_backend="jax",
+                via=via,
+            )
+            for via in ("api", "cli")
+        ],
+        *[
+            Case(
+                f"keras_jax_subclassed_{via}",
+                "keras",
+                lambda rng, b: {"x": rng.standard_normal((b, 7)).astype("float32")},
+                factory="keras_jax_subclassed",
+                keras_backend="jax",
+                via=via,
+            )
+            for via in ("api", "cli")
+        ],
+        *[
+            Case(
+                name,
+                "jax",
+                lambda rng, b: {"x": rng.standard_normal((b, 5)).astype("float32")},
+                overrides=("+signatures.serving_default={inputs: {x: {shape: [null, 5], dtype: float32}}}",),
+                jax_shapes={"x": (None, 5)},
+            )
+            for name in ("equinox_mlp", "haiku_mlp")
+        ],
     ]
 }
-assert set(CASES) == set(REGISTRY), "every registered model has a Case and every Case a model"
+assert {c.factory or c.name for c in CASES.values()} == set(REGISTRY), (
+    "every registered model has a Case and every Case a model"
+)

@@ -6,7 +6,16 @@ consumer. Control rule: where a consumer fails on exportkit's export, the same c
 the same model's own library export (Keras' ``model.export(path)``; for a JAX model, jax2tf +
 ``tf.saved_model.save``, as jax2tf documents). A cell may fail only where that control fails
 too: that is the consumer's own limit, and the cell is skipped with the control's failure as
-its reason. Otherwise it fails.
+its reason. Otherwise it fails. ``load_from_saved_model`` reads no library export: its control is
+Keras' own rebuild of the model (``model.save`` + ``keras.saving.load_model``).
+
+Keras models on the JAX backend (``Case.keras_backend == "jax"``) are built, run and exported by
+a fresh process with ``KERAS_BACKEND=jax`` (the backend is chosen when Keras is imported): the
+Python API in a script that also saves the source's outputs and makes Keras' own export, or
+``python -m exportkit`` beside it; this process (the TensorFlow backend) reads the exports. A
+stateful model is compared on each reader's first call after a fresh load, with the source's first
+call from the exported state. Outputs narrower than float32 (mixed precision) are compared in
+float64 within 4 units in their last place, relative to the outputs' scale.
 
 Most cells are marked ``consumers`` (``make test-consumers``); a small subset runs in ``make
 test``. With ``EXPORTKIT_MATRIX_OUT=path.md`` set, the outcome table (model x consumer: ok /
@@ -14,6 +23,7 @@ consumer limit / FAIL) and each failure's first line are written there when the 
 (``bench/consumer_matrix.py`` runs the whole matrix and prints it).
 """
 
+import json
 import os
 import re
 import subprocess
@@ -25,8 +35,8 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 import pytest
 
-from tests.conftest import export
-from tests.consumer_models import CASES, REGISTRY, Case
+from tests.conftest import ROOT, export
+from tests.consumer_models import CASES, REGISTRY, Case, rnn_states
 
 RTOL = 1e-4  # relative to the outputs' scale: max|got - want| <= RTOL * max|want|
 CONVERTER_RTOL = 1e-3  # TFLite and ONNX runtimes fuse and reorder float ops
@@ -72,10 +82,13 @@ class Subject:
 
     @property
     def control_label(self) -> str:
+        if self.case.keras_backend == "jax":
+            return "Keras' model.export() (JAX backend)"
         return "Keras' model.export()" if self.case.source == "keras" else "jax2tf + tf.saved_model.save"
 
     def control_dir(self) -> Path:
-        """The model's own library export, made once on first need (a cell failed)."""
+        """The model's own library export, made once on first need (a cell failed); on the JAX
+        backend, made by the exporting process beside exportkit's export."""
         if self._control is None:
             path = self.work / "control"
             try:
@@ -98,7 +111,7 @@ class Subject:
         from exportkit.keras.calls import input_name
 
         tensors = tf_inputs(inputs)
-        if self.case.source == "jax":
+        if self.case.source == "jax" or self.source is None:  # JAX; Keras on JAX (in its process)
             return Case.tensors(inputs)
         return keras.tree.map_structure(lambda t: tensors[input_name(t)], self.source.input)
 
@@ -119,15 +132,22 @@ def numpy_outputs(outputs) -> Dict[str, np.ndarray]:
 
 
 def jax2tf_export(case: Case, apply_fn, params, path: Path) -> None:
-    """A JAX model's own SavedModel, the way jax2tf's documentation exports one."""
+    """A JAX model's own SavedModel, the way jax2tf's documentation exports one: the params' leaves
+    (any pytree: a dict, an Equinox module) as variables, passed to the converted function."""
+    import jax
     import tensorflow as tf
     from jax.experimental import jax2tf
 
     ((name, shape),) = case.jax_shapes.items()
     poly = "(b, " + ", ".join(str(d) for d in shape[1:]) + ")"
+    leaves, treedef = jax.tree_util.tree_flatten(params)
     module = tf.Module()
-    module.params = tf.nest.map_structure(lambda a: tf.Variable(np.asarray(a), trainable=False), params)
-    converted = jax2tf.convert(apply_fn, polymorphic_shapes=[None, poly], with_gradient=False)
+    module.params = [tf.Variable(np.asarray(a), trainable=False) for a in leaves]
+    converted = jax2tf.convert(
+        lambda leaves, x: apply_fn(jax.tree_util.tree_unflatten(treedef, leaves), x),
+        polymorphic_shapes=[None, poly],
+        with_gradient=False,
+    )
 
     @tf.function(autograph=False, input_signature=[tf.TensorSpec(shape, tf.float32, name=name)])
     def serve(x):
@@ -140,6 +160,8 @@ def jax2tf_export(case: Case, apply_fn, params, path: Path) -> None:
 def make_subject(case: Case, work: Path) -> Subject:
     """Export with verify on; if that fails, again with verify off so the consumers still get an
     export to read (the ``export`` column records the verified export's failure)."""
+    if case.keras_backend == "jax":
+        return keras_jax_subject(case, work)
     subject = Subject(case, work)
     base = (f"model={case.source}", f"model.build._target_={case.target}", *case.overrides)
     for attempt, extra in enumerate([(), ("pipeline.stages.verify=null",)]):
@@ -162,7 +184,101 @@ def make_subject(case: Case, work: Path) -> Subject:
         keras.utils.set_random_seed(0)
         subject.source = REGISTRY[case.name]()
     subject.inputs = case.inputs(BATCH, seed=7)
-    subject.want = subject.call_source(subject.inputs)
+    states = [] if case.source == "jax" else rnn_states(subject.source)
+    exported = [v.numpy() for v in states]
+    subject.want = subject.call_source(subject.inputs)  # a stateful source's first call from the exported state
+    for variable, value in zip(states, exported):  # back to the exported state (for the control)
+        variable.assign(value)
+    return subject
+
+
+KERAS_JAX_ENV = {"KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+KERAS_JAX_SCRIPT = r"""
+import importlib, json, sys, traceback
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import exportkit
+
+assert keras.backend.backend() == "jax", keras.backend.backend()
+target, via, work = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+module, _, name = target.rpartition(".")
+model = getattr(importlib.import_module(module), name)()
+with np.load(work / "inputs.npz") as data:
+    inputs = {k: data[k] for k in data.files}
+outputs = model(inputs if len(inputs) > 1 else next(iter(inputs.values())), training=False)
+if not isinstance(outputs, dict):
+    outputs = {"output": outputs}
+np.savez(work / "want.npz", **{k: np.asarray(v) for k, v in outputs.items()})
+
+
+def first_line(error):
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {(lines or [''])[0][:300]}"
+
+
+result = {}
+try:
+    model.export(str(work / "control"), verbose=False)
+except Exception as e:
+    result["control_error"] = first_line(e)
+if via == "api":
+    for attempt, overrides in enumerate([[], ["pipeline.stages.verify=null"]]):
+        try:
+            exportkit.export_saved_model(model, work / f"exportkit{attempt}", overrides=overrides, verbose=False)
+        except Exception as e:
+            result["verify_error" if attempt == 0 else "export_error"] = first_line(e)
+            traceback.print_exc()
+            continue
+        result["export_dir"] = str(work / f"exportkit{attempt}")
+        break
+(work / "result.json").write_text(json.dumps(result))
+"""
+
+
+def keras_jax_subject(case: Case, work: Path) -> Subject:
+    """A Keras model on the JAX backend: a fresh process with KERAS_BACKEND=jax builds it, saves its
+    outputs on this subject's inputs, makes Keras' own export and (``via="api"``) exportkit's;
+    for ``via="cli"``, ``python -m exportkit`` exports it beside that process. Either export is
+    retried with verify off if it fails (as ``make_subject`` does)."""
+    subject = Subject(case, work)
+    subject.inputs = case.inputs(BATCH, seed=7)
+    np.savez(work / "inputs.npz", **subject.inputs)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **KERAS_JAX_ENV)
+    env.pop("HYDRA_FULL_ERROR", None)
+    run = dict(cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    script = subprocess.Popen([sys.executable, "-c", KERAS_JAX_SCRIPT, case.target, case.via, str(work)], **run)
+    if case.via == "cli":
+        cli = [sys.executable, "-m", "exportkit", "model=keras", f"model.build._target_={case.target}", *case.overrides]
+        for attempt, extra in enumerate([(), ("pipeline.stages.verify=null",)]):
+            export_dir = work / f"exportkit{attempt}"
+            done = subprocess.run(
+                [*cli, f"export_dir={export_dir}", f"hydra.run.dir={work / f'run{attempt}'}", *extra],
+                timeout=600,
+                **run,
+            )
+            if done.returncode == 0:
+                subject.export_dir = export_dir
+                break
+            errors = [line for line in done.stderr.splitlines() if line.startswith("exportkit: error:")]
+            reason = (errors or [line for line in done.stderr.splitlines() if line.strip()] or [""])[-1]
+            setattr(
+                subject,
+                "verify_error" if attempt == 0 else "export_error",
+                f"the CLI exited {done.returncode}: {reason}",
+            )
+    stdout, stderr = script.communicate(timeout=600)
+    if script.returncode != 0:
+        raise RuntimeError(f"the KERAS_BACKEND=jax process failed:\n{stdout[-2000:]}\n{stderr[-4000:]}")
+    result = json.loads((work / "result.json").read_text())
+    if case.via == "api":
+        subject.verify_error, subject.export_error = result.get("verify_error"), result.get("export_error")
+        subject.export_dir = Path(result["export_dir"]) if "export_dir" in result else None
+    subject._control = RuntimeError(result["control_error"]) if "control_error" in result else work / "control"
+    with np.load(work / "want.npz") as data:
+        subject.want = {k: data[k] for k in data.files}
     return subject
 
 
@@ -184,9 +300,20 @@ def subjects(tmp_path_factory):
 # --- comparing ---------------------------------------------------------------------------------
 
 
+def narrow_float_tolerance(dtype: np.dtype) -> float:
+    """4 units in the last place of a float narrower than float32 (bfloat16, float16: NumPy
+    knows the second, ml_dtypes the first), which one rounding more or less may cost; else 0."""
+    if dtype.kind in "fV" and dtype.itemsize < 4 and dtype.names is None:
+        import ml_dtypes
+
+        return float(4 * ml_dtypes.finfo(dtype).eps)
+    return 0.0
+
+
 def assert_matches(got: Dict[str, np.ndarray], want: Dict[str, np.ndarray], rtol: float = RTOL) -> None:
     """Same outputs (by name; one output against one output), same shapes, and
-    ``max|got - want| <= rtol * max|want|`` per output (exact for non-float outputs)."""
+    ``max|got - want| <= rtol * max|want|`` per output, computed in float64, with ``rtol`` at
+    least a narrow float's 4 units in the last place (exact for non-float outputs)."""
     got = {k.split(":")[0]: np.asarray(v) for k, v in got.items()}
     if len(got) == 1 and len(want) == 1:
         pairs = [(next(iter(want)), next(iter(got.values())), next(iter(want.values())))]
@@ -195,12 +322,16 @@ def assert_matches(got: Dict[str, np.ndarray], want: Dict[str, np.ndarray], rtol
         pairs = [(k, got[k], want[k]) for k in want]
     for name, g, w in pairs:
         assert g.shape == w.shape, f"{name}: shape {g.shape} != the source model's {w.shape}"
-        if not np.issubdtype(w.dtype, np.floating):
+        narrow = narrow_float_tolerance(w.dtype)
+        if not (np.issubdtype(w.dtype, np.floating) or narrow):
             np.testing.assert_array_equal(g, w, err_msg=name)
             continue
+        if g.dtype.kind == "V" and g.dtype.names is None and g.dtype.itemsize == w.dtype.itemsize:
+            g = g.view(w.dtype)  # bfloat16 through a .npy file: its bytes, a dtype NumPy cannot name
+        g, w, tol = g.astype("float64"), w.astype("float64"), max(rtol, narrow)
         assert np.all(np.isfinite(g)), f"{name}: non-finite values"
-        err, scale = float(np.max(np.abs(g.astype("float64") - w))), float(np.max(np.abs(w)))
-        assert err <= rtol * max(scale, TINY), f"{name}: max abs error {err:.3g} > {rtol} x output scale {scale:.3g}"
+        err, scale = float(np.max(np.abs(g - w))), float(np.max(np.abs(w)))
+        assert err <= tol * max(scale, TINY), f"{name}: max abs error {err:.3g} > {tol:.3g} x output scale {scale:.3g}"
 
 
 def tf_inputs(inputs):
@@ -236,10 +367,24 @@ def tf1_session(path: Path, s: Subject) -> None:
     assert_matches(got, s.want)
 
 
-def saved_model_cli(*args) -> str:
-    done = subprocess.run(
-        [str(BIN / "saved_model_cli"), *map(str, args)], capture_output=True, text=True, timeout=300, env=SUBPROCESS_ENV
+def with_imports(command, imports, main: str):
+    """``command`` (a console script or ``python -m module``); where the export needs op
+    libraries (``Case.imports``: tensorflow_text for keras-hub's tokenizers), the same tool run by
+    a Python that imports them first, as a user of such a model must (``main`` calls the tool)."""
+    if not imports:
+        return command
+    args = command[3:] if command[1] == "-m" else command[1:]
+    code = f"import sys; import {', '.join(imports)}; sys.argv[0] = {command[0]!r}; {main}"
+    return [sys.executable, "-c", code, *args]
+
+
+def saved_model_cli(*args, imports=()) -> str:
+    command = with_imports(
+        [str(BIN / "saved_model_cli"), *map(str, args)],
+        imports,
+        "from tensorflow.python.tools.saved_model_cli import main; sys.exit(main())",
     )
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=SUBPROCESS_ENV)
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         raise RuntimeError(f"saved_model_cli {args[0]} exited {done.returncode}: {lines[-1] if lines else ''}")
@@ -252,7 +397,7 @@ DTYPES = {"DT_FLOAT": "float32", "DT_INT32": "int32", "DT_INT64": "int64", "DT_S
 def cli_show(path: Path, s: Subject) -> None:
     """``saved_model_cli show --all``: the serve tag-set's serving_default lists the model's inputs
     (names, dtypes, ranks) and outputs (names, ranks)."""
-    text = saved_model_cli("show", "--dir", path, "--all")
+    text = saved_model_cli("show", "--dir", path, "--all", imports=s.case.imports)
     block = re.search(
         r"MetaGraphDef with tag-set: 'serve' .*?signature_def\['serving_default'\]:(.*?)Method name", text, re.S
     )
@@ -301,6 +446,7 @@ def cli_run(path: Path, s: Subject) -> None:
         "--outdir",
         out,
         "--overwrite",
+        imports=s.case.imports,
     )
     assert_matches({p.stem: np.load(p, allow_pickle=True) for p in out.glob("*.npy")}, s.want)
 
@@ -335,7 +481,7 @@ def onnx(path: Path, s: Subject) -> None:
     import onnxruntime
 
     out = s.work / f"model_{abs(hash(str(path)))}.onnx"
-    done = subprocess.run(
+    command = with_imports(
         [
             sys.executable,
             "-m",
@@ -351,11 +497,10 @@ def onnx(path: Path, s: Subject) -> None:
             "--output",
             str(out),
         ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=SUBPROCESS_ENV,
+        s.case.imports,
+        "import runpy; runpy.run_module('tf2onnx.convert', run_name='__main__', alter_sys=True)",
     )
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=SUBPROCESS_ENV)
     if done.returncode != 0:
         errors = [line for line in done.stderr.splitlines() if "Error" in line or "error" in line]
         raise RuntimeError(f"tf2onnx exited {done.returncode}: {(errors or done.stderr.splitlines() or [''])[-1]}")
@@ -400,7 +545,25 @@ CONSUMERS: Dict[str, Callable[[Path, Subject], None]] = {
     "onnx": onnx,
     "load_from_saved_model": load_from_saved_model,
 }
-NO_CONTROL = {"load_from_saved_model"}  # exportkit's own loader: a failure is exportkit's
+
+
+def keras_rebuild(s: Subject) -> None:
+    """The control of ``load_from_saved_model``, which rebuilds the model from its Keras config:
+    Keras' own rebuild, ``model.save("m.keras")`` then ``keras.saving.load_model``, compared the
+    same way. Where Keras cannot rebuild the model from its own format either (a keras-hub
+    tokenizer's vocabulary is an asset Keras loads only after rebuilding the functional graph that
+    calls it), the cell is Keras' limit; otherwise a failure is exportkit's."""
+    import keras
+
+    model = s.source if s.source is not None else REGISTRY[s.case.factory or s.case.name]()  # JAX backend: rebuilt here
+    path = s.work / "control_rebuild.keras"
+    model.save(str(path))
+    rebuilt = keras.saving.load_model(str(path))
+    assert_matches(numpy_outputs(rebuilt(s.structured(s.inputs), training=False)), s.want)
+
+
+# exportkit's own loader: no library export it reads; its control is Keras' own rebuild
+OWN_CONTROL = {"load_from_saved_model": ("Keras' model.save() + keras.saving.load_model()", keras_rebuild)}
 KERAS_ONLY = {"load_from_saved_model"}
 # The default `make test` runs these (text + lookup tables, and a compiled sparse classifier with
 # BatchNorm); every other cell is marked `consumers`.
@@ -433,7 +596,14 @@ def test_cell(subjects, model, consumer):
         consume(subject.export_dir, subject)
     except Exception as error:
         reason = first_line(error)
-        if consumer in NO_CONTROL:
+        if consumer in OWN_CONTROL:
+            label, control_check = OWN_CONTROL[consumer]
+            try:
+                control_check(subject)
+            except Exception as control_error:  # noqa: BLE001 - Keras' own limit
+                limit = first_line(control_error)
+                OUTCOMES[model, consumer] = (LIMIT, limit)
+                pytest.skip(f"consumer limit: {label} fails too: {limit}")
             OUTCOMES[model, consumer] = (FAIL, reason)
             raise
         try:
