@@ -348,7 +348,7 @@ def groups_section() -> List[str]:
         "| group | options | default |",
         "|---|---|---|",
     ]
-    for group in ("model", "target", "pipeline", "experiment", "hydra/launcher"):
+    for group in ("model", "target", "pipeline", "formats", "experiment", "hydra/launcher"):
         options = ", ".join(f"`{o}`" for o in group_options(group))
         lines.append(f"| `{group}` | {options} | {code(chosen.get(group, ''))} |")
     lines += [
@@ -476,8 +476,31 @@ def render() -> str:
     for key, node_type in nested_nodes(schema.ExportConfig, ""):
         if key not in ("target", "pipeline"):
             lines += section(key, node_type, comments)
+    lines += formats_section()
     lines += experiment_section()
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def formats_section() -> List[str]:
+    """Each ``conf/formats`` option's keys, defaults and the comments beside them."""
+    lines = [
+        "## `formats` options {#formats}",
+        "",
+        "Deployment formats converted from the SavedModel and verified with their own runtimes "
+        "([Deployment formats](formats.md)): `+formats=[litert,onnx]` adds the chosen ones, each under "
+        "`formats.<name>` (`formats.litert.quantize=int8`).",
+        "",
+    ]
+    for option in group_options("formats"):
+        path = CONF / "formats" / f"{option}.yaml"
+        lines += [f"### `formats.{option}`", "", "| key | default | comment |", "|---|---|---|"]
+        for line in path.read_text().splitlines():
+            match = re.match(r"^([A-Za-z_]\w*):\s*([^#]*?)\s*(?:#\s*(.*))?$", line)
+            if match:
+                key, value, note = match.groups()
+                lines.append(f"| `{key}` | {code(value or 'null')} | {cell(plain(note or ''))} |")
+        lines.append("")
+    return lines
 
 
 def nested_nodes(node_type, prefix: str) -> List[Tuple[str, Any]]:

@@ -175,6 +175,14 @@ def _export_lines(facts: Dict[str, Any]) -> List[str]:
             for kind in ("inputs", "outputs"):
                 for name, tensor in signature[kind].items():
                     lines.append(f"    {kind[:-1]:<6} {name}: {tensor['dtype']} {_shape(tensor['shape'])}")
+    for name, record in facts["formats"].items():
+        from exportkit.verification.existing import format_numbers
+        from exportkit.verification.latency import p50_by_batch
+
+        lines.append(
+            f"format {name} ({', '.join(f'{k}={v}' for k, v in record['options'].items())}): {record['status']}, "
+            f"{format_size(record['size_bytes'])}, " + format_numbers(record) + p50_by_batch(record)
+        )
     for package, library in facts["op_libraries"].items():
         lines.append(
             f"needs op library {package} {library['version']} (a server must load it too): {', '.join(library['ops'])}"

@@ -130,6 +130,32 @@ class Conversion:
 
 
 @dataclass
+class FormatRecord:
+    """One deployment format of the export (``exportkit.formats``), as the manifest's ``formats``
+    records it: the plugin and its options, the files written (under ``formats/<name>/``), the
+    conversion's seconds; after verification the runtime's load seconds, warm latency per case,
+    the largest error (absolute, and relative to the outputs' scale) and the top-1 agreement,
+    against the tolerance and the least agreement asked. ``status``: ``ok``, ``failed`` (an
+    optional format left out, with the ``reason``) or ``unverified`` (verification off)."""
+
+    target: str
+    options: Dict[str, Any]
+    optional: bool
+    tolerance: float
+    min_top1: float
+    status: str = "unverified"
+    reason: str = ""
+    files: List[str] = field(default_factory=list)
+    size_bytes: int = 0
+    convert_s: float = 0.0
+    load_s: Optional[float] = None
+    latency: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # signature -> case -> p50_ms...
+    max_abs_error: Optional[float] = None
+    max_scaled_error: Optional[float] = None
+    top1_agreement: Optional[float] = None
+
+
+@dataclass
 class Run:
     """What the run carries, the same for every stage: set by the runner before the first one."""
 
@@ -185,6 +211,7 @@ class ExportContext:
     saved_model_file: Optional[Path] = None
     # package -> the ops of the graphs it registers (exportkit.artifact.op_libraries), by write_graphs
     op_libraries: Dict[str, OpLibrary] = field(default_factory=dict)
+    formats: Dict[str, FormatRecord] = field(default_factory=dict)  # name -> record, by the convert stage
     verify_report: Dict[str, Any] = field(default_factory=dict)
     verification: Verification = field(default_factory=Verification)  # set by the verify stage
     serving: Optional[ServingRecord] = None  # set by the runner (exportkit.serving)

@@ -331,6 +331,8 @@ class ExportConfig:
     seed: int = 0
     verify: VerifyConf = field(default_factory=VerifyConf)
     serving: ServingConf = field(default_factory=ServingConf)
+    # name -> a deployment format's node (+formats=[litert,onnx,openvino]; exportkit.formats)
+    formats: Dict[str, Any] = field(default_factory=dict)
 
 
 def register() -> None:

@@ -142,6 +142,7 @@ def job_row(config: DictConfig, job_return: Any) -> Dict[str, Any]:
         "contract": "-",
         "fingerprint": "",
         "digest": "",
+        "formats": {},
     }
     value = job_return._return_value
     if job_return.status != JobStatus.COMPLETED:  # raised (HYDRA_FULL_ERROR, or not via exportkit.cli)
@@ -176,7 +177,27 @@ def export_facts(export_dir: Path) -> Dict[str, Any]:
         "contract": (facts["contract_check"] or {}).get("status", "-"),
         "fingerprint": facts["fingerprint"],
         "digest": facts["digest"] or "",
+        "formats": {name: format_cells(record) for name, record in facts["formats"].items()},
     }
+
+
+def format_cells(record: Dict[str, Any]) -> Dict[str, Any]:
+    """What a row keeps of one deployment format: status, bytes, errors, top-1, warm p50 per batch."""
+    p50 = {str(c["batch"]): c["p50_ms"] for cases in (record.get("latency") or {}).values() for c in cases.values()}
+    return {
+        "status": record["status"],
+        "bytes": record["size_bytes"] if record["status"] == "ok" else None,
+        "max_scaled_error": record.get("max_scaled_error"),
+        "top1": record.get("top1_agreement"),
+        "p50_ms": dict(sorted(p50.items(), key=lambda item: int(item[0]))),
+    }
+
+
+def _formats(rows: List[Dict[str, Any]]) -> List[str]:
+    names: List[str] = []
+    for row in rows:
+        names += [n for n in row.get("formats") or {} if n not in names]
+    return names
 
 
 def warm_medians(by_device: Optional[Dict[str, Any]]) -> Dict[str, float]:
@@ -215,6 +236,11 @@ def columns(rows: List[Dict[str, Any]]) -> List[str]:
         + ["verify", "verify_max_abs_error"]
         + [f"p50_ms_b{b}" for b in _batches(rows)]
         + ["contract", "fingerprint", "digest"]
+        + [
+            f"{name}_{field}"
+            for name in _formats(rows)
+            for field in ["status", "bytes", "max_scaled_error", "top1"] + [f"p50_ms_b{b}" for b in _batches(rows)]
+        ]
     )
 
 
@@ -230,6 +256,11 @@ def flat(row: Dict[str, Any], names: List[str]) -> Dict[str, Any]:
             out[name] = "" if value is None else value
         elif name == "overrides":
             out[name] = " ".join(row["overrides"])
+        elif name.split("_", 1)[0] in (row.get("formats") or {}):
+            cells = row["formats"][name.split("_", 1)[0]]
+            field = name.split("_", 1)[1]
+            value = cells["p50_ms"].get(field[len("p50_ms_b") :]) if field.startswith("p50_ms_b") else cells.get(field)
+            out[name] = "" if value is None else value
         else:
             value = row.get(name)
             out[name] = "" if value is None else value
@@ -245,6 +276,9 @@ def write(rows: List[Dict[str, Any]], sweep_dir: Path) -> None:
         writer.writerow(flat(row, names))
     (sweep_dir / "summary.csv").write_text(buffer.getvalue())
     (sweep_dir / "summary.md").write_text(markdown(rows))
+    points = picture_points(rows)
+    if points:
+        (sweep_dir / "summary.svg").write_text(picture(points))
 
 
 def varying_overrides(rows: List[Dict[str, Any]]):
@@ -261,6 +295,7 @@ def display_rows(rows: List[Dict[str, Any]]):
         + [f"{s} (s)" for s in stage_names]
         + ["verify max err"]
         + [f"p50 b{b} (ms)" for b in _batches(rows)]
+        + [f"{name} (size, err/scale, top-1, p50)" for name in _formats(rows)]
         + ["contract", "fingerprint", "digest", "export / reason"]
     )
     _, varying = varying_overrides(rows)
@@ -278,6 +313,7 @@ def display_rows(rows: List[Dict[str, Any]]):
             + [f"{row['stages'][s]:.2f}" if s in row["stages"] else "-" for s in stage_names]
             + [f"{error:.3g}" if error is not None else (row["verify"] or "-")]
             + [_ms((row.get("p50_ms") or {}).get(b)) for b in _batches(rows)]
+            + [format_cell((row.get("formats") or {}).get(name)) for name in _formats(rows)]
             + [
                 row.get("contract") or "-",
                 row["fingerprint"] or "-",
@@ -336,3 +372,95 @@ def show(rows: List[Dict[str, Any]], sweep_dir: Path) -> None:
 
 def _ms(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.3g}"
+
+
+def format_cell(cells: Optional[Dict[str, Any]]) -> str:
+    """``2.4 KiB, 8.5e-08, 100%, b1 0.005 ms`` for an artifact; its status when it has none."""
+    if cells is None:
+        return "-"
+    if cells["status"] != "ok":
+        error = cells.get("max_scaled_error")
+        return cells["status"] + (f" (err {error:.2g})" if error is not None else "")
+    top1 = f"{cells['top1']:.0%}" if cells.get("top1") is not None else "-"
+    error = f"{cells['max_scaled_error']:.2g}" if cells.get("max_scaled_error") is not None else "-"
+    p50 = ", ".join(f"b{b} {_ms(v)} ms" for b, v in cells["p50_ms"].items())
+    return f"{format_size(cells['bytes'])}, {error}, {top1}" + (f", {p50}" if p50 else "")
+
+
+def picture_points(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One point per verified artifact of every job: its label, size, warm p50 at its largest batch,
+    error relative to the outputs' scale and top-1 agreement."""
+    _, varying = varying_overrides(rows)
+    points = []
+    for row, own in zip(rows, varying):
+        for name, cells in (row.get("formats") or {}).items():
+            if cells["status"] == "ok" and cells["p50_ms"] and cells["bytes"]:
+                latency = list(cells["p50_ms"].values())[-1]
+                label = f"{row['job']} {name}" + (f" ({' '.join(o.split('=', 1)[-1] for o in own)})" if own else "")
+                points.append(
+                    {
+                        "label": label,
+                        "bytes": cells["bytes"],
+                        "ms": latency,
+                        "error": cells["max_scaled_error"] or 0.0,
+                        "top1": cells.get("top1"),
+                    }
+                )
+    return points
+
+
+def picture(points: List[Dict[str, Any]]) -> str:
+    """An SVG scatter of the artifacts: size (x, log) against warm p50 latency (y, log), each point
+    coloured by its error relative to the outputs' scale (green 1e-7 ... red 1e-1) and labelled
+    with its job, format, variant and top-1 agreement: ``summary.svg`` beside ``summary.md``."""
+    import math
+
+    width, height, margin = 760, 480, 70
+
+    def span(values):
+        low, high = math.log10(min(values)), math.log10(max(values))
+        return (low - 0.3, high + 0.3) if high - low < 1e-9 else (low - 0.1 * (high - low), high + 0.1 * (high - low))
+
+    (x0, x1), (y0, y1) = span([p["bytes"] for p in points]), span([p["ms"] for p in points])
+
+    def x(value):
+        return margin + (math.log10(value) - x0) / (x1 - x0) * (width - 2 * margin)
+
+    def y(value):
+        return height - margin - (math.log10(value) - y0) / (y1 - y0) * (height - 2 * margin)
+
+    def colour(error):
+        share = min(max((math.log10(max(error, 1e-12)) + 7) / 6, 0.0), 1.0)  # 1e-7 -> 0, 1e-1 -> 1
+        return f"rgb({int(40 + 200 * share)},{int(170 - 130 * share)},60)"
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<line x1="{margin}" y1="{height - margin}" x2="{width - margin}" y2="{height - margin}" stroke="black"/>',
+        f'<line x1="{margin}" y1="{margin}" x2="{margin}" y2="{height - margin}" stroke="black"/>',
+        f'<text x="{width / 2}" y="{height - 25}" text-anchor="middle">artifact size (log)</text>',
+        f'<text x="18" y="{height / 2}" transform="rotate(-90 18 {height / 2})" text-anchor="middle">'
+        "warm p50 latency, largest batch (log)</text>",
+        f'<text x="{margin}" y="30" font-size="13">exportkit sweep: size against latency; colour = max error / '
+        "outputs' scale (green 1e-7, red 1e-1)</text>",
+    ]
+    for low, high, to_pos, axis in ((x0, x1, x, "x"), (y0, y1, y, "y")):
+        for exponent in range(math.floor(low), math.ceil(high) + 1):
+            value = 10.0**exponent
+            if not low <= exponent <= high:
+                continue
+            pos = to_pos(value)
+            tick = format_size(value) if axis == "x" else f"{value:g} ms"
+            out.append(
+                f'<text x="{pos:.1f}" y="{height - margin + 16}" text-anchor="middle">{tick}</text>'
+                if axis == "x"
+                else f'<text x="{margin - 6}" y="{pos + 4:.1f}" text-anchor="end">{tick}</text>'
+            )
+    for point in points:
+        top1 = f", top-1 {point['top1']:.0%}" if point["top1"] is not None else ""
+        px, py = x(point["bytes"]), y(point["ms"])
+        out.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="6" fill="{colour(point["error"])}" stroke="black"/>')
+        text = f"{point['label']}: err {point['error']:.1g}{top1}".replace("&", "&amp;").replace("<", "&lt;")
+        out.append(f'<text x="{px + 9:.1f}" y="{py + 4:.1f}">{text}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"

@@ -176,7 +176,10 @@ CASES = {
     "all stages disabled": (
         run(
             *KERAS,
-            *(f"pipeline.stages.{s}=null" for s in ("build", "trace", "write_checkpoint", "write_graphs", "verify")),
+            *(
+                f"pipeline.stages.{s}=null"
+                for s in ("build", "trace", "write_checkpoint", "write_graphs", "convert", "verify")
+            ),
             error=ConfigError,
         ),
         "pipeline.stages",

@@ -324,7 +324,7 @@ def test_model_jax_alone_selects_the_jax_pipeline(tmp_path):
     from exportkit.errors import ConfigError
 
     stages = list(compose("model=jax", "export_dir=/tmp/x").pipeline.stages)
-    assert stages == ["build", "jax2tf", "trace", "write_checkpoint", "write_graphs", "verify"]
+    assert stages == ["build", "jax2tf", "trace", "write_checkpoint", "write_graphs", "convert", "verify"]
     assert "jax2tf" not in compose("model=keras", "export_dir=/tmp/x").pipeline.stages
     # an explicit pipeline=keras wins over model=jax's choice, and says what is missing
     with pytest.raises(ConfigError, match="needs the jax2tf stage"):

@@ -45,6 +45,7 @@ def export_facts(export_dir: Path) -> Dict[str, Any]:
         "fingerprint": str((recorded.fingerprint if recorded is not None else {}).get("saved_model_checksum", "")),
         "versions": recorded.versions if recorded is not None else {},
         "op_libraries": recorded.op_libraries if recorded is not None else {},
+        "formats": recorded.formats if recorded is not None else {},
         "stages": [{k: s.get(k) for k in ("name", "status", "seconds")} for s in (recorded.stages if recorded else [])],
     }
 

@@ -45,6 +45,8 @@ class Manifest:
     # package -> {distribution, version, ops}: what a process loading the export must import
     # (exportkit.artifact.op_libraries)
     op_libraries: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    # name -> exportkit.context.FormatRecord: each deployment format's files, numbers and status
+    formats: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -213,6 +215,7 @@ def write(ctx) -> Manifest:
         serving=serving_record(ctx),
         conversion=dataclasses.asdict(ctx.conversion) if ctx.conversion is not None else {},
         op_libraries={package: library.to_dict() for package, library in ctx.op_libraries.items()},
+        formats={name: dataclasses.asdict(record) for name, record in ctx.formats.items()},
     )
     path = ctx.run.work_dir / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)

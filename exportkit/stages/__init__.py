@@ -1,2 +1,2 @@
 """The pipeline's stages, one module each, in the order the default pipeline runs them:
-build -> trace -> write_checkpoint -> write_graphs -> verify."""
+build -> trace -> write_checkpoint -> write_graphs -> convert -> verify."""

@@ -93,6 +93,7 @@ def verify_staged(ctx: ExportContext) -> None:
                 verifier=ctx.run.verifier,
                 timeout=verify.timeout_s,
                 log_dir=run_dir(),
+                formats=format_requests(ctx) if device == run_on[0] else [],
             )
         finally:
             shutil.rmtree(temp_dir, ignore_errors=True)
@@ -121,6 +122,8 @@ def verify_staged(ctx: ExportContext) -> None:
             partial=[k for k, tag in graph_of.items() if tag != "serve"],
             ties=(verify.atol, verify.rtol),
         )
+        if device == run_on[0]:
+            check_formats(ctx, reply, expected, actual, graph_of)
         ctx.verify_report = ctx.verify_report or report  # the first device's; failures from all
         failures += [f"on {device}: {f}" if len(run_on) > 1 else f for f in failed]
         for line in compare.summarize(report):
@@ -184,6 +187,58 @@ def run_reference(reference, case, arrays, specs, verify, hints, tag="serve") ->
         raise
     except Exception as error:  # noqa: BLE001 - the model's own failure, reported in one line
         raise VerificationError(source_failure(case, arrays, error, specs, verify, hints, tag)) from error
+
+
+def format_requests(ctx: ExportContext) -> List[Dict[str, Any]]:
+    """The deployment formats the verification process runs (those converted), for the request."""
+    from exportkit.stages.convert import FORMATS_DIR
+
+    return [
+        {"name": name, "target": r.target, "options": r.options, "path": str(ctx.run.work_dir / FORMATS_DIR / name)}
+        for name, r in ctx.formats.items()
+        if r.status != "failed"
+    ]
+
+
+def check_formats(ctx: ExportContext, reply, expected, actual, graph_of) -> None:
+    """Each deployment format's outputs against the source model's on the serve cases: recorded
+    on its ``FormatRecord``; a format that fails is a ``VerificationError`` naming it, unless it is
+    optional (then it is left out of the export and recorded as failed)."""
+    from exportkit.stages.convert import FORMATS_DIR
+    from exportkit.verification.protocol import format_key
+
+    serve = {case: outputs for case, outputs in expected.items() if graph_of.get(case[0]) == "serve"}
+    for name, record in ctx.formats.items():
+        if record.status == "failed":
+            continue
+        ran = reply.formats.get(name) or {"error": "the verification process did not run it", "where": ""}
+        if "error" in ran:
+            failures = [f"{ran['where']}: {ran['error']}" if ran.get("where") else ran["error"]]
+        else:
+            got = {case: actual.get((format_key(name, case[0]), case[1])) for case in serve}
+            numbers, failures = compare.scaled(serve, got, record.tolerance, record.min_top1)
+            record.max_abs_error = numbers["max_abs_error"]
+            record.max_scaled_error = numbers["max_scaled_error"]
+            record.top1_agreement = numbers["top1_agreement"]
+            record.load_s, record.latency = ran["load_s"], ran["latency"]
+        if not failures:
+            record.status = "ok"
+            agreement = f", top-1 agreement {record.top1_agreement:.0%}" if record.top1_agreement is not None else ""
+            ctx.run.reporter.progress(
+                f"{name}: verified, max error {record.max_abs_error:.3g} "
+                f"({record.max_scaled_error:.2g} of the outputs' scale){agreement}"
+            )
+            continue
+        message = f"formats.{name} does not match the source model: {failures[0]}"
+        if not record.optional:
+            raise VerificationError(
+                f"{message}; nothing was written. Raise formats.{name}.tolerance (or lower min_top1) if that is "
+                f"acceptable, or mark it formats.{name}.optional=true to publish without it"
+            )
+        record.status, record.reason = "failed", message
+        shutil.rmtree(ctx.run.work_dir / FORMATS_DIR / name, ignore_errors=True)
+        record.files, record.size_bytes = [], 0
+        ctx.run.reporter.progress(f"{name}: left out (optional): {message}")
 
 
 def run_dir() -> Optional[Path]:

@@ -83,13 +83,30 @@ def verify(
     modules = op_libraries_here(recorded) + list((config.get("verify") or {}).get("imports") or [])
     timing = Latency(runs=latency_runs, budget_s=latency_budget_s) if latency_runs > 0 else None
     partial = [k for k, tag in cases.graph_of.items() if tag != "serve"]
+    formats = {
+        name: record
+        for name, record in (recorded.formats if recorded is not None else {}).items()
+        if record["status"] == "ok"
+    }
     queue, done, ran, failures = list(devices or [AUTO]), set(), [], []
+    checked_formats: Dict[str, Any] = {}
     while queue:
         asked = queue.pop(0)
+        requests = [
+            {"name": n, "target": r["target"], "options": r["options"], "path": str(export_dir / "formats" / n)}
+            for n, r in formats.items()
+        ]
         with tempfile.TemporaryDirectory(prefix="exportkit-verify-") as tmp:
             try:
                 actual, reply, _ = run_cases(
-                    export_dir, cases.inputs, cases.graph_of, asked, modules, Path(tmp), latency=timing
+                    export_dir,
+                    cases.inputs,
+                    cases.graph_of,
+                    asked,
+                    modules,
+                    Path(tmp),
+                    latency=timing,
+                    formats=requests if not checked_formats else [],
                 )
             except VerificationError as error:
                 reason = str(error).removeprefix(f"{RELOAD_FAILED}: ")
@@ -102,6 +119,9 @@ def verify(
             cases.expected, actual, cases.tolerances, cases.top1, partial=partial, ties=ties
         )
         failures += [f"on {device}: {f}" for f in failed]
+        if requests and not checked_formats:  # the formats, on the CPU, once
+            checked_formats = check_formats(formats, reply, cases, actual)
+            failures += [f"formats.{n}: {r['failures'][0]}" for n, r in checked_formats.items() if r["failures"]]
         errors = [
             o["max_abs_error"]
             for sizes in report.values()
@@ -140,6 +160,7 @@ def verify(
             "exported_with": recorded.versions.get("tensorflow") if recorded is not None else None,
         },
         "devices": ran,
+        "formats": checked_formats,
         "integrity": {"files": checked, "ok": True} if checked is not None else None,
         "seconds": round(time.perf_counter() - start, 3),
     }
@@ -210,6 +231,8 @@ def text(report: Dict[str, Any]) -> List[str]:
                 f"loader in {run['warmup']['seconds']:.2f}s"
             )
         lines += [f"    {line}" for line in run["latency_lines"]]
+    for name, checked in (report.get("formats") or {}).items():
+        lines.append(f"  {'OK' if checked['ok'] else 'FAILED'} formats.{name}: " + format_numbers(checked))
     lines.append(
         f"  tensorflow {versions['here']} (exported with {versions['exported_with'] or 'unknown'}); "
         f"verified in {report['seconds']:.1f}s"
@@ -239,3 +262,31 @@ def op_libraries_here(recorded) -> List[str]:
                 f"installed here: {library.install(package)}"
             )
     return sorted(libraries)
+
+
+def check_formats(formats: Dict[str, Dict[str, Any]], reply, cases, actual) -> Dict[str, Dict[str, Any]]:
+    """Each deployment format the manifest records as verified, run again on the kept serve cases
+    and judged as at export (its recorded tolerance and least top-1 agreement)."""
+    from exportkit.verification.protocol import format_key
+
+    serve = {case: outputs for case, outputs in cases.expected.items() if cases.graph_of.get(case[0]) == "serve"}
+    checked = {}
+    for name, record in formats.items():
+        ran = reply.formats.get(name) or {"error": "not run"}
+        if "error" in ran:
+            checked[name] = {"ok": False, "failures": [ran["error"]]}
+            continue
+        got = {case: actual.get((format_key(name, case[0]), case[1])) for case in serve}
+        numbers, failed = compare.scaled(serve, got, record["tolerance"], record["min_top1"])
+        checked[name] = {"ok": not failed, "failures": failed, **numbers, "load_s": ran["load_s"]}
+    return checked
+
+
+def format_numbers(record: Dict[str, Any]) -> str:
+    """``max error 6e-08 (9e-08 of the outputs' scale), top-1 agreement 100%``"""
+    if record.get("max_abs_error") is None:
+        return "; ".join(record.get("failures") or [record.get("reason") or "not verified"])
+    agreement = record.get("top1_agreement")
+    return f"max error {record['max_abs_error']:.2g} ({record['max_scaled_error']:.2g} of the outputs' scale)" + (
+        f", top-1 agreement {agreement:.0%}" if agreement is not None else ""
+    )

@@ -43,3 +43,16 @@ def lines(record: Dict[str, Any]) -> List[str]:
         ]
         out.append(f"latency {key}: " + (f"load {load:.2f}s; " if load is not None else "") + "; ".join(parts))
     return out
+
+
+def p50_by_batch(record: Dict[str, Any]) -> str:
+    """A deployment format's load time and warm p50/p99 per batch size (its ``FormatRecord``), for
+    one line: ``; load 0.01s, b1 p50 0.005 / p99 0.016 ms, b3 ...`` ("" before verification)."""
+    if record.get("load_s") is None:
+        return ""
+    parts = [
+        f"b{case['batch']} p50 {case['p50_ms']:.3g} / p99 {case['p99_ms']:.3g} ms"
+        for cases in (record.get("latency") or {}).values()
+        for case in cases.values()
+    ]
+    return f"; load {record['load_s']:.2f}s" + (", " + ", ".join(parts) if parts else "")

@@ -288,6 +288,7 @@ def run_cases(
     verifier: Optional[Verifier] = None,
     timeout: float = 600.0,
     log_dir: Optional[Path] = None,
+    formats: Optional[List[Dict[str, Any]]] = None,
 ) -> Ran:
     """Run ``inputs`` on the export in the verification process: the outputs per case, and its
     reply (the device it ran on, load times, latency, warmup replay, peak memory).
@@ -308,6 +309,7 @@ def run_cases(
         imports=list(imports),
         graph={key: tag for key, tag in graph_of.items() if tag != "serve"},
         latency=latency,
+        formats=list(formats or []),
     )
     try:
         reply = verifier.run(request, timeout, log_dir)

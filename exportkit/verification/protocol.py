@@ -45,6 +45,9 @@ class Request:
     imports: List[str] = field(default_factory=list)
     graph: Dict[str, str] = field(default_factory=dict)
     latency: Optional[Latency] = None
+    # the deployment formats to run on the serve cases too: {name, target, options, path}, each
+    # loaded with its own runtime (exportkit.formats); their outputs come back under format_key()
+    formats: List[Dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -54,6 +57,11 @@ class Request:
         fields = json.loads(line)
         latency = fields.pop("latency", None)
         return cls(**fields, latency=Latency(**latency) if latency else None)
+
+
+def format_key(name: str, key: str) -> str:
+    """The signature key a format's outputs travel under (``format:onnx/serving_default``)."""
+    return f"format:{name}/{key}"
 
 
 @dataclass
@@ -80,6 +88,9 @@ class Reply:
     peak_rss_kib: int = 0
     warmup_records: Optional[int] = None
     warmup_seconds: Optional[float] = None
+    # format name -> {load_s, latency: {signature: {case: ...}}} or {error, where}: one format's
+    # runtime failing does not fail the others (an optional one is left out)
+    formats: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

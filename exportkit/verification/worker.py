@@ -13,6 +13,7 @@ session loader (TF Serving's load path). It ends at EOF on stdin, and with the e
 """
 
 import argparse
+import functools
 import gc
 import importlib
 import os
@@ -78,7 +79,9 @@ def run(request: Request, doing: Doing) -> Reply:
                 function = loaded["serve"].signatures[key]
                 feed = {n: tf.constant(a) for n, a in arrays.items()}
                 first = firsts[(key, label)]
-                latency.setdefault(key, {})[label] = measure_latency(function, feed, first, request.latency)
+                latency.setdefault(key, {})[label] = measure_latency(
+                    functools.partial(fetch, function, feed), feed, first, request.latency
+                )
     # The TF2-loaded graphs go before the warmup replay's TF1 session loads the weights again: held
     # together they were two copies of the weights at this process's peak (2.4x a 2.25 GiB export's).
     function = feed = None
@@ -87,10 +90,41 @@ def run(request: Request, doing: Doing) -> Reply:
     reply = Reply(ok=True, device=device, gpus=gpus, load_s=load_s, latency=latency)
     doing.now = "replaying the warmup records"
     replay_warmup(request.saved_model, reply)
+    for spec in request.formats:
+        serve_cases = {case: arrays for case, arrays in cases.items() if request.graph.get(case[0], "serve") == "serve"}
+        reply.formats[spec["name"]] = run_format(spec, serve_cases, results, request.latency)
     outputs: Dict[str, Any] = encode(results)  # Any: mypy would check them against savez's allow_pickle: bool
     np.savez(request.outputs, **outputs)
     reply.peak_rss_kib = peak_rss_kib()
     return reply
+
+
+def run_format(spec: Dict[str, Any], cases, results, settings: Optional[Latency]) -> Dict[str, Any]:
+    """One deployment format's artifact loaded with its runtime and run on the serve cases (its
+    outputs added to ``results`` under ``format_key``); what it measured, or its error in one line."""
+    from exportkit.imports import import_object
+    from exportkit.verification.protocol import format_key
+
+    name = spec["name"]
+    doing = f"loading formats.{name}"
+    try:
+        fmt = import_object(spec["target"], f"formats.{name}._target_")(**spec["options"])
+        start = time.perf_counter()
+        runner = fmt.runner(Path(spec["path"]))
+        record: Dict[str, Any] = {"load_s": time.perf_counter() - start, "latency": {}}
+        for (key, label), arrays in cases.items():
+            doing = f"running formats.{name} {key} at batch {label}"
+            start = time.perf_counter()
+            results[(format_key(name, key), label)] = runner(key, dict(arrays))
+            first = time.perf_counter() - start
+            if settings:
+                record["latency"].setdefault(key, {})[label] = measure_latency(
+                    functools.partial(runner, key, dict(arrays)), arrays, first, settings
+                )
+        return record
+    except Exception as error:  # noqa: BLE001 - the format's runtime failing, told to the exporting process
+        traceback.print_exc()  # to stderr: the log file the exporting process writes on failure
+        return {"error": cause(error), "where": doing}
 
 
 def cause(error: BaseException) -> str:
@@ -155,16 +189,21 @@ def resolve_device(asked: str, gpus: List[str], present: List[str]) -> str:
     return wanted
 
 
-def measure_latency(function, feed, first_s: float, settings: Latency) -> Dict[str, float]:
-    """Warm calls of one signature at one case: up to ``settings.runs``, stopping once
-    ``settings.budget_s`` is spent (one at least). Each call ends when its outputs are on the host
-    (``.numpy()``), so a GPU's queue is counted. Milliseconds: first call, warm median / p90 / p99."""
+def fetch(function, feed) -> None:
+    """One call of a loaded signature, ended when its outputs are on the host (a GPU's queue counted)."""
+    for value in function(**feed).values():
+        value.numpy()
+
+
+def measure_latency(call, feed, first_s: float, settings: Latency) -> Dict[str, float]:
+    """Warm calls of one signature at one case (``call()``, which returns when the outputs are on
+    the host): up to ``settings.runs``, stopping once ``settings.budget_s`` is spent (one at least).
+    Milliseconds: first call, warm median / p90 / p99."""
     times: List[float] = []
     spent = time.perf_counter()
     while len(times) < settings.runs and (not times or time.perf_counter() - spent < settings.budget_s):
         start = time.perf_counter()
-        for value in function(**feed).values():
-            value.numpy()
+        call()
         times.append(time.perf_counter() - start)
     p50, p90, p99 = (float(v) * 1e3 for v in np.percentile(times, [50, 90, 99]))
     batch = next((int(np.shape(t)[0]) for t in feed.values() if len(np.shape(t))), 1)

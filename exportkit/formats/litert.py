@@ -1,0 +1,88 @@
+"""LiteRT (formerly TensorFlow Lite): ``model.tflite``, converted by TensorFlow's own converter
+(``tf.lite.TFLiteConverter.from_saved_model``), run by the LiteRT interpreter
+(``ai_edge_litert.interpreter``) through its signature runners."""
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from exportkit.formats.base import Format, Runner, check_choice, unsupported
+
+QUANTIZE = ("none", "float16", "dynamic_int8", "int8")
+FILE = "model.tflite"
+# converter text -> what it means for the model, and the way around it
+KNOWN = {
+    "XlaCallModule": "the model is a jax2tf export (XlaCallModule), which the LiteRT converter cannot "
+    "convert; export the JAX model for LiteRT with ai-edge-torch/jax tools, or leave litert out",
+    "Select TF ops": "the model uses TensorFlow ops LiteRT has no builtin for (string ops, lookup tables); "
+    "set formats.litert.select_tf_ops=true (the runtime then needs the Flex delegate)",
+    "FlexDelegate": "the model needs TensorFlow ops in LiteRT (Select TF ops): set formats.litert.select_tf_ops=true",
+}
+
+
+class LiteRT(Format):
+    extra = "litert"
+    requires = ("tensorflow",)
+    runtime_requires = ("ai_edge_litert",)
+
+    def __init__(
+        self,
+        quantize: str = "none",
+        select_tf_ops: bool = False,
+        optional: bool = False,
+        tolerance: Optional[float] = None,
+        min_top1: Optional[float] = None,
+        representative_cases: int = 8,
+    ):
+        self.quantize = check_choice("formats.litert.quantize", quantize, QUANTIZE)
+        self.select_tf_ops = bool(select_tf_ops)
+        self.representative_cases = int(representative_cases)
+        super().__init__(optional, tolerance, min_top1)
+
+    def defaults(self) -> Tuple[float, float]:
+        return {"none": (1e-4, 1.0), "float16": (1e-2, 1.0), "dynamic_int8": (0.1, 0.9), "int8": (0.25, 0.8)}[
+            self.quantize
+        ]
+
+    def options(self) -> Dict[str, Any]:
+        return {"quantize": self.quantize, "select_tf_ops": self.select_tf_ops}
+
+    def convert(self, saved_model: Path, out: Path, signatures: Dict[str, Dict[str, Any]]) -> None:
+        import tensorflow as tf
+
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=list(signatures))
+        ops = [tf.lite.OpsSet.TFLITE_BUILTINS] + ([tf.lite.OpsSet.SELECT_TF_OPS] if self.select_tf_ops else [])
+        converter.target_spec.supported_ops = ops
+        if self.quantize != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if self.quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if self.quantize == "int8":
+            converter.representative_dataset = lambda: representative(signatures, self.representative_cases)
+        try:
+            flat = converter.convert()
+        except Exception as error:  # noqa: BLE001 - the converter's own exception types vary
+            raise unsupported("litert", error, KNOWN) from error
+        (out / FILE).write_bytes(flat)
+
+    def runner(self, directory: Path) -> Runner:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(directory / FILE))
+        runners = {key: interpreter.get_signature_runner(key) for key in interpreter.get_signature_list()}
+
+        def run(key: str, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+            return {name: np.asarray(value) for name, value in runners[key](**inputs).items()}
+
+        return run
+
+
+def representative(signatures, count: int):
+    """Calibration inputs for full-integer quantization: seeded generated inputs of every
+    signature (``exportkit.verification.cases``), one case at a time."""
+    from exportkit.verification.cases import make_inputs
+
+    cases = make_inputs(signatures, [1] * count, seed=1)
+    for arrays in cases.values():
+        yield dict(arrays)

@@ -1,0 +1,95 @@
+"""ONNX: ``model.onnx`` (the serving signature), converted by tf2onnx from the SavedModel
+(``tf2onnx.tf_loader.from_saved_model`` + ``tf2onnx.convert.from_graph_def``, what its command
+line does), run by ONNX Runtime on the CPU."""
+
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from exportkit.errors import ConversionError
+from exportkit.formats.base import Format, Runner, unsupported
+
+FILE = "model.onnx"
+KNOWN = {
+    "Unsupported ops": "the model uses TensorFlow ops tf2onnx cannot convert (string ops, lookup "
+    "tables, custom ops); leave onnx out for this model",
+}
+
+
+class Onnx(Format):
+    extra = "onnx"
+    requires = ("tf2onnx",)
+    runtime_requires = ("onnxruntime",)
+    refused_ops = {
+        "XlaCallModule": "the model is a jax2tf export (its serve graph is one XlaCallModule op of StableHLO), "
+        "which tf2onnx cannot convert and the installed JAX has no other path to TensorFlow "
+        "ops; use litert for this model, or leave onnx out"
+    }
+
+    def __init__(
+        self,
+        opset: int = 17,
+        optional: bool = False,
+        tolerance: Optional[float] = None,
+        min_top1: Optional[float] = None,
+    ):
+        self.opset = int(opset)
+        super().__init__(optional, tolerance, min_top1)
+
+    def options(self) -> Dict[str, Any]:
+        return {"opset": self.opset}
+
+    def convert(self, saved_model: Path, out: Path, signatures: Dict[str, Dict[str, Any]]) -> None:
+        if len(signatures) != 1:
+            raise ConversionError(
+                f"formats.onnx: an ONNX model has one signature and this export has {len(signatures)} "
+                f"({', '.join(signatures)}); export one signature for onnx"
+            )
+        from tf2onnx import convert, tf_loader
+
+        key = next(iter(signatures))
+        try:
+            graph_def, inputs, outputs, renames = tf_loader.from_saved_model(
+                str(saved_model), None, None, tag="serve", signatures=[key], return_tensors_to_rename=True
+            )
+            convert.from_graph_def(
+                graph_def,
+                input_names=inputs,
+                output_names=outputs,
+                opset=self.opset,
+                tensors_to_rename=renames,
+                output_path=str(out / FILE),
+            )
+        except Exception as error:  # noqa: BLE001 - tf2onnx raises many types
+            raise unsupported("onnx", error, KNOWN) from error
+        if not (out / FILE).is_file():
+            raise ConversionError("formats.onnx: tf2onnx wrote no model.onnx")
+        number_dims(out / FILE)
+
+    def runner(self, directory: Path) -> Runner:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(directory / FILE), providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+
+        def run(key: str, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+            values = session.run(None, {i.name: inputs[i.name] for i in session.get_inputs()})
+            return dict(zip(names, values))
+
+        return run
+
+
+def number_dims(path: Path) -> None:
+    """tf2onnx names each unknown dimension from a counter of the process (``unk__17``), so the
+    same model converted twice differs: rename them in order of appearance (``unk__0``, ...)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    names: Dict[str, str] = {}
+    graph = model.graph
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param.startswith("unk__"):
+                dim.dim_param = names.setdefault(dim.dim_param, f"unk__{len(names)}")
+    onnx.save(model, str(path))
