@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-slow test-consumers test-ray lint bench bench-jax consumer-matrix docs clean
+.PHONY: install run test test-unit test-slow test-consumers test-ray lint bench bench-jax bench-formats consumer-matrix docs clean
 
 install: $(STAMP)
 
@@ -54,6 +54,10 @@ test-ray:
 
 bench: install
 	$(BIN)/python bench/bench_keras_export.py
+
+# SavedModel + LiteRT + ONNX + OpenVINO, verified, against Keras' own four unverified exports.
+bench-formats: install
+	$(BIN)/python bench/bench_formats.py
 
 # exportkit vs orbax-export on one JAX function; then the >2 GiB export's time and peak memory.
 bench-jax: install
