@@ -29,6 +29,7 @@ def export_saved_model(
     serving_only: bool = False,
     overrides: Sequence[str] = (),
     verbose: bool = True,
+    formats: Sequence[str] = (),
 ):
     """Export a model as a verified SavedModel at ``saved_model_path``.
 
@@ -38,7 +39,9 @@ def export_saved_model(
     the spec's name, else ``apply_fn``'s parameter name). Writes the weights checkpoint, ``serve``
     (and, for a compiled Keras model, ``train`` and ``eval``) MetaGraphDefs, and the model's JSON
     config; verifies the reload. ``overrides`` are extra CLI-style config overrides, e.g.
-    ``["pipeline.stages.verify=null", "seed=3"]``; ``verbose=False`` prints nothing. Returns the
+    ``["pipeline.stages.verify=null", "seed=3"]``; ``verbose=False`` prints nothing. ``formats``:
+    deployment formats to convert and verify beside the SavedModel (``["litert", "onnx",
+    "openvino"]``; their options as overrides, ``"formats.litert.quantize=int8"``). Returns the
     ``ExportResult`` (export path, stage records, manifest).
 
     >>> model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(1)])
@@ -58,8 +61,13 @@ def export_saved_model(
             f"overrides={overrides!r}: give a list of KEY=VALUE strings, e.g. overrides=['seed=3']"
             + (f" (here overrides=[{overrides!r}])" if isinstance(overrides, str) else "")
         )
+    if isinstance(formats, str) or not all(isinstance(f, str) and f.isidentifier() for f in formats):
+        raise ConfigError(f"formats={formats!r}: give a list of format names, e.g. formats=['litert', 'onnx']")
+    chosen = [f"+formats=[{','.join(formats)}]"] if formats else []
     with pipeline.EXPORTING.held():  # composing uses Hydra's global state: one thread at a time
-        cfg = copy.deepcopy(_composed((f"model={option}", *_custom_object_overrides(custom_objects), *overrides)))
+        cfg = copy.deepcopy(
+            _composed((f"model={option}", *_custom_object_overrides(custom_objects), *chosen, *overrides))
+        )
         cfg.export_dir = str(Path(saved_model_path).expanduser().absolute())
         cfg.as_text, cfg.serving_only = bool(as_text), bool(serving_only)
         if description is not None and "description" in cfg.model:

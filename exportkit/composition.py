@@ -119,7 +119,7 @@ def composition_error(error: BaseException) -> Optional[ConfigError]:
 
 
 def _missing_option(text: str) -> ConfigError:
-    found = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    found = re.search(r"Could not (?:find|load) '([^']+)/([^'/]+)'", text)
     if not found:
         return ConfigError(
             f"{one_line(ValueError(text.split('Config search path')[0]))}; check --config-name and --config-dir"
@@ -131,6 +131,15 @@ def _missing_option(text: str) -> ConfigError:
         for o in (listed.group(1).splitlines() if listed else [])
         if o.strip() and not o.strip().endswith("_schema")
     ]
+    if not options:  # "Could not load" (a list-valued group, +formats=[...]) lists none: exportkit's own
+        from importlib import resources
+
+        shipped = resources.files("exportkit.conf").joinpath(*group.split("/"))
+        options = (
+            sorted(p.name[: -len(".yaml")] for p in shipped.iterdir() if p.name.endswith(".yaml"))
+            if shipped.is_dir()
+            else []
+        )
     group_key = group.split("/")[-1]
     close = difflib.get_close_matches(option, options, n=1)
     return ConfigError(

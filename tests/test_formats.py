@@ -13,6 +13,7 @@ from exportkit.formats.base import Format
 from tests.conftest import run_cli
 
 ALL = "+formats=[litert,onnx,openvino]"
+FORMATS = ["litert", "onnx", "openvino"]
 
 
 def classifier():
@@ -63,7 +64,7 @@ def exported(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("formats")
     model = classifier()
-    exportkit.export_saved_model(model, root / "m", serving_only=True, verbose=False, overrides=[ALL])
+    exportkit.export_saved_model(model, root / "m", serving_only=True, verbose=False, formats=FORMATS)
     return root, model
 
 
@@ -213,6 +214,20 @@ def test_a_format_whose_converter_is_missing_is_one_line(tmp_path):
     assert line == (
         "exportkit: error: formats.mine needs packages that are not installed: pip install 'exportkit[absent]'"
     )
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_unknown_format_is_one_line_naming_the_choices(tmp_path):
+    import exportkit
+    from exportkit.errors import ConfigError
+
+    with pytest.raises(ConfigError) as raised:
+        exportkit.export_saved_model(classifier(), tmp_path / "x", verbose=False, formats=["tflite"])
+    assert str(raised.value) == (
+        "formats=tflite is not an option of formats (did you mean formats=litert?); choose one of litert, onnx, openvino"
+    )
+    with pytest.raises(ConfigError, match="give a list of format names"):
+        exportkit.export_saved_model(classifier(), tmp_path / "x", verbose=False, formats="onnx")
     assert not (tmp_path / "x").exists()
 
 
