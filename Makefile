@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-slow test-consumers test-ray lint bench bench-jax bench-formats consumer-matrix docs clean
+.PHONY: install run test test-unit test-slow test-consumers test-ray lint bench bench-jax bench-formats consumer-matrix format-matrix docs clean
 
 install: $(STAMP)
 
@@ -39,7 +39,7 @@ test-slow: install
 
 # Every cell of the consumer matrix (models x the tools that read SavedModels); `make test` runs a subset.
 test-consumers: install
-	$(BIN)/python -m pytest tests/test_consumers.py -m "not slow and not ray"
+	$(BIN)/python -m pytest tests/test_consumers.py tests/test_format_matrix.py -m "not slow and not ray"
 
 # The same run, printing the matrix as a markdown table (model x consumer: ok / consumer limit / FAIL).
 consumer-matrix: install
@@ -54,6 +54,10 @@ test-ray:
 
 bench: install
 	$(BIN)/python bench/bench_keras_export.py
+
+# The same models x every deployment format, printed as a markdown table (docs/formats.md).
+format-matrix: install
+	$(BIN)/python bench/format_matrix.py
 
 # SavedModel + LiteRT + ONNX + OpenVINO, verified, against Keras' own four unverified exports.
 bench-formats: install

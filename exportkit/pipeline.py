@@ -280,7 +280,8 @@ def instantiate_stages(cfg: DictConfig, source) -> List[Tuple[str, Any]]:
             )
         if not isinstance(stage, Stage):
             stage = CallableStage(stage)
-        stages.append((name, stage))
+        if stage.wanted(cfg):
+            stages.append((name, stage))
     if not stages:
         raise ConfigError("pipeline.stages is empty or all null; enable at least one stage")
     check_dependencies(stages, source)

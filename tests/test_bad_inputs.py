@@ -176,10 +176,7 @@ CASES = {
     "all stages disabled": (
         run(
             *KERAS,
-            *(
-                f"pipeline.stages.{s}=null"
-                for s in ("build", "trace", "write_checkpoint", "write_graphs", "convert", "verify")
-            ),
+            *(f"pipeline.stages.{s}=null" for s in ("build", "trace", "write_checkpoint", "write_graphs", "verify")),
             error=ConfigError,
         ),
         "pipeline.stages",

@@ -11,11 +11,11 @@ from tests.conftest import ROOT, leftovers, random_inputs, run_cli, run_python, 
 def test_default_run_exports_and_verifies_the_example(tmp_path):
     done = run_cli(f"hydra.run.dir={tmp_path}/run", check=True)
     export_dir = tmp_path / "run" / "saved_model"
-    for stage in ("build", "trace", "write_checkpoint", "write_graphs", "convert", "verify"):
+    for stage in ("build", "trace", "write_checkpoint", "write_graphs", "verify"):
         assert stage in done.stdout
     assert str(export_dir) in done.stdout
     manifest = json.loads((export_dir / "assets.extra" / "manifest.json").read_text())
-    assert [s["status"] for s in manifest["stages"]] == ["ok"] * 6
+    assert [s["status"] for s in manifest["stages"]] == ["ok"] * 5
     assert manifest["verify"]["serving_default"]["3"]["probabilities"]["ok"] is True
     probs = serve(export_dir, random_inputs({"features": (8,)}, 3))["probabilities"]
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)

@@ -156,7 +156,9 @@ def test_quantized_litert_is_judged_by_tolerance_and_top1(tmp_path):
             assert not (tmp_path / quantize / "formats" / "litert").exists()
     assert manifest.read(tmp_path / "float16").formats["litert"]["status"] == "ok"
     with pytest.raises(
-        VerificationError, match=r"^formats\.litert does not match the source model: max error .* \(tolerance 1e-12\)"
+        VerificationError,
+        match=r"^formats\.litert does not match the source model: serving_default/\w+ at batch \d: max error .* "
+        r"of the outputs' scale \(tolerance 1e-12\)",
     ):
         exportkit.export_saved_model(
             model,

@@ -19,14 +19,7 @@ def test_manifest_records_config_versions_stages_files_fingerprint_verify(export
     assert set(manifest) >= {"config", "versions", "stages", "files", "fingerprint", "verify"}
     assert manifest["config"]["seed"] == 7 and manifest["config"]["export_dir"] == str(export_dir)
     assert {"exportkit", "python", "tensorflow", "keras"} <= set(manifest["versions"])
-    assert [s["name"] for s in manifest["stages"]] == [
-        "build",
-        "trace",
-        "write_checkpoint",
-        "write_graphs",
-        "convert",
-        "verify",
-    ]
+    assert [s["name"] for s in manifest["stages"]] == ["build", "trace", "write_checkpoint", "write_graphs", "verify"]
     on_disk = {p.relative_to(export_dir).as_posix() for p in export_dir.rglob("*") if p.is_file()}
     assert set(manifest["files"]) == on_disk - {"assets.extra/manifest.json"}
     for rel, digest in manifest["files"].items():

@@ -86,7 +86,7 @@ def test_api_exports_apply_fn_and_params_verified(tmp_path):
         input_signature=[tf.TensorSpec([None, 5]), tf.TensorSpec([None, 3])],
     )
     assert stage_status(result) == dict.fromkeys(
-        ["build", "jax2tf", "trace", "write_checkpoint", "write_graphs", "convert", "verify"], "ok"
+        ["build", "jax2tf", "trace", "write_checkpoint", "write_graphs", "verify"], "ok"
     )
     assert result.manifest["verify"]["serving_default"]["3"]["score"]["ok"]
     assert result.manifest["config"]["model"] == {

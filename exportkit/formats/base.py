@@ -26,6 +26,7 @@ import numpy as np
 
 from exportkit.errors import ConfigError, ConversionError
 
+FORMATS_DIR = "formats"  # the export's directory of deployment formats, one folder per format
 # (signature key, {input name: array}) -> {output name: array}
 Runner = Callable[[str, Dict[str, np.ndarray]], Dict[str, np.ndarray]]
 

@@ -2,23 +2,23 @@
 (``tf.lite.TFLiteConverter.from_saved_model``), run by the LiteRT interpreter
 (``ai_edge_litert.interpreter``) through its signature runners."""
 
+import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from exportkit.errors import ConversionError
 from exportkit.formats.base import Format, Runner, check_choice, unsupported
 
 QUANTIZE = ("none", "float16", "dynamic_int8", "int8")
 FILE = "model.tflite"
 # converter text -> what it means for the model, and the way around it
 KNOWN = {
-    "XlaCallModule": "the model is a jax2tf export (XlaCallModule), which the LiteRT converter cannot "
-    "convert; export the JAX model for LiteRT with ai-edge-torch/jax tools, or leave litert out",
-    "Select TF ops": "the model uses TensorFlow ops LiteRT has no builtin for (string ops, lookup tables); "
-    "set formats.litert.select_tf_ops=true (the runtime then needs the Flex delegate)",
     "FlexDelegate": "the model needs TensorFlow ops in LiteRT (Select TF ops): set formats.litert.select_tf_ops=true",
 }
+# the converter's words for an op without a LiteRT builtin: 'tf.HashTableV2' op is neither a custom op nor a flex op
+NO_BUILTIN = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
 
 
 class LiteRT(Format):
@@ -63,6 +63,13 @@ class LiteRT(Format):
         try:
             flat = converter.convert()
         except Exception as error:  # noqa: BLE001 - the converter's own exception types vary
+            ops = sorted(set(NO_BUILTIN.findall(str(error))))
+            if ops and not self.select_tf_ops:
+                raise ConversionError(
+                    f"formats.litert: the model uses TensorFlow ops LiteRT has no builtin for ({', '.join(ops)}); "
+                    f"set formats.litert.select_tf_ops=true (the runtime then needs the Flex delegate), or leave "
+                    f"litert out"
+                ) from error
             raise unsupported("litert", error, KNOWN) from error
         (out / FILE).write_bytes(flat)
 

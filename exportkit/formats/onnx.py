@@ -3,7 +3,7 @@
 line does), run by ONNX Runtime on the CPU."""
 
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -11,10 +11,7 @@ from exportkit.errors import ConversionError
 from exportkit.formats.base import Format, Runner, unsupported
 
 FILE = "model.onnx"
-KNOWN = {
-    "Unsupported ops": "the model uses TensorFlow ops tf2onnx cannot convert (string ops, lookup "
-    "tables, custom ops); leave onnx out for this model",
-}
+KNOWN: Dict[str, str] = {}
 
 
 class Onnx(Format):
@@ -65,6 +62,12 @@ class Onnx(Format):
             raise unsupported("onnx", error, KNOWN) from error
         if not (out / FILE).is_file():
             raise ConversionError("formats.onnx: tf2onnx wrote no model.onnx")
+        unconverted = unconverted_ops(out / FILE)
+        if unconverted:
+            raise ConversionError(
+                f"formats.onnx: tf2onnx cannot convert the TensorFlow ops {', '.join(unconverted)} (string ops, "
+                f"lookup tables and other libraries' ops have no ONNX equivalent); leave onnx out for this model"
+            )
         number_dims(out / FILE)
 
     def runner(self, directory: Path) -> Runner:
@@ -93,3 +96,12 @@ def number_dims(path: Path) -> None:
             if dim.HasField("dim_param") and dim.dim_param.startswith("unk__"):
                 dim.dim_param = names.setdefault(dim.dim_param, f"unk__{len(names)}")
     onnx.save(model, str(path))
+
+
+def unconverted_ops(path: Path) -> List[str]:
+    """The op types in the written model that no ONNX opset defines: TensorFlow ops tf2onnx left
+    as they were (it logs them and writes the model anyway, which ONNX Runtime then cannot load)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return sorted({n.op_type for n in model.graph.node if not onnx.defs.has(n.op_type, n.domain)})

@@ -3,6 +3,7 @@ TensorFlow frontend (``openvino.frontend``) from the SavedModel and written by `
 compressed to FP16 with ``compress_to_fp16``), run by the OpenVINO runtime on the CPU at the
 precision ``inference_precision`` asks (``INFERENCE_PRECISION_HINT``; f32 by default)."""
 
+import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -13,6 +14,7 @@ from exportkit.formats.base import Format, Runner, check_choice, unsupported
 
 FILE = "model.xml"
 KNOWN: Dict[str, str] = {}
+NO_RULE = re.compile(r"No conversion rule found for operations: ([^\n]+)")
 
 
 class OpenVino(Format):
@@ -61,6 +63,13 @@ class OpenVino(Format):
             model = frontend.convert(frontend.load(str(saved_model)))
             openvino.save_model(model, str(out / FILE), compress_to_fp16=self.compress_to_fp16)
         except Exception as error:  # noqa: BLE001 - OpenVINO's frontends raise many types
+            rules = NO_RULE.search(str(error))
+            if rules:
+                raise ConversionError(
+                    f"formats.openvino: OpenVINO's TensorFlow frontend has no conversion for {rules.group(1).strip()} "
+                    f"(string ops, lookup tables and other libraries' ops need OpenVINO extensions such as "
+                    f"openvino-tokenizers); leave openvino out for this model"
+                ) from error
             raise unsupported("openvino", error, KNOWN) from error
 
     def runner(self, directory: Path) -> Runner:

@@ -32,6 +32,11 @@ class Stage(abc.ABC):
     def __init__(self, required: bool = True) -> None:
         self.required = required
 
+    def wanted(self, cfg) -> bool:
+        """False when the config gives this stage nothing to do (``convert`` without ``formats``):
+        the runner then leaves it out, as if it were disabled."""
+        return True
+
     @abc.abstractmethod
     def __call__(self, ctx: ExportContext) -> ExportContext:
         """Do the stage's one job and return the context."""

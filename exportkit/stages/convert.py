@@ -3,7 +3,7 @@ staged SavedModel into ``formats/<name>/``, the converter's own output in a log 
 
 The SavedModel stays what TF Serving and the TF loaders read; the artifacts are published with it
 in the same atomic step, hashed into the manifest, and verified by the verify stage with their
-own runtimes. Without ``formats`` the stage does nothing.
+own runtimes. Without ``formats`` the runner leaves the stage out.
 """
 
 import contextlib
@@ -17,16 +17,17 @@ from typing import Iterator, Optional, Set
 
 from exportkit.context import ExportContext, FormatRecord
 from exportkit.errors import ConfigError, ConversionError, ExportkitError, one_line
-from exportkit.formats.base import Format
+from exportkit.formats.base import FORMATS_DIR, Format
 from exportkit.imports import instantiate
 from exportkit.stages.base import Stage
-
-FORMATS_DIR = "formats"
 
 
 class Convert(Stage):
     needs = ("saved_model_file",)
     adds = ("formats",)
+
+    def wanted(self, cfg) -> bool:
+        return bool(cfg.get("formats"))
 
     def __call__(self, ctx: ExportContext) -> ExportContext:
         for name, node in (ctx.run.cfg.get("formats") or {}).items():

@@ -191,7 +191,7 @@ def run_reference(reference, case, arrays, specs, verify, hints, tag="serve") ->
 
 def format_requests(ctx: ExportContext) -> List[Dict[str, Any]]:
     """The deployment formats the verification process runs (those converted), for the request."""
-    from exportkit.stages.convert import FORMATS_DIR
+    from exportkit.formats.base import FORMATS_DIR
 
     return [
         {"name": name, "target": r.target, "options": r.options, "path": str(ctx.run.work_dir / FORMATS_DIR / name)}
@@ -204,7 +204,7 @@ def check_formats(ctx: ExportContext, reply, expected, actual, graph_of) -> None
     """Each deployment format's outputs against the source model's on the serve cases: recorded
     on its ``FormatRecord``; a format that fails is a ``VerificationError`` naming it, unless it is
     optional (then it is left out of the export and recorded as failed)."""
-    from exportkit.stages.convert import FORMATS_DIR
+    from exportkit.formats.base import FORMATS_DIR
     from exportkit.verification.protocol import format_key
 
     serve = {case: outputs for case, outputs in expected.items() if graph_of.get(case[0]) == "serve"}

@@ -120,7 +120,8 @@ def compare(expected, actual, tolerances, top1=(), partial=(), ties=(1e-5, 1e-5)
 
 def scaled(expected, actual, tolerance: float, min_top1: float, ties=(1e-5, 1e-5)):
     """A deployment format's outputs against the source model's, judged relative to each output's
-    scale: the largest ``|artifact - source| / max |source|`` must stay within ``tolerance``, and
+    scale: the largest ``|artifact - source| / max |source|`` must stay within ``tolerance`` (at
+    least the output dtype's own, ``dtype_tolerance``: a float16 output's rounding passes), and
     where an output has classes (a float output whose last dimension is over 1) the top-1 agreement
     over every case's decisive rows must reach ``min_top1``. Returns ``(record, failures)`` with
     the record's ``max_abs_error``, ``max_scaled_error`` and ``top1_agreement`` (None: no
@@ -143,15 +144,17 @@ def scaled(expected, actual, tolerance: float, min_top1: float, ties=(1e-5, 1e-5
             w64, g64 = w.astype(np.float64), g.astype(np.float64)
             error = float(np.abs(g64 - w64).max()) if w64.size else 0.0
             scale = float(np.abs(w64).max()) if w64.size else 0.0
-            worst_abs, worst_scaled = max(worst_abs, error), max(worst_scaled, error / max(scale, 1e-12))
+            share = error / max(scale, 1e-12)
+            worst_abs, worst_scaled = max(worst_abs, error), max(worst_scaled, share)
+            if share > max(tolerance, dtype_tolerance(w.dtype)):
+                failures.append(
+                    f"{key}/{name} at batch {label}: max error {error:.3g} is {share:.3g} of the outputs' scale "
+                    f"(tolerance {max(tolerance, dtype_tolerance(w.dtype)):g})"
+                )
             if w.dtype.kind == "f" and w.ndim >= 1 and w.shape[-1] > 1:
                 share, decisive = top1_agreement(w64, g64, *ties)
                 agree, rows = agree + share * decisive, rows + decisive
     agreement = agree / rows if rows else None
-    if worst_scaled > tolerance:
-        failures.append(
-            f"max error {worst_abs:.3g} is {worst_scaled:.3g} of the outputs' scale (tolerance {tolerance:g})"
-        )
     if agreement is not None and agreement < min_top1:
         failures.append(f"top-1 class agrees on {agreement:.0%} of {rows} rows (min_top1 {min_top1:g})")
     record = {"max_abs_error": worst_abs, "max_scaled_error": worst_scaled, "top1_agreement": agreement}

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from exportkit.errors import ExportkitError, VerificationError
+from exportkit.formats.base import FORMATS_DIR
 from exportkit.verification import compare, kept, latency
 from exportkit.verification.process import RELOAD_FAILED, run_cases
 from exportkit.verification.protocol import Latency
@@ -93,7 +94,7 @@ def verify(
     while queue:
         asked = queue.pop(0)
         requests = [
-            {"name": n, "target": r["target"], "options": r["options"], "path": str(export_dir / "formats" / n)}
+            {"name": n, "target": r["target"], "options": r["options"], "path": str(export_dir / FORMATS_DIR / n)}
             for n, r in formats.items()
         ]
         with tempfile.TemporaryDirectory(prefix="exportkit-verify-") as tmp:
