@@ -54,7 +54,9 @@ def run(command, env) -> float:
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
-        raise SystemExit(f"failed ({done.returncode}): {' '.join(command)}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+        raise SystemExit(
+            f"failed ({done.returncode}): {' '.join(command)}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+        )
     return seconds
 
 
@@ -89,7 +91,9 @@ def main() -> None:
             for name, command in commands(i).items():
                 times[name].append(run(command, env))
                 shutil.rmtree(root / f"{name}-{i}", ignore_errors=True)
-        shown = {name: " ".join("python" if c == sys.executable else c for c in cmd) for name, cmd in commands("N").items()}
+        shown = {
+            name: " ".join("python" if c == sys.executable else c for c in cmd) for name, cmd in commands("N").items()
+        }
     median = {name: statistics.median(t) for name, t in times.items()}
     print(
         json.dumps(

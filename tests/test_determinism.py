@@ -60,8 +60,12 @@ def tf1_serve(export_dir, inputs, key="serving_default"):
     return dict(zip(names, values))
 
 
-# the tf1 layout case (the same graphs joined in one proto) runs in `make test-slow`
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c.endswith("_tf1") else c for c in CASES])
+# the tf1 layout case (the same graphs joined in one proto) and the JAX one (tests/test_jax.py
+# checks a JAX export's bytes within one process) run in `make test-slow`
+SLOW = {c for c in CASES if c.endswith("_tf1") or c == "jax"}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in CASES])
 def test_two_fresh_processes_write_identical_bytes(tmp_path, case):
     from tensorflow.core.protobuf import saved_model_pb2
 

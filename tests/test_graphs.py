@@ -41,7 +41,8 @@ def meta_graphs(export_dir):
     return found
 
 
-@pytest.fixture(scope="module", params=["serving", "tf1"])
+# the tf1 layout's graphs run in `make test-slow` (tests/test_layout_consumers.py reads it in `make test`)
+@pytest.fixture(scope="module", params=["serving", pytest.param("tf1", marks=pytest.mark.slow)])
 def compiled_export(tmp_path_factory, request):
     export_dir = tmp_path_factory.mktemp("compiled") / "model"
     result = export(*COMPILED, f"export_dir={export_dir}", f"layout={request.param}")
@@ -246,6 +247,7 @@ def test_saved_model_cli_show_and_run_on_every_tag_set(compiled_export, tmp_path
                 assert f"Result for output key {output}:" in done.stdout
 
 
+@pytest.mark.slow
 def test_cli_compiled_factory_and_compile_node(tmp_path):
     compiled = tmp_path / "compiled"
     run_cli(*COMPILED, f"export_dir={compiled}", f"hydra.run.dir={tmp_path}/r1", check=True)

@@ -282,6 +282,7 @@ def test_npz_that_does_not_match_the_params_is_named(tmp_path):
     assert not leftovers(tmp_path / "a") and not leftovers(tmp_path / "b")
 
 
+@pytest.mark.slow
 def test_flax_example_through_the_cli(tmp_path):
     sys.path.insert(0, str(ROOT / "examples"))
     try:
