@@ -244,3 +244,41 @@ class NeedsAbsentPackage(Format):
 
     def runner(self, directory):
         raise AssertionError("not reached: its converter is missing")
+
+
+class SavedModelCopy(Format):
+    """A user's own format: the serve graph as a SavedModel of its own, run by TensorFlow."""
+
+    def convert(self, saved_model, out, signatures):
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(saved_model))
+        tf.saved_model.save(loaded, str(out / "copy"), signatures=dict(loaded.signatures))
+
+    def runner(self, directory):
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(directory / "copy"))
+
+        def run(key, inputs):
+            outputs = loaded.signatures[key](**{k: tf.constant(v) for k, v in inputs.items()})
+            return {name: value.numpy() for name, value in outputs.items()}
+
+        return run
+
+
+def test_a_users_own_format_is_converted_verified_published_and_re_verified(tmp_path):
+    """A format plugin from outside exportkit (this module, by its _target_): converted in the
+    exporting process, run by the verification process that imports it, published and recorded."""
+    done = run_cli(
+        "+formats.copy._target_=tests.test_formats.SavedModelCopy",
+        f"export_dir={tmp_path / 'm'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert done.returncode == 0, done.stderr
+    record = manifest.read(tmp_path / "m").formats["copy"]
+    assert record["status"] == "ok" and record["target"] == "tests.test_formats.SavedModelCopy"
+    assert record["max_scaled_error"] <= 1e-4 and any(f.startswith("formats/copy/copy/") for f in record["files"])
+    again = run_cli("verify", tmp_path / "m", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "OK formats.copy: max error" in again.stdout
