@@ -239,7 +239,7 @@ def columns(rows: List[Dict[str, Any]]) -> List[str]:
         + [
             f"{name}_{field}"
             for name in _formats(rows)
-            for field in ["status", "bytes", "max_scaled_error", "top1"] + [f"p50_ms_b{b}" for b in _batches(rows)]
+            for field in [*FORMAT_FIELDS, *(f"p50_ms_b{b}" for b in _batches(rows))]
         ]
     )
 
@@ -256,15 +256,27 @@ def flat(row: Dict[str, Any], names: List[str]) -> Dict[str, Any]:
             out[name] = "" if value is None else value
         elif name == "overrides":
             out[name] = " ".join(row["overrides"])
-        elif name.split("_", 1)[0] in (row.get("formats") or {}):
-            cells = row["formats"][name.split("_", 1)[0]]
-            field = name.split("_", 1)[1]
+        elif (found := format_field(name, row)) is not None:
+            fmt, field = found
+            cells = row["formats"][fmt]
             value = cells["p50_ms"].get(field[len("p50_ms_b") :]) if field.startswith("p50_ms_b") else cells.get(field)
             out[name] = "" if value is None else value
         else:
             value = row.get(name)
             out[name] = "" if value is None else value
     return out
+
+
+def format_field(column: str, row: Dict[str, Any]) -> Optional[Tuple[str, str]]:
+    """``("my_onnx", "top1")`` for the column ``my_onnx_top1`` when the row has that format."""
+    for fmt in row.get("formats") or {}:
+        rest = column[len(fmt) + 1 :]
+        if column.startswith(f"{fmt}_") and (rest in FORMAT_FIELDS or rest.startswith("p50_ms_b")):
+            return fmt, rest
+    return None
+
+
+FORMAT_FIELDS = ("status", "bytes", "max_scaled_error", "top1")
 
 
 def write(rows: List[Dict[str, Any]], sweep_dir: Path) -> None:

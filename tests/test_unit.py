@@ -161,3 +161,45 @@ def test_keep_leaves_the_newest_versions_whichever_concurrent_release_finishes_l
     assert plan_keep([5, 6, 7, 8], published=5, keep=2, labels={}) == ([5, 6, 7, 8], [])
     # a later release prunes back to keep; a labelled version stays
     assert plan_keep([5, 6, 7, 8, 9], published=9, keep=2, labels={"stable": 5}) == ([5, 8, 9], [6, 7])
+
+
+def test_the_sweep_summary_has_columns_per_format_and_draws_each_artifact(tmp_path):
+    """A format named with underscores keeps its own columns; summary.svg has one point per
+    verified artifact, labelled with its variant; a failed one shows its status and error."""
+    import xml.dom.minidom
+
+    from exportkit import sweep_summary
+
+    def row(job, quantize, status, error):
+        cells = {"status": status, "bytes": 2048 if status == "ok" else None, "max_scaled_error": error}
+        return {
+            "job": job,
+            "overrides": ["+formats=[litert]", f"formats.my_lite.quantize={quantize}"],
+            "status": "ok",
+            "reason": "",
+            "export_dir": f"/x/{job}",
+            "saved_model_bytes": 100,
+            "checkpoint_bytes": 10,
+            "stages": {"build": 0.1},
+            "verify_max_abs_error": 0.0,
+            "verify": "ok",
+            "p50_ms": {"1": 0.2},
+            "contract": "-",
+            "fingerprint": "",
+            "digest": "",
+            "formats": {"my_lite": {**cells, "top1": 1.0, "p50_ms": {"1": 0.01} if status == "ok" else {}}},
+        }
+
+    rows = [row(0, "none", "ok", 1e-7), row(1, "int8", "failed", 0.29)]
+    sweep_summary.write(rows, tmp_path)
+    header, *lines = (tmp_path / "summary.csv").read_text().splitlines()
+    names = header.split(",")
+    assert {"my_lite_status", "my_lite_bytes", "my_lite_max_scaled_error", "my_lite_top1", "my_lite_p50_ms_b1"} <= set(
+        names
+    )
+    first = dict(zip(names, lines[0].split(",")))
+    assert first["my_lite_status"] == "ok" and first["my_lite_bytes"] == "2048" and first["my_lite_p50_ms_b1"] == "0.01"
+    assert "failed (err 0.29)" in (tmp_path / "summary.md").read_text()
+    svg = (tmp_path / "summary.svg").read_text()
+    xml.dom.minidom.parseString(svg)  # well-formed
+    assert svg.count("<circle") == 1 and "0 my_lite (none): err 1e-07, top-1 100%" in svg
