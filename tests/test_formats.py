@@ -170,6 +170,30 @@ def test_quantized_litert_is_judged_by_tolerance_and_top1(tmp_path):
     assert not (tmp_path / "tight").exists()
 
 
+def test_int8_is_calibrated_on_real_examples_when_given(tmp_path):
+    """formats.litert.representative_inputs: the int8 model calibrated on a verify.inputs file,
+    verified on the same examples, judged by its tolerance and top-1 agreement."""
+    import exportkit
+
+    examples = tmp_path / "examples.npz"
+    np.savez(examples, **inputs(batch=16, seed=7))
+    result = exportkit.export_saved_model(
+        classifier(),
+        tmp_path / "m",
+        serving_only=True,
+        verbose=False,
+        formats=["litert"],
+        overrides=[
+            "formats.litert.quantize=int8",
+            f"formats.litert.representative_inputs={examples}",
+            f"verify.inputs={examples}",
+        ],
+    )
+    fmt = result.manifest["formats"]["litert"]
+    assert fmt["status"] == "ok" and fmt["options"]["representative_inputs"] == str(examples)
+    assert fmt["max_scaled_error"] <= fmt["tolerance"] == 0.25 and fmt["top1_agreement"] >= fmt["min_top1"] == 0.8
+
+
 def test_a_jax_export_names_what_the_formats_cannot_convert(tmp_path):
     """A jax2tf export (XlaCallModule): LiteRT converts it (through StableHLO) and verifies; ONNX and
     OpenVINO cannot (the installed JAX has no conversion without XlaCallModule): one line naming

@@ -34,10 +34,12 @@ class LiteRT(Format):
         tolerance: Optional[float] = None,
         min_top1: Optional[float] = None,
         representative_cases: int = 8,
+        representative_inputs: Optional[str] = None,
     ):
         self.quantize = check_choice("formats.litert.quantize", quantize, QUANTIZE)
         self.select_tf_ops = bool(select_tf_ops)
         self.representative_cases = int(representative_cases)
+        self.representative_inputs = representative_inputs
         super().__init__(optional, tolerance, min_top1)
 
     def defaults(self) -> Tuple[float, float]:
@@ -46,7 +48,10 @@ class LiteRT(Format):
         ]
 
     def options(self) -> Dict[str, Any]:
-        return {"quantize": self.quantize, "select_tf_ops": self.select_tf_ops}
+        options: Dict[str, Any] = {"quantize": self.quantize, "select_tf_ops": self.select_tf_ops}
+        if self.representative_inputs:
+            options["representative_inputs"] = self.representative_inputs
+        return options
 
     def convert(self, saved_model: Path, out: Path, signatures: Dict[str, Dict[str, Any]]) -> None:
         import tensorflow as tf
@@ -59,7 +64,8 @@ class LiteRT(Format):
         if self.quantize == "float16":
             converter.target_spec.supported_types = [tf.float16]
         if self.quantize == "int8":
-            converter.representative_dataset = lambda: representative(signatures, self.representative_cases)
+            examples = self.representative_inputs
+            converter.representative_dataset = lambda: representative(signatures, self.representative_cases, examples)
         try:
             flat = converter.convert()
         except Exception as error:  # noqa: BLE001 - the converter's own exception types vary
@@ -85,11 +91,17 @@ class LiteRT(Format):
         return run
 
 
-def representative(signatures, count: int):
-    """Calibration inputs for full-integer quantization: seeded generated inputs of every
-    signature (``exportkit.verification.cases``), one case at a time."""
-    from exportkit.verification.cases import make_inputs
+def representative(signatures, count: int, examples: Optional[str] = None):
+    """Calibration inputs for full-integer quantization, one example at a time: the real examples
+    of ``examples`` (a ``verify.inputs`` file, read as verify reads it) when given, else ``count``
+    seeded generated inputs of every signature (``exportkit.verification.cases``)."""
+    from exportkit.verification.cases import load_examples, make_inputs
 
-    cases = make_inputs(signatures, [1] * count, seed=1)
-    for arrays in cases.values():
+    if examples:
+        for arrays in load_examples(examples, signatures).values():
+            rows = next((a.shape[0] for a in arrays.values() if a.ndim), 1)
+            for row in range(rows):
+                yield {name: array[row : row + 1] for name, array in arrays.items()}
+        return
+    for arrays in make_inputs(signatures, [1] * count, seed=1).values():
         yield dict(arrays)
