@@ -23,30 +23,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    return run_matrix("tests/test_consumers.py", "EXPORTKIT_MATRIX_OUT", __doc__.splitlines()[0], argv)
+
+
+def run_matrix(test_file: str, table_variable: str, description: str, argv=None) -> int:
+    """Run every cell of the matrix in ``test_file`` (its module writes the table to the file
+    ``table_variable`` names) and print the table; also bench/format_matrix.py's runner."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
     args, pytest_args = parser.parse_known_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         table = Path(tmp) / "matrix.md"
         env = dict(
             os.environ,
-            EXPORTKIT_MATRIX_OUT=str(table),
             PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            **{table_variable: str(table)},
         )
         start = time.perf_counter()
         # -m replaces the default addopts' `not consumers`: every cell runs.
         done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "tests/test_consumers.py",
-                "-q",
-                "-rs",
-                "-m",
-                "not slow and not ray",
-                *pytest_args,
-            ],
+            [sys.executable, "-m", "pytest", test_file, "-q", "-rs", "-m", "not slow and not ray", *pytest_args],
             cwd=ROOT,
             env=env,
         )
