@@ -10,7 +10,7 @@ serialization version"); the guard decides before converting.
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from exportkit.errors import ConversionError
 
@@ -24,10 +24,6 @@ class VersionChoice:
     jax_min: int
     jax_max: int
     tf_max: int
-
-    @property
-    def lowered(self) -> bool:
-        return self.version != self.jax_default
 
 
 def jax_versions():
@@ -50,9 +46,10 @@ def tf_maximum_version() -> int:
     return int(tfxla.call_module_maximum_supported_version())
 
 
-def choose() -> VersionChoice:
+def choose(notify: Callable[[str], None] = lambda line: None) -> VersionChoice:
     """The version to serialize with: JAX's default when TensorFlow runs it, else the newest
-    one both support; ``ConversionError`` naming both versions and the fix when there is none.
+    one both support (said through ``notify``); ``ConversionError`` naming both versions and the
+    fix when there is none.
 
     >>> choose().version  # JAX 0.10 (default 10) with TF 2.21 (up to 10)
     10
@@ -65,7 +62,12 @@ def choose() -> VersionChoice:
     if default <= tf_max:
         return VersionChoice(default, default, jax_min, jax_max, tf_max)
     if jax_min <= tf_max:
-        return VersionChoice(min(tf_max, jax_max), default, jax_min, jax_max, tf_max)
+        choice = VersionChoice(min(tf_max, jax_max), default, jax_min, jax_max, tf_max)
+        notify(
+            f"this TensorFlow's XlaCallModule runs versions up to {tf_max}: serializing with version "
+            f"{choice.version} instead of JAX's {default}"
+        )
+        return choice
     raise ConversionError(
         f"JAX {jax.__version__} serializes with XlaCallModule calling convention version {default} "
         f"(it can emit versions {jax_min} to {jax_max}), but TensorFlow {tf.__version__}'s XlaCallModule "

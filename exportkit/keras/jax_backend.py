@@ -69,12 +69,7 @@ def convert(ctx: ExportContext, model) -> None:
     from exportkit.jax.variables import to_variable
 
     platforms = lowering_platforms(ctx.run.cfg.target)
-    choice = versions.choose()
-    if choice.lowered:
-        ctx.run.reporter.progress(
-            f"this TensorFlow's XlaCallModule runs versions up to {choice.tf_max}: serializing with "
-            f"version {choice.version} instead of JAX's {choice.jax_default}"
-        )
+    choice = versions.choose(notify=ctx.run.reporter.progress)
     names = variable_names(model)
     with tf.device("/CPU:0"):  # on the host, as the jax2tf stage keeps a JAX model's params
         variables = [to_variable(v.value, bool(v.trainable), name) for v, name in zip(model.variables, names.values())]

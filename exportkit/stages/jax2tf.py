@@ -43,13 +43,7 @@ class Jax2TF(Stage):
             )
         self._check_overrides(ctx.model.signatures)
         platforms = lowering_platforms(ctx.run.cfg.target)
-        choice = versions.choose()
-        if choice.lowered:
-            ctx.run.reporter.progress(
-                f"this TensorFlow's XlaCallModule runs versions up to {choice.tf_max}: "
-                f"serializing with version {choice.version} instead of JAX's "
-                f"{choice.jax_default}"
-            )
+        choice = versions.choose(notify=ctx.run.reporter.progress)
         variables, tree, names = make_variables(model, trainable=self.with_gradient)
         ctx.variables["params"] = variables
         ctx.model.serving_fn = serving_fn(
