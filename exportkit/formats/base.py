@@ -79,6 +79,15 @@ class Format(abc.ABC):
         """Load the artifact in ``directory`` with the format's runtime (in the verification process)."""
 
 
+def refuses_jax2tf(format_name: str, converter: str) -> Dict[str, str]:
+    """``refused_ops`` for a converter that cannot take a jax2tf export's ``XlaCallModule``."""
+    return {
+        "XlaCallModule": f"the model is a jax2tf export (its serve graph is one XlaCallModule op of StableHLO), "
+        f"which {converter} cannot convert and the installed JAX has no other path to TensorFlow ops; use "
+        f"litert for this model, or leave {format_name} out"
+    }
+
+
 def check_choice(key: str, value: Any, choices: Tuple[str, ...]) -> str:
     if value not in choices:
         raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")

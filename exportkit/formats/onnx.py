@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from exportkit.errors import ConversionError
-from exportkit.formats.base import Format, Runner, unsupported
+from exportkit.formats.base import Format, Runner, refuses_jax2tf, unsupported
 
 FILE = "model.onnx"
 KNOWN: Dict[str, str] = {}
@@ -18,11 +18,7 @@ class Onnx(Format):
     extra = "onnx"
     requires = ("tf2onnx",)
     runtime_requires = ("onnxruntime",)
-    refused_ops = {
-        "XlaCallModule": "the model is a jax2tf export (its serve graph is one XlaCallModule op of StableHLO), "
-        "which tf2onnx cannot convert and the installed JAX has no other path to TensorFlow "
-        "ops; use litert for this model, or leave onnx out"
-    }
+    refused_ops = refuses_jax2tf("onnx", "tf2onnx")
 
     def __init__(
         self,

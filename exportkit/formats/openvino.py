@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from exportkit.errors import ConversionError
-from exportkit.formats.base import Format, Runner, check_choice, unsupported
+from exportkit.formats.base import Format, Runner, check_choice, refuses_jax2tf, unsupported
 
 FILE = "model.xml"
 KNOWN: Dict[str, str] = {}
@@ -21,11 +21,7 @@ class OpenVino(Format):
     extra = "openvino"
     requires = ("openvino",)
     runtime_requires = ("openvino",)
-    refused_ops = {
-        "XlaCallModule": "the model is a jax2tf export (its serve graph is one XlaCallModule op of StableHLO), "
-        "which OpenVINO's TensorFlow frontend cannot convert and the installed JAX has no other path to TensorFlow "
-        "ops; use litert for this model, or leave openvino out"
-    }
+    refused_ops = refuses_jax2tf("openvino", "OpenVINO's TensorFlow frontend")
 
     def __init__(
         self,
