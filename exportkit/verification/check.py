@@ -191,12 +191,10 @@ def run_reference(reference, case, arrays, specs, verify, hints, tag="serve") ->
 
 def format_requests(ctx: ExportContext) -> List[Dict[str, Any]]:
     """The deployment formats the verification process runs (those converted), for the request."""
-    from exportkit.formats.base import FORMATS_DIR
+    from exportkit.verification.protocol import format_request
 
     return [
-        {"name": name, "target": r.target, "options": r.options, "path": str(ctx.run.work_dir / FORMATS_DIR / name)}
-        for name, r in ctx.formats.items()
-        if r.status != "failed"
+        format_request(n, r.target, r.options, ctx.run.work_dir) for n, r in ctx.formats.items() if r.status != "failed"
     ]
 
 
@@ -205,22 +203,20 @@ def check_formats(ctx: ExportContext, reply, expected, actual, graph_of) -> None
     on its ``FormatRecord``; a format that fails is a ``VerificationError`` naming it, unless it is
     optional (then it is left out of the export and recorded as failed)."""
     from exportkit.formats.base import FORMATS_DIR
-    from exportkit.verification.protocol import format_key
 
-    serve = {case: outputs for case, outputs in expected.items() if graph_of.get(case[0]) == "serve"}
     for name, record in ctx.formats.items():
         if record.status == "failed":
             continue
-        ran = reply.formats.get(name) or {"error": "the verification process did not run it", "where": ""}
-        if "error" in ran:
-            failures = [f"{ran['where']}: {ran['error']}" if ran.get("where") else ran["error"]]
-        else:
-            got = {case: actual.get((format_key(name, case[0]), case[1])) for case in serve}
-            numbers, failures = compare.scaled(serve, got, record.tolerance, record.min_top1)
-            record.max_abs_error = numbers["max_abs_error"]
-            record.max_scaled_error = numbers["max_scaled_error"]
-            record.top1_agreement = numbers["top1_agreement"]
-            record.load_s, record.latency = ran["load_s"], ran["latency"]
+        numbers, failures = compare.judge_format(
+            name, reply.formats.get(name), expected, actual, graph_of, record.tolerance, record.min_top1
+        )
+        if numbers:
+            record.max_abs_error, record.max_scaled_error = numbers["max_abs_error"], numbers["max_scaled_error"]
+            record.top1_agreement, record.load_s, record.latency = (
+                numbers["top1_agreement"],
+                numbers["load_s"],
+                numbers["latency"],
+            )
         if not failures:
             record.status = "ok"
             agreement = f", top-1 agreement {record.top1_agreement:.0%}" if record.top1_agreement is not None else ""

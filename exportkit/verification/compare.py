@@ -161,6 +161,22 @@ def scaled(expected, actual, tolerance: float, min_top1: float, ties=(1e-5, 1e-5
     return record, failures
 
 
+def judge_format(name, ran, expected, actual, graph_of, tolerance: float, min_top1: float):
+    """One deployment format as the verification process ran it (``Reply.formats[name]``; None:
+    it did not) against the source model's outputs on the serve cases (``graph_of``: signature ->
+    graph tag): ``(numbers, failures)``; the numbers are ``scaled``'s with the runtime's ``load_s``
+    and ``latency``, empty when it did not run."""
+    from exportkit.verification.protocol import format_key
+
+    ran = ran or {"error": "the verification process did not run it"}
+    if "error" in ran:
+        return {}, [f"{ran['where']}: {ran['error']}" if ran.get("where") else ran["error"]]
+    serve = {case: outputs for case, outputs in expected.items() if graph_of.get(case[0]) == "serve"}
+    got = {case: actual.get((format_key(name, case[0]), case[1])) for case in serve}
+    numbers, failures = scaled(serve, got, tolerance, min_top1)
+    return {**numbers, "load_s": ran["load_s"], "latency": ran["latency"]}, failures
+
+
 def top1_agreement(want, got, atol: float, rtol: float) -> Tuple[float, int]:
     """The share of rows whose arg-max agrees, among rows where the source's top class leads the
     runner-up by more than the tolerance (a tie within tolerance has no defined top class)."""

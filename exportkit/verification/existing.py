@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from exportkit.errors import ExportkitError, VerificationError
-from exportkit.formats.base import FORMATS_DIR
 from exportkit.verification import compare, kept, latency
 from exportkit.verification.process import RELOAD_FAILED, run_cases
-from exportkit.verification.protocol import Latency
+from exportkit.verification.protocol import Latency, format_request
 
 AUTO = "auto"  # the worker's first GPU, else /CPU:0; then every other GPU it saw
 
@@ -93,10 +92,7 @@ def verify(
     checked_formats: Dict[str, Any] = {}
     while queue:
         asked = queue.pop(0)
-        requests = [
-            {"name": n, "target": r["target"], "options": r["options"], "path": str(export_dir / FORMATS_DIR / n)}
-            for n, r in formats.items()
-        ]
+        requests = [format_request(n, r["target"], r["options"], export_dir) for n, r in formats.items()]
         with tempfile.TemporaryDirectory(prefix="exportkit-verify-") as tmp:
             try:
                 actual, reply, _ = run_cases(
@@ -268,18 +264,18 @@ def op_libraries_here(recorded) -> List[str]:
 def check_formats(formats: Dict[str, Dict[str, Any]], reply, cases, actual) -> Dict[str, Dict[str, Any]]:
     """Each deployment format the manifest records as verified, run again on the kept serve cases
     and judged as at export (its recorded tolerance and least top-1 agreement)."""
-    from exportkit.verification.protocol import format_key
-
-    serve = {case: outputs for case, outputs in cases.expected.items() if cases.graph_of.get(case[0]) == "serve"}
     checked = {}
     for name, record in formats.items():
-        ran = reply.formats.get(name) or {"error": "not run"}
-        if "error" in ran:
-            checked[name] = {"ok": False, "failures": [ran["error"]]}
-            continue
-        got = {case: actual.get((format_key(name, case[0]), case[1])) for case in serve}
-        numbers, failed = compare.scaled(serve, got, record["tolerance"], record["min_top1"])
-        checked[name] = {"ok": not failed, "failures": failed, **numbers, "load_s": ran["load_s"]}
+        numbers, failed = compare.judge_format(
+            name,
+            reply.formats.get(name),
+            cases.expected,
+            actual,
+            cases.graph_of,
+            record["tolerance"],
+            record["min_top1"],
+        )
+        checked[name] = {"ok": not failed, "failures": failed, **numbers}
     return checked
 
 

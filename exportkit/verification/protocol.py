@@ -15,6 +15,7 @@ dtype's name after ``#`` in the key (``savez`` alone would bring them back as ra
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -57,6 +58,18 @@ class Request:
         fields = json.loads(line)
         latency = fields.pop("latency", None)
         return cls(**fields, latency=Latency(**latency) if latency else None)
+
+
+def format_request(name: str, target: str, options: Dict[str, Any], export_dir) -> Dict[str, Any]:
+    """One entry of ``Request.formats``: the format's plugin and options, and where its files are."""
+    from exportkit.formats.base import FORMATS_DIR
+
+    return {
+        "name": name,
+        "target": target,
+        "options": dict(options),
+        "path": str(Path(export_dir) / FORMATS_DIR / name),
+    }
 
 
 def format_key(name: str, key: str) -> str:

@@ -90,8 +90,8 @@ def run(request: Request, doing: Doing) -> Reply:
     reply = Reply(ok=True, device=device, gpus=gpus, load_s=load_s, latency=latency)
     doing.now = "replaying the warmup records"
     replay_warmup(request.saved_model, reply)
+    serve_cases = {case: arrays for case, arrays in cases.items() if request.graph.get(case[0], "serve") == "serve"}
     for spec in request.formats:
-        serve_cases = {case: arrays for case, arrays in cases.items() if request.graph.get(case[0], "serve") == "serve"}
         reply.formats[spec["name"]] = run_format(spec, serve_cases, results, request.latency)
     outputs: Dict[str, Any] = encode(results)  # Any: mypy would check them against savez's allow_pickle: bool
     np.savez(request.outputs, **outputs)
