@@ -43,17 +43,9 @@ class ContractError(ExportkitError):
 
 def read(export_dir: Path) -> Contract:
     """The contract of the SavedModel written in ``export_dir`` (imports TensorFlow's protos)."""
-    from google.protobuf import text_format
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    path = files.saved_model_file(Path(export_dir))
-    if path is None:
+    proto = files.read_saved_model(Path(export_dir))
+    if proto is None:
         raise ExportkitError(f"{export_dir} holds no saved_model.pb or saved_model.pbtxt; give an export directory")
-    proto = saved_model_pb2.SavedModel()
-    if path.name == files.SAVED_MODEL_PBTXT:
-        text_format.Parse(path.read_text(), proto)
-    else:
-        proto.ParseFromString(path.read_bytes())
     return of_saved_model(proto)
 
 

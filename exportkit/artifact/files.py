@@ -60,3 +60,19 @@ def link_shared(directory: Path, root: Path) -> None:
     for name in SHARED:
         if (root / name).is_dir():
             os.symlink(os.path.relpath(root / name, directory), directory / name, target_is_directory=True)
+
+
+def read_saved_model(directory: Path):
+    """The ``SavedModel`` proto of ``directory``'s ``saved_model.pb`` or ``.pbtxt``; None without one."""
+    from google.protobuf import text_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = saved_model_file(directory)
+    if path is None:
+        return None
+    proto = saved_model_pb2.SavedModel()
+    if path.name == SAVED_MODEL_PBTXT:
+        text_format.Parse(path.read_text(), proto)
+    else:
+        proto.ParseFromString(path.read_bytes())
+    return proto

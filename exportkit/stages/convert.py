@@ -75,22 +75,11 @@ class Convert(Stage):
 
 
 def serve_ops(ctx: ExportContext) -> Set[str]:
-    """The op types of the written serve graph (and its functions)."""
-    from tensorflow.core.protobuf import saved_model_pb2
+    """The op types of the written serve graph (and its functions), read from the staged export."""
+    from exportkit.artifact import files, op_libraries
 
-    from exportkit.artifact import op_libraries
-
-    if ctx.saved_model_file is None or ctx.saved_model_file.suffix != ".pb":
-        return {op for graph in ctx.graphs.values() for fn in graph.functions.values() for op in function_ops(fn)}
-    saved = saved_model_pb2.SavedModel()
-    saved.ParseFromString(ctx.saved_model_file.read_bytes())
-    return op_libraries.graph_ops(m for m in saved.meta_graphs if "serve" in m.meta_info_def.tags)
-
-
-def function_ops(fn) -> Set[str]:
-    """A traced function's op types (a .pbtxt export's serve graph, read from the function itself)."""
-    graph_def = fn.graph.as_graph_def()
-    return {n.op for n in graph_def.node} | {n.op for f in graph_def.library.function for n in f.node_def}
+    saved = files.read_saved_model(ctx.run.work_dir)
+    return op_libraries.graph_ops(m for m in saved.meta_graphs if "serve" in m.meta_info_def.tags) if saved else set()
 
 
 def load_format(name: str, node) -> Format:
