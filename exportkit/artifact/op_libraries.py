@@ -46,40 +46,54 @@ def graph_ops(meta_graphs: Iterable[Any]) -> Set[str]:
     return ops
 
 
-def providers() -> Dict[str, str]:
-    """Op name -> the package that registered it, for every op a library other than TensorFlow
-    loaded into this process."""
-    plugins = {
-        id(module): module
-        for name, module in list(sys.modules.items())
-        if module is not None and getattr(module, "_IS_TENSORFLOW_PLUGIN", False)
-    }
+def plugins() -> Dict[int, Any]:
+    """id -> module, for every op module ``tf.load_op_library`` returned in this process."""
+    found = {}
+    for module in list(sys.modules.values()):
+        try:  # the module's own dict: a lazy module's __getattr__ would import what it stands for
+            if vars(module).get("_IS_TENSORFLOW_PLUGIN", False):
+                found[id(module)] = module
+        except TypeError:  # None, or an object without a __dict__ put in sys.modules
+            continue
+    return found
+
+
+def op_names(module: Any) -> Set[str]:
+    """The ops an op module registered: its attributes named like ops (``RegexSplitWithOffsets``)."""
+    return {attribute for attribute in vars(module) if attribute[:1].isupper()}
+
+
+def providers(modules: Dict[int, Any]) -> Dict[str, str]:
+    """Op name -> the package that registered it, for the ops of ``modules`` (``plugins()``)
+    that a library other than TensorFlow loaded: the package whose modules hold the op module."""
     owners: Dict[int, Set[str]] = {}
     for name, module in list(sys.modules.items()):
-        if module is None or id(module) in plugins:
+        if module is None or id(module) in modules:
             continue
         try:
             names = list(vars(module).values())
         except TypeError:
             continue
         for value in names:
-            if id(value) in plugins:
+            if id(value) in modules:
                 owners.setdefault(id(value), set()).add(name.split(".")[0])
     found: Dict[str, str] = {}
     for key, packages in owners.items():
         libraries = sorted(packages - NOT_LIBRARIES)
         if not libraries:
             continue  # TensorFlow's own plugins (its contrib ops), or a script's
-        for attribute in vars(plugins[key]):
-            if attribute[:1].isupper():
-                found.setdefault(attribute, libraries[0])
+        for op in op_names(modules[key]):
+            found.setdefault(op, libraries[0])
     return found
 
 
 def needed(ops: Set[str]) -> Dict[str, OpLibrary]:
     """Package -> ``OpLibrary`` for the ``ops`` that a library other than TensorFlow registered."""
+    # only the op modules that registered an op the graphs use are traced to their package: the
+    # search through every module's attributes is the costly part, and most exports need none
+    modules = {key: module for key, module in plugins().items() if op_names(module) & ops}
     by_package: Dict[str, List[str]] = {}
-    for op, package in providers().items():
+    for op, package in (providers(modules) if modules else {}).items():
         if op in ops:
             by_package.setdefault(package, []).append(op)
     distributions = metadata.packages_distributions() if by_package else {}
