@@ -31,16 +31,18 @@ def _key(path: Path) -> Tuple:
 
 
 def file_sha256(path: Path, cache: Optional[HashCache] = None) -> str:
-    """The file's sha256, read in 1 MiB blocks (a checkpoint read whole would double peak memory);
-    through ``cache`` when one is given.
+    """The file's sha256, read through one reused 1 MiB buffer, as Python 3.11's
+    ``hashlib.file_digest`` does (a checkpoint read whole would double peak memory; a new block
+    per read costs fresh pages); through ``cache`` when one is given.
 
     >>> file_sha256(Path("/dev/null"))[:12]
     'e3b0c44298fc'
     """
     if cache is not None:
         return cache.sha256(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    digest, buffer = hashlib.sha256(), bytearray(1 << 20)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while size := f.readinto(buffer):
+            digest.update(view[:size])
     return digest.hexdigest()
