@@ -532,11 +532,12 @@ def test_variables_adopt_aligned_buffers_and_copy_the_rest():
     shared = to_variable(aligned, trainable=False, name="aligned")
     aligned[0, 0] = 5.0  # the test writes; exportkit never does
     assert shared.numpy()[0, 0] == 5.0
-    raw = np.ones(64 * 64 + 1, "float32")
-    misaligned = raw[1:].reshape(64, 64)  # 4 bytes past an allocation: never 64-byte aligned
-    copied = to_variable(misaligned, trainable=False, name="misaligned")
-    misaligned[0, 0] = 5.0
-    assert copied.numpy()[0, 0] == 1.0
+    for side in (64, 2048):  # under and over COPY_ONCE_FROM: TensorFlow's copy, one aligned copy
+        raw = np.ones(side * side + 1, "float32")
+        misaligned = raw[1:].reshape(side, side)  # 4 bytes past an allocation: never 64-byte aligned
+        copied = to_variable(misaligned, trainable=False, name="misaligned")
+        misaligned[0, 0] = 5.0
+        assert copied.numpy()[0, 0] == 1.0 and copied.numpy()[1, 1] == 1.0
     np.testing.assert_array_equal(
         to_variable(jnp.arange(6.0).reshape(2, 3), False, "j").numpy(), np.arange(6.0).reshape(2, 3)
     )

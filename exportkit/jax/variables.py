@@ -14,6 +14,8 @@ import tensorflow as tf
 from exportkit.jax import host_buffers
 from exportkit.jax.pytree import flatten
 
+COPY_ONCE_FROM = 16 << 20  # bytes: a leaf TensorFlow cannot adopt is copied once into an aligned buffer
+
 
 def make_variables(model, trainable: bool):
     """One ``tf.Variable`` per leaf of ``model.params`` (a ``JaxModel``) (in pytree order), the
@@ -55,14 +57,20 @@ def to_variable(leaf, trainable: bool, name: str):
     CPU ``jax.Array``, an aligned NumPy array such as ``.npz`` params are read into) becomes the
     variable's buffer through DLPack; any other is first copied once into an aligned buffer.
     The variable then shares memory with the params given: exportkit writes to neither.
+
+    A leaf under ``COPY_ONCE_FROM`` bytes that TensorFlow cannot adopt goes the copying way: its
+    transient copies are small, and TensorFlow's allocator reuses memory the export freed where a
+    fresh aligned buffer would fault in new pages (twice as slow for a few MiB).
     """
     tensor = _adopt(leaf)
     if tensor is None:
         array = np.asarray(leaf)
-        try:
-            tensor = _from_dlpack(host_buffers.aligned_copy(array))
-        except (BufferError, TypeError, ValueError, tf.errors.OpError):
-            tensor = array  # a dtype NumPy's DLPack cannot carry (e.g. bfloat16): the copying way
+        tensor = array  # the copying way, unless the leaf is large enough for its copies to matter
+        if array.nbytes >= COPY_ONCE_FROM:
+            try:
+                tensor = _from_dlpack(host_buffers.aligned_copy(array))
+            except (BufferError, TypeError, ValueError, tf.errors.OpError):
+                pass  # a dtype NumPy's DLPack cannot carry (e.g. bfloat16): the copying way
     return tf.Variable(tensor, trainable=trainable, name=name)
 
 
