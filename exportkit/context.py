@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from exportkit.artifact.digests import HashCache
 from exportkit.artifact.op_libraries import OpLibrary
+from exportkit.background import Background
 from exportkit.report import Reporter
 
 
@@ -25,7 +26,8 @@ class Graph:
     tag: str
     functions: Dict[str, Any]  # signature key -> tf ConcreteFunction
     variable_groups: List[str]  # keys of ExportContext.variables this graph captures
-    # attribute name -> tf.function on the saved root, beside the signatures (the positional `serve`)
+    # attribute name -> tf.function on the saved root, beside the signatures (write_graphs adds the
+    # positional `serve` to the serve graph's: exportkit.tracing.positional_endpoint)
     endpoints: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -170,6 +172,8 @@ class Run:
     # the verification process (exportkit.verification.process.Verifier) the runner started with the
     # export, for the verify stage; None: the verify stage starts its own
     verifier: Any = None
+    # work stages left running (write_checkpoint's write), finished by the runner before it is needed
+    background: Background = field(default_factory=Background)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from exportkit import schema, serving, signatures
 from exportkit.artifact import manifest
+from exportkit.background import EarlierStageFailed
 from exportkit.context import ExportContext, Model, Run, StageRecord
 from exportkit.errors import ConfigError, ExportkitError, Interrupted, SignatureError, StageSkipped, first_line
 from exportkit.imports import instantiate
@@ -182,9 +183,11 @@ class Export:
             try:
                 for name, stage in stages:
                     ctx = run_stage(name, stage, ctx)
+                finish_background(ctx)
                 require_verified(ctx)  # nothing unverified is published unless the user said so
                 serving.check_contract(ctx)
             except BaseException:
+                ctx.run.background.abandon()  # before the staging directory is removed
                 self.reporter.summary(ctx.run.records, export_dir, published=False)
                 raise
             written = manifest.write(ctx)
@@ -311,6 +314,8 @@ def check_dependencies(stages, source) -> None:
 def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
     """Run one stage, timed, and record it: ok, skipped (``StageSkipped``) or failed (a required
     stage's failure is raised; an optional one's is recorded and the export goes on)."""
+    if stage.reads_files:
+        finish_background(ctx)
     ctx.run.reporter.stage_started(name)
     start = time.perf_counter()
     status, detail, error = "ok", "", None
@@ -318,16 +323,30 @@ def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
         result = stage(ctx)
         if result is not None:
             ctx = result
+    except EarlierStageFailed as failed:
+        # an earlier stage's work failed while this stage ran beside it: that stage's failure
+        # (recorded as such), not this one's, which is left unrecorded as if it had not run
+        raise failed.error from None
     except StageSkipped as e:
         status, detail = "skipped", str(e)
     except Exception as e:  # noqa: BLE001 - recorded as the stage's failure; a required stage's raised
         status, detail, error = "failed", first_line(e), e
     record = StageRecord(name, status, time.perf_counter() - start, detail)
     ctx.run.records.append(record)
-    ctx.run.reporter.stage_ended(record)
+    if not ctx.run.background.left_by(record, stage.required, start):
+        ctx.run.reporter.stage_ended(record)  # else once the work it left running ends
     if error is not None and stage.required:
         raise error
     return ctx
+
+
+def finish_background(ctx: ExportContext) -> None:
+    """Wait for the work stages left running (``exportkit.background``); a required stage's
+    failure there is raised as that stage's own error."""
+    try:
+        ctx.run.background.finish(ctx.run.reporter)
+    except EarlierStageFailed as failed:
+        raise failed.error from None
 
 
 def resolved(cfg: DictConfig) -> DictConfig:

@@ -48,6 +48,39 @@ def trace(
         ) from None
 
 
+ENDPOINT = "serve"  # the attribute Keras' export and TFSMLayer call
+
+
+def positional_endpoint(signature_fn, specs):
+    """A ``tf.function`` calling ``signature_fn`` (a concrete signature function) with its inputs
+    given positionally: one tensor (a single input), a list in the signature's order or a dict
+    by name (any number of inputs); it returns the one output as a tensor, several as the dict by name
+    (what the signature returns). Each form is a small wrapper calling the signature's own
+    function, so the model's graph is not copied.
+
+    >>> serve = positional_endpoint(fn, {"image": spec_a, "meta": spec_b})  # doctest: +SKIP
+    >>> serve([image, meta]) == serve({"image": image, "meta": meta})  # doctest: +SKIP
+    """
+    names = list(specs)
+
+    def serve(inputs):
+        if isinstance(inputs, dict):
+            named = dict(inputs)
+        elif isinstance(inputs, (list, tuple)):
+            named = dict(zip(names, inputs))
+        else:
+            named = {names[0]: inputs}
+        outputs = signature_fn(**named)
+        return next(iter(outputs.values())) if len(outputs) == 1 else outputs
+
+    function = tf.function(serve, autograph=False)  # plain Python over the inputs' structure
+    function.get_concrete_function({n: specs[n] for n in names})
+    function.get_concrete_function([specs[n] for n in names])  # a list, even of one (a model built on [x])
+    if len(names) == 1:
+        function.get_concrete_function(specs[names[0]])
+    return function
+
+
 # TensorFlow's refusal of a layer's or variable's name as a graph scope (non-ASCII, spaces, ...)
 SCOPE_NAME = re.compile(r"'([^']*)' is not a valid (?:root )?scope name")
 

@@ -1,7 +1,10 @@
-"""The checkpoint: TensorFlow's own save writes it; a failed write fails its stage and leaves
-nothing; a checkpoint that misses a table the graphs capture is refused."""
+"""The checkpoint: TensorFlow's own save writes it, beside the graphs; a failed write (a full
+disk included) fails its stage and leaves nothing; a stage after it sees it whole; a checkpoint
+that misses a table the graphs capture is refused."""
 
+import errno
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -80,3 +83,107 @@ def test_a_checkpoint_written_before_the_graphs_captured_a_table_is_refused(expo
             input_signature=[tf.TensorSpec([None, 1], tf.string, name="word")],
         )
     assert leftovers(export_dir) == []
+
+
+class ReadCheckpoint:
+    """A user stage placed right after write_checkpoint that reads the checkpoint's values."""
+
+    needs, adds, required = ("variables",), (), True
+
+    def __call__(self, ctx):
+        import tensorflow as tf
+
+        reader = tf.train.load_checkpoint(str(ctx.run.work_dir / "variables" / "variables"))
+        ctx.extra["values"] = sorted(
+            (reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if k.endswith("VARIABLE_VALUE")),
+            key=np.ndim,
+        )
+        return ctx
+
+
+def test_a_stage_after_write_checkpoint_finds_the_checkpoint_whole(export_dir):
+    """write_checkpoint's write goes on beside write_graphs, never beside a stage that reads files."""
+    import keras
+    import tensorflow as tf
+
+    import exportkit
+
+    model = keras.Sequential([keras.Input((256,), name="x"), keras.layers.Dense(512)])  # 0.5 MiB
+    result = exportkit.export_saved_model(
+        model,
+        export_dir,
+        verbose=False,
+        overrides=[
+            "pipeline.stages.verify=null",
+            "+pipeline.stages.read={_target_: tests.test_checkpoint.ReadCheckpoint, after: write_checkpoint}",
+        ],
+        input_signature=[tf.TensorSpec([None, 256], tf.float32, name="x")],
+    )
+    bias, kernel = result.context.extra["values"]
+    np.testing.assert_array_equal(kernel, model.layers[0].kernel.numpy())
+    np.testing.assert_array_equal(bias, model.layers[0].bias.numpy())
+    assert [r.name for r in result.records][2:4] == ["write_checkpoint", "read"]
+
+
+def test_a_full_disk_under_the_checkpoint_is_one_line_and_leaves_nothing(tmp_path):
+    """The checkpoint fails on its thread while write_graphs builds the graphs: the export says
+    so in one line, as any full disk, and the staging directory goes once the write has ended."""
+    import keras
+    import tensorflow as tf
+
+    import exportkit
+    from exportkit.errors import FilesystemError
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip() or done.returncode}")
+    try:
+        model = keras.Sequential([keras.Input((512,), name="x"), keras.layers.Dense(1024)])  # 2 MiB
+        with pytest.raises(FilesystemError) as full:
+            exportkit.export_saved_model(
+                model,
+                disk / "model",
+                verbose=False,
+                overrides=["pipeline.stages.verify=null"],
+                input_signature=[tf.TensorSpec([None, 512], tf.float32, name="x")],
+            )
+        message = str(full.value)
+        assert "\n" not in message and os.strerror(errno.ENOSPC) in message and f"free space on {disk}" in message
+        assert os.listdir(disk) == []
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_ctrl_c_while_the_checkpoint_is_written_leaves_nothing(export_dir, monkeypatch):
+    """Ctrl-C in write_graphs while the checkpoint's write still runs: the staging directory is
+    removed only once that write has ended, so nothing is written into it afterwards."""
+    import threading
+
+    import keras
+    import tensorflow as tf
+
+    import exportkit
+    from exportkit.errors import Interrupted
+    from exportkit.stages import write_graphs
+
+    go, written = threading.Event(), []
+
+    def slow_write(self, prefix, *args, **kwargs):
+        go.wait()  # until the interrupt is on its way
+        os.makedirs(os.path.dirname(prefix), exist_ok=True)  # as TensorFlow's save does
+        with open(f"{prefix}.index", "wb") as index:
+            index.write(b"late")
+        written.append(prefix)
+
+    def interrupted(*args, **kwargs):
+        threading.Timer(0.05, go.set).start()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tf.train.Checkpoint, "write", slow_write)
+    monkeypatch.setattr(write_graphs, "save_meta_graph", interrupted)
+    model = keras.Sequential([keras.Input((4,), name="x"), keras.layers.Dense(3)])
+    with pytest.raises(Interrupted):
+        exportkit.export_saved_model(model, export_dir, verbose=False)
+    assert written and leftovers(export_dir) == []

@@ -203,3 +203,61 @@ def test_the_sweep_summary_has_columns_per_format_and_draws_each_artifact(tmp_pa
     svg = (tmp_path / "summary.svg").read_text()
     xml.dom.minidom.parseString(svg)  # well-formed
     assert svg.count("<circle") == 1 and "0 my_lite (none): err 1e-07, top-1 100%" in svg
+
+
+class _Lines:
+    """A reporter that keeps the stage lines it is given."""
+
+    def __init__(self):
+        self.ended = []
+
+    def stage_ended(self, record):
+        self.ended.append((record.name, record.status, record.detail))
+
+
+def test_work_a_stage_leaves_running_ends_its_record_and_its_failure_is_that_stages():
+    import threading
+
+    from exportkit.background import Background, EarlierStageFailed
+    from exportkit.context import StageRecord
+
+    background, lines, go, done = Background(), _Lines(), threading.Event(), []
+    background.start(lambda: (go.wait(), done.append("written")))
+    writer = StageRecord("write", "ok", 0.0)
+    assert background.left_by(writer, required=True, started=0.0)  # held open: nothing reported yet
+    assert not background.left_by(StageRecord("quick", "ok", 0.0), required=True, started=0.0)
+    go.set()
+    background.finish(lines)
+    assert done == ["written"] and lines.ended == [("write", "ok", "")] and writer.seconds > 0
+
+    def fail():
+        raise OSError(28, "No space left on device")
+
+    background.start(fail)
+    optional = StageRecord("optional", "ok", 0.0)
+    background.left_by(optional, required=False, started=0.0)
+    background.finish(lines)  # an optional stage's failure is recorded, and the run goes on
+    assert optional.status == "failed" and "No space left" in optional.detail
+    background.start(fail)
+    required = StageRecord("required", "ok", 0.0)
+    background.left_by(required, required=True, started=0.0)
+    with pytest.raises(EarlierStageFailed) as raised:
+        background.finish(lines)
+    assert isinstance(raised.value.error, OSError) and required.status == "failed"
+
+
+def test_abandoning_waits_for_the_work_still_running():
+    """A failed or stopped export removes its staging directory only once nothing writes there."""
+    import threading
+
+    from exportkit.background import Background
+    from exportkit.context import StageRecord
+
+    background, go, done = Background(), threading.Event(), []
+    background.start(lambda: (go.wait(), done.append("written")))
+    background.left_by(StageRecord("write", "ok", 0.0), required=True, started=0.0)
+    release = threading.Timer(0.05, go.set)  # releases the work; abandon() must wait until it ends
+    release.start()
+    background.abandon()
+    assert done == ["written"]
+    release.join()

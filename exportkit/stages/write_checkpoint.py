@@ -1,5 +1,8 @@
 """write_checkpoint: every variable group as one object-based checkpoint under ``variables/``,
-written by TensorFlow's own save (``tf.train.Checkpoint.write``)."""
+written by TensorFlow's own save (``tf.train.Checkpoint.write``), beside the stages that follow
+until one reads the export's files (``exportkit.background``)."""
+
+import functools
 
 import tensorflow as tf
 
@@ -24,5 +27,7 @@ class WriteCheckpoint(Stage):
         # exportkit.variables.trackable_root), so checkpoint keys match for the TF2 and TF1 loaders.
         ctx.checkpointed_resources = list(resources)
         checkpoint = tf.train.Checkpoint(trackable_root(ctx.variables, groups, resources))
-        checkpoint.write(str(ctx.run.work_dir / "variables" / "variables"))
+        (ctx.run.work_dir / "variables").mkdir(exist_ok=True)  # there for the graphs' links at once
+        # TensorFlow's save op writes on while the next stages build the graphs (exportkit.background)
+        ctx.run.background.start(functools.partial(checkpoint.write, str(ctx.run.work_dir / "variables" / "variables")))
         return ctx

@@ -2,7 +2,8 @@
 all restoring from the one checkpoint in ``variables/``, laid out as ``layout`` says.
 
 TensorFlow 2 writes one MetaGraphDef per save. Each graph is saved on its own from a root that
-holds only its variable groups, so it carries only the functions its signatures need. Then:
+holds only its variable groups, so it carries only the functions its signatures need (and, for
+``serve``, the positional endpoint ``serve``: ``endpoints``). Then:
 
 * ``layout=serving`` (default): ``serve`` alone in the root's ``saved_model.pb``, because
   TensorFlow uses its object-graph loader (``tf.saved_model.load`` without tags, ``TFSMLayer``,
@@ -18,7 +19,7 @@ from typing import Any, Dict
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
-from exportkit import serving
+from exportkit import serving, tracing
 from exportkit.artifact import canonical, files, op_libraries
 from exportkit.context import ExportContext, Graph
 from exportkit.errors import ModelSourceError
@@ -36,6 +37,7 @@ METHOD_NAMES = {
 class WriteGraphs(Stage):
     needs = ("graphs", "variables")
     adds = ("saved_model_file",)
+    reads_files = False  # the graphs are built while the checkpoint is written; see write_fingerprint
 
     def __call__(self, ctx: ExportContext) -> ExportContext:
         meta_graphs, version = {}, 0
@@ -55,8 +57,9 @@ class WriteGraphs(Stage):
         ctx.saved_model_file = write_layout(
             meta_graphs, version, ctx.run.work_dir, ctx.run.cfg.layout, ctx.run.cfg.as_text
         )
-        write_fingerprint(ctx.run.work_dir, ctx.run.hashes)
         serving.write_warmup(ctx)  # assets.extra/tf_serving_warmup_requests (serving.warmup)
+        ctx.run.background.finish(ctx.run.reporter)  # the checkpoint, which the fingerprint hashes
+        write_fingerprint(ctx.run.work_dir, ctx.run.hashes)
         return ctx
 
 
@@ -100,7 +103,7 @@ def save_meta_graph(ctx: ExportContext, graph: Graph, directory: Path):
             f"(pipeline.stages order) so that it saves what the graphs use"
         )
     root = trackable_root(ctx.variables, graph.variable_groups, resources)
-    for name, endpoint in graph.endpoints.items():  # e.g. the positional `serve` TFSMLayer calls
+    for name, endpoint in endpoints(ctx, graph).items():
         setattr(root, name, endpoint)
     try:
         save_and_return_nodes(root, str(directory), signatures=dict(graph.functions), experimental_skip_checkpoint=True)
@@ -122,6 +125,18 @@ def save_meta_graph(ctx: ExportContext, graph: Graph, directory: Path):
         if not key.startswith("__"):  # leave TF's own __saved_model_init_op alone
             signature.method_name = METHOD_NAMES.get(graph.tag, signature.method_name)
     return meta_graph, single.saved_model_schema_version
+
+
+def endpoints(ctx: ExportContext, graph: Graph) -> Dict[str, Any]:
+    """The graph's endpoints beside its signatures; for ``serve``, the positional one Keras'
+    ``model.export()`` writes too (``tracing.positional_endpoint``), for ``TFSMLayer``, unless a
+    stage put its own there. Traced here, not in the trace stage, so that it is traced while the
+    checkpoint is written."""
+    out = dict(graph.endpoints)
+    if graph.tag == "serve" and tracing.ENDPOINT not in out:
+        key = "serving_default" if "serving_default" in graph.functions else next(iter(graph.functions))
+        out[tracing.ENDPOINT] = tracing.positional_endpoint(graph.functions[key], ctx.model.signatures[key])
+    return out
 
 
 def check_resources_tracked(ctx: ExportContext, graph: Graph) -> None:
