@@ -7,6 +7,7 @@ written here, read here by ``inspect``, the sweep summary, ``reproduce`` and ``v
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import platform
@@ -125,7 +126,9 @@ class Manifest:
         }
 
 
-def versions() -> Dict[str, str]:
+@functools.lru_cache(maxsize=1)
+def _installed_versions() -> Dict[str, str]:
+    """Asked once per process: installed packages do not change under a running export."""
     found = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
@@ -133,6 +136,11 @@ def versions() -> Dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return found
+
+
+def versions() -> Dict[str, str]:
+    """Python's and the export's packages' versions, for the manifest."""
+    return dict(_installed_versions())
 
 
 def sha256(path: Path, hashes: Optional[HashCache] = None) -> str:
