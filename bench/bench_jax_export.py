@@ -11,7 +11,7 @@ batch, lowered for the CPU, without gradients, from the same params in memory:
   write_graphs, the manifest with every file's hash, the atomic publish), verify off;
 * orbax-export: ``JaxModule(params, apply_fn)`` + ``ExportManager(...).save(dir)``.
 
-Each is run once to warm up (imports, caches), then ``--repeats`` times alternately; the medians
+Each is run once to warm up (imports, caches), then ``--repeats`` (15) times alternately; the medians
 and their ratio (exportkit / orbax) are printed, with a check that both exports compute the same.
 """
 
@@ -84,7 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=15)  # single short runs swing with the page cache
     parser.add_argument(
         "--params",
         choices=["numpy", "jax"],
