@@ -26,8 +26,8 @@ class Graph:
     tag: str
     functions: Dict[str, Any]  # signature key -> tf ConcreteFunction
     variable_groups: List[str]  # keys of ExportContext.variables this graph captures
-    # attribute name -> tf.function on the saved root, beside the signatures (write_graphs adds the
-    # positional `serve` to the serve graph's: exportkit.tracing.positional_endpoint)
+    # attribute name -> tf.function on the saved root, beside the signatures; write_graphs saves
+    # the serve graph with the positional `serve` too, unless one is here (tracing.positional_endpoint)
     endpoints: Dict[str, Any] = field(default_factory=dict)
 
 

@@ -187,7 +187,7 @@ class Export:
                 require_verified(ctx)  # nothing unverified is published unless the user said so
                 serving.check_contract(ctx)
             except BaseException:
-                ctx.run.background.abandon()  # before the staging directory is removed
+                ctx.run.background.abandon(self.reporter.progress)  # before the staging directory goes
                 self.reporter.summary(ctx.run.records, export_dir, published=False)
                 raise
             written = manifest.write(ctx)

@@ -101,13 +101,25 @@ class ReadCheckpoint:
         return ctx
 
 
-def test_a_stage_after_write_checkpoint_finds_the_checkpoint_whole(export_dir):
-    """write_checkpoint's write goes on beside write_graphs, never beside a stage that reads files."""
+def test_a_stage_after_write_checkpoint_finds_the_checkpoint_whole(export_dir, monkeypatch):
+    """write_checkpoint's write goes on beside write_graphs, never beside a stage that reads files:
+    held back after write_checkpoint has returned, it is still waited for."""
+    import threading
+
     import keras
     import tensorflow as tf
 
     import exportkit
 
+    write = tf.train.Checkpoint.write
+
+    def held_write(self, prefix, *args, **kwargs):
+        go = threading.Event()
+        threading.Timer(0.1, go.set).start()  # a stage run beside the write would find no checkpoint
+        go.wait()
+        return write(self, prefix, *args, **kwargs)
+
+    monkeypatch.setattr(tf.train.Checkpoint, "write", held_write)
     model = keras.Sequential([keras.Input((256,), name="x"), keras.layers.Dense(512)])  # 0.5 MiB
     result = exportkit.export_saved_model(
         model,
@@ -122,7 +134,9 @@ def test_a_stage_after_write_checkpoint_finds_the_checkpoint_whole(export_dir):
     bias, kernel = result.context.extra["values"]
     np.testing.assert_array_equal(kernel, model.layers[0].kernel.numpy())
     np.testing.assert_array_equal(bias, model.layers[0].bias.numpy())
-    assert [r.name for r in result.records][2:4] == ["write_checkpoint", "read"]
+    records = {r.name: r for r in result.records}
+    assert list(records)[2:4] == ["write_checkpoint", "read"]
+    assert records["write_checkpoint"].seconds >= 0.1  # up to the write's end, not the stage's return
 
 
 def test_a_full_disk_under_the_checkpoint_is_one_line_and_leaves_nothing(tmp_path):
@@ -183,6 +197,51 @@ def test_ctrl_c_while_the_checkpoint_is_written_leaves_nothing(export_dir, monke
 
     monkeypatch.setattr(tf.train.Checkpoint, "write", slow_write)
     monkeypatch.setattr(write_graphs, "save_meta_graph", interrupted)
+    model = keras.Sequential([keras.Input((4,), name="x"), keras.layers.Dense(3)])
+    with pytest.raises(Interrupted):
+        exportkit.export_saved_model(model, export_dir, verbose=False)
+    assert written and leftovers(export_dir) == []
+
+
+@pytest.mark.parametrize("when", ["as_the_write_starts", "while_write_graphs_waits"])
+def test_ctrl_c_during_the_checkpoint_write_leaves_nothing(export_dir, monkeypatch, when):
+    """Ctrl-C as the checkpoint's write starts (the stage may not even have returned), or while
+    write_graphs waits for it: the wait goes on until the write has ended, then the staging
+    directory is removed and the export reports the signal."""
+    import signal
+    import threading
+
+    import keras
+    import tensorflow as tf
+
+    import exportkit
+    from exportkit.background import Background
+    from exportkit.errors import Interrupted
+
+    waiting, written = threading.Event(), []
+    finish = Background.finish
+
+    def announced_finish(self, reporter):
+        if self._unfinished:  # write_graphs' wait for the write, not a stage's start
+            waiting.set()
+        return finish(self, reporter)
+
+    if when == "as_the_write_starts":
+        waiting.set()
+
+    def interrupted_write(self, prefix, *args, **kwargs):
+        waiting.wait()
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, delivered to the main thread in its wait
+        go = threading.Event()
+        threading.Timer(0.1, go.set).start()
+        go.wait()
+        os.makedirs(os.path.dirname(prefix), exist_ok=True)
+        with open(f"{prefix}.index", "wb") as index:
+            index.write(b"late")
+        written.append(prefix)
+
+    monkeypatch.setattr(Background, "finish", announced_finish)
+    monkeypatch.setattr(tf.train.Checkpoint, "write", interrupted_write)
     model = keras.Sequential([keras.Input((4,), name="x"), keras.layers.Dense(3)])
     with pytest.raises(Interrupted):
         exportkit.export_saved_model(model, export_dir, verbose=False)

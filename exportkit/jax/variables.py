@@ -50,17 +50,16 @@ def make_variables(model, trainable: bool):
 
 
 def to_variable(leaf, trainable: bool, name: str):
-    """A ``tf.Variable`` holding ``leaf``'s values, made with at most one copy, often none.
+    """A ``tf.Variable`` holding ``leaf``'s values; a large leaf with at most one copy.
 
     ``tf.Variable(array)`` goes through an intermediate tensor (two transient copies of the leaf,
     which for multi-GiB params is the peak of the whole export). A leaf TensorFlow can adopt (a
     CPU ``jax.Array``, an aligned NumPy array such as ``.npz`` params are read into) becomes the
-    variable's buffer through DLPack; any other is first copied once into an aligned buffer.
-    The variable then shares memory with the params given: exportkit writes to neither.
-
-    A leaf under ``COPY_ONCE_FROM`` bytes that TensorFlow cannot adopt goes the copying way: its
-    transient copies are small, and TensorFlow's allocator reuses memory the export freed where a
-    fresh aligned buffer would fault in new pages (twice as slow for a few MiB).
+    variable's buffer through DLPack, sharing memory with the params given (exportkit writes to
+    neither); any other of ``COPY_ONCE_FROM`` bytes or more is first copied once into an aligned
+    buffer the variable adopts. A smaller one goes the copying way: its transient copies are
+    small, and TensorFlow's allocator reuses memory the export freed where a fresh aligned buffer
+    would fault in new pages (twice as slow for a few MiB).
     """
     tensor = _adopt(leaf)
     if tensor is None:

@@ -28,9 +28,9 @@ class Stage(abc.ABC):
     adds: Tuple[str, ...] = ()
     # True: this stage runs the model source (``ctx.run.source.load``), so it adds the source's ``adds``
     loads_source: bool = False
-    # False: this stage does not read the files earlier stages wrote, so it may run while one of
-    # them still writes (write_graphs builds its graphs beside write_checkpoint's write; see
-    # exportkit.background). True, the default: every earlier stage's files are complete.
+    # True, the default, and all a stage of yours needs: it starts once every earlier stage's
+    # files are complete. exportkit's write_graphs sets False to build its graphs while
+    # write_checkpoint's write goes on, and waits for it itself (exportkit.background).
     reads_files: bool = True
 
     def __init__(self, required: bool = True) -> None:
