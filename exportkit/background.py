@@ -19,15 +19,6 @@ from typing import Any, Callable, List, Optional
 from exportkit.errors import first_line
 
 
-class EarlierStageFailed(Exception):
-    """Raised into the stage that was running when an earlier stage's background work failed:
-    the runner records and raises ``error``, the earlier stage's own failure, instead."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 @dataclass
 class _Work:
     future: Future
@@ -63,7 +54,9 @@ class Background:
     def __init__(self) -> None:
         self._new: List[_Work] = []  # started by the stage that runs now
         self._unfinished: List[_Unfinished] = []
-        self._failed: Optional[BaseException] = None  # a required stage's failure, raised again
+        # a required stage's failure, raised again by every later finish(); the runner tells it
+        # from the failure of the stage it interrupted by this identity
+        self.failed: Optional[BaseException] = None
 
     def start(self, work: Callable[[], Any]) -> None:
         """Run ``work`` on a thread of its own; it continues after the calling stage returns.
@@ -78,26 +71,29 @@ class Background:
     def left_by(self, record, required: bool, started: float) -> bool:
         """The runner, after a stage returned: hold its record open while the work it started
         runs on (True); False when it started none, or failed anyway (its work is waited for)."""
-        if self._new and record.status != "ok":
-            wait([item.future for item in self._new])
-        elif self._new:
-            self._unfinished.append(_Unfinished(record, required, started, self._new))
-        held, self._new = record.status == "ok" and bool(self._new), []
-        return held
+        if not self._new:
+            return False
+        if record.status != "ok":
+            wait([item.future for item in self._new])  # a signal here leaves them listed, for abandon()
+            self._new = []
+            return False
+        self._unfinished.append(_Unfinished(record, required, started, self._new))
+        self._new = []
+        return True
 
     def finish(self, reporter) -> None:
         """Wait for every stage's unfinished work and report each such stage as it ends; raise
-        ``EarlierStageFailed`` with the first required stage's error (again on a later call)."""
+        the first required stage's error (``failed``; again on a later call)."""
         while self._unfinished:
             item = self._unfinished[0]
             error = item.settle()  # what a signal interrupts stays listed, for abandon()
             self._unfinished.pop(0)
             reporter.stage_ended(item.record)
             if error is not None and item.required:
-                self._failed = error
+                self.failed = error
                 self.abandon()
-        if self._failed is not None:
-            raise EarlierStageFailed(self._failed) from self._failed
+        if self.failed is not None:
+            raise self.failed
 
     def abandon(self, notify: Callable[[str], None] = lambda line: None) -> None:
         """Wait, reporting nothing, for whatever still runs (the export failed or was stopped):

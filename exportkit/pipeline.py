@@ -24,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from exportkit import schema, serving, signatures
 from exportkit.artifact import manifest
-from exportkit.background import EarlierStageFailed
 from exportkit.context import ExportContext, Model, Run, StageRecord
 from exportkit.errors import ConfigError, ExportkitError, Interrupted, SignatureError, StageSkipped, first_line
 from exportkit.imports import instantiate
@@ -183,7 +182,7 @@ class Export:
             try:
                 for name, stage in stages:
                     ctx = run_stage(name, stage, ctx)
-                finish_background(ctx)
+                ctx.run.background.finish(ctx.run.reporter)
                 require_verified(ctx)  # nothing unverified is published unless the user said so
                 serving.check_contract(ctx)
             except BaseException:
@@ -315,7 +314,7 @@ def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
     """Run one stage, timed, and record it: ok, skipped (``StageSkipped``) or failed (a required
     stage's failure is raised; an optional one's is recorded and the export goes on)."""
     if stage.reads_files:
-        finish_background(ctx)
+        ctx.run.background.finish(ctx.run.reporter)
     ctx.run.reporter.stage_started(name)
     start = time.perf_counter()
     status, detail, error = "ok", "", None
@@ -323,13 +322,13 @@ def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
         result = stage(ctx)
         if result is not None:
             ctx = result
-    except EarlierStageFailed as failed:
-        # an earlier stage's work failed while this stage ran beside it: that stage's failure
-        # (recorded as such), not this one's, which is left unrecorded as if it had not run
-        raise failed.error from None
     except StageSkipped as e:
         status, detail = "skipped", str(e)
     except Exception as e:  # noqa: BLE001 - recorded as the stage's failure; a required stage's raised
+        if e is ctx.run.background.failed:
+            # an earlier stage's work failed while this stage ran beside it: that stage's failure
+            # (recorded as such), not this one's, which is left unrecorded as if it had not run
+            raise
         status, detail, error = "failed", first_line(e), e
     record = StageRecord(name, status, time.perf_counter() - start, detail)
     ctx.run.records.append(record)
@@ -338,15 +337,6 @@ def run_stage(name: str, stage: Any, ctx: ExportContext) -> ExportContext:
     if error is not None and stage.required:
         raise error
     return ctx
-
-
-def finish_background(ctx: ExportContext) -> None:
-    """Wait for the work stages left running (``exportkit.background``); a required stage's
-    failure there is raised as that stage's own error."""
-    try:
-        ctx.run.background.finish(ctx.run.reporter)
-    except EarlierStageFailed as failed:
-        raise failed.error from None
 
 
 def resolved(cfg: DictConfig) -> DictConfig:

@@ -218,7 +218,7 @@ class _Lines:
 def test_work_a_stage_leaves_running_ends_its_record_and_its_failure_is_that_stages():
     import threading
 
-    from exportkit.background import Background, EarlierStageFailed
+    from exportkit.background import Background
     from exportkit.context import StageRecord
 
     background, lines, go, done = Background(), _Lines(), threading.Event(), []
@@ -241,9 +241,11 @@ def test_work_a_stage_leaves_running_ends_its_record_and_its_failure_is_that_sta
     background.start(fail)
     required = StageRecord("required", "ok", 0.0)
     background.left_by(required, required=True, started=0.0)
-    with pytest.raises(EarlierStageFailed) as raised:
+    with pytest.raises(OSError, match="No space left") as raised:
         background.finish(lines)
-    assert isinstance(raised.value.error, OSError) and required.status == "failed"
+    assert raised.value is background.failed and required.status == "failed"
+    with pytest.raises(OSError):  # and again at every later wait: a failure cannot be swallowed
+        background.finish(lines)
 
 
 def test_abandoning_waits_for_the_work_still_running():
